@@ -1,0 +1,3 @@
+"""w2v: word2vec (skip-gram and CBOW) on PyTorch."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,60 @@
+"""Atomic file writes: a reader sees the old file or the whole new one, never half of one.
+
+Every file w2v writes (caches, checkpoints, vectors) goes through here: write to a temporary
+file in the same directory, fsync, then os.replace, which is atomic on POSIX filesystems.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from w2v.errors import W2VError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary sibling of `path` for writing; rename it over `path` on success."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise W2VError(f"cannot write {path}: {err.strerror}; choose a writable location") from err
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove_quietly(tmp)
+        raise W2VError(
+            f"cannot write {path}: {err.strerror}; free some space or choose another location "
+            "(earlier files are intact)"
+        ) from err
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save through atomic_open (plain tensors, lists, dicts: loadable with weights_only)."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
