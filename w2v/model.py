@@ -1,0 +1,142 @@
+"""Word2Vec as an ordinary nn.Module: nn.Embedding (input vectors) + nn.Linear (output layer).
+
+    model = Word2Vec(len(vocab), 100, arch="skipgram", noise_probs=vocab.noise_probs(0.75))
+    loss = model(inputs, targets)   # then loss.backward(), optimizer.step()
+
+The input embedding holds the vectors users keep. The Linear layer's weight (V_out, dim) holds
+word2vec's second table: one output vector per word for negative sampling and full softmax
+(syn1neg), or one per inner Huffman node for hierarchical softmax (syn1, V-1 rows). Output rows
+are gathered with F.embedding, so with sparse=True both tables get sparse gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from w2v.errors import W2VError
+
+
+class Word2Vec(nn.Module):
+    """Skip-gram or CBOW with negative sampling, hierarchical softmax or full softmax.
+
+    forward(inputs, targets, mask=None, negatives=None) returns the loss:
+      - skip-gram: inputs (B,) context words, each predicting its centre word targets (B,)
+        (word2vec.c and gensim train the context word's input vector on the centre word);
+      - CBOW: inputs (B, C) context words with mask (B, C), their mean (or sum) predicting
+        targets (B,);
+      - negatives (B, K) noise words for loss="negative" (see w2v.batches); noise words equal
+        to the target are ignored, as in word2vec.c.
+    reduction="sum" makes each example's gradient a full SGD step (word2vec's learning rate
+    applies per example); "mean" suits Adam and hand-written loops.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        arch: str = "skipgram",
+        loss: str = "negative",
+        cbow_mean: bool = True,
+        sparse: bool = False,
+        huffman=None,
+        reduction: str = "sum",
+    ) -> None:
+        super().__init__()
+        if arch not in ("skipgram", "cbow"):
+            raise W2VError(f"model.arch={arch!r} is unknown: use skipgram or cbow")
+        if loss not in ("negative", "hs", "softmax"):
+            raise W2VError(f"model.loss={loss!r} is unknown: use negative, hs or softmax")
+        if loss == "hs" and huffman is None:
+            raise ValueError("loss='hs' needs the vocabulary's Huffman tree (vocab.huffman())")
+        self.arch, self.loss, self.cbow_mean = arch, loss, cbow_mean
+        self.sparse, self.reduction = sparse, reduction
+        out_rows = max(vocab_size - 1, 1) if loss == "hs" else vocab_size
+        self.input = nn.Embedding(vocab_size, dim, sparse=sparse)
+        self.output = nn.Linear(dim, out_rows, bias=False)
+        if huffman is not None:
+            # Per word: the inner nodes on its root path, the branch taken at each, the depth.
+            points = torch.as_tensor(huffman.points, dtype=torch.long).clamp_min(0)  # pads -> 0
+            self.register_buffer("hs_points", points)
+            self.register_buffer("hs_codes", torch.as_tensor(huffman.codes, dtype=torch.float32))
+            self.register_buffer("hs_lengths", torch.as_tensor(huffman.lengths, dtype=torch.long))
+        self.reset_parameters()
+
+    @property
+    def dim(self) -> int:
+        return self.input.embedding_dim
+
+    def reset_parameters(self) -> None:
+        """word2vec.c's initialisation: input uniform in (-0.5/dim, 0.5/dim), output zeros."""
+        with torch.no_grad():
+            self.input.weight.uniform_(-0.5 / self.dim, 0.5 / self.dim)
+            self.output.weight.zero_()
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        negatives: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        hidden = self.hidden(inputs, mask)  # (B, D)
+        if self.loss == "negative":
+            if negatives is None:
+                raise ValueError("loss='negative' needs negatives (B, K)")
+            per_example = self._negative_sampling(hidden, targets, negatives)
+        elif self.loss == "hs":
+            per_example = self._hierarchical_softmax(hidden, targets)
+        else:
+            per_example = F.cross_entropy(self.output(hidden), targets, reduction="none")
+        return per_example.sum() if self.reduction == "sum" else per_example.mean()
+
+    def hidden(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The projection layer: one input vector (skip-gram) or the context mean/sum (CBOW)."""
+        vectors = self.input(inputs)  # (B, D) or (B, C, D)
+        if vectors.dim() == 2:
+            return vectors
+        if mask is None:
+            mask = torch.ones(inputs.shape, dtype=torch.bool, device=inputs.device)
+        weights = mask.to(vectors.dtype)  # (B, C)
+        if self.cbow_mean:
+            weights = weights / weights.sum(1, keepdim=True).clamp_min(1.0)
+        return torch.bmm(weights.unsqueeze(1), vectors).squeeze(1)  # (B, D)
+
+    def _output_rows(self, index: torch.Tensor) -> torch.Tensor:
+        # F.embedding instead of weight[index]: sparse=True then gives a sparse gradient.
+        return F.embedding(index, self.output.weight, sparse=self.sparse)
+
+    def _negative_sampling(
+        self, hidden: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
+    ) -> torch.Tensor:
+        pos = (self._output_rows(targets) * hidden).sum(-1)  # (B,)
+        neg_rows = self._output_rows(negatives)  # (B, K, D)
+        neg = torch.bmm(neg_rows, hidden.unsqueeze(-1)).squeeze(-1)  # (B, K)
+        # word2vec.c skips a noise word that happens to be the target.
+        keep = (negatives != targets.unsqueeze(1)).to(neg.dtype)
+        return -F.logsigmoid(pos) - (F.logsigmoid(-neg) * keep).sum(-1)
+
+    def _hierarchical_softmax(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        points = self.hs_points[targets]  # (B, L) inner nodes on the path
+        codes = self.hs_codes[targets]  # (B, L) 0/1 branch
+        depth = torch.arange(points.shape[1], device=points.device)
+        on_path = (depth.unsqueeze(0) < self.hs_lengths[targets].unsqueeze(1)).to(hidden.dtype)
+        scores = torch.bmm(self._output_rows(points), hidden.unsqueeze(-1)).squeeze(-1)  # (B, L)
+        # word2vec.c trains node j towards label 1 - code: sign +1 for code 0, -1 for code 1.
+        sign = 1.0 - 2.0 * codes
+        return -(F.logsigmoid(sign * scores) * on_path).sum(-1)
+
+
+def build_model(cfg, vocab, reduction: str = "sum") -> Word2Vec:
+    """The model for a ModelConfig and a Vocab (its size and, for hs, its Huffman tree)."""
+    return Word2Vec(
+        len(vocab),
+        cfg.dim,
+        arch=cfg.arch,
+        loss=cfg.loss,
+        cbow_mean=cfg.cbow_mean,
+        sparse=cfg.sparse,
+        huffman=vocab.huffman() if cfg.loss == "hs" else None,
+        reduction=reduction,
+    )
