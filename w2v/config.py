@@ -191,6 +191,19 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
+    def __post_init__(self) -> None:
+        # Checks across groups: sparse gradients need an optimizer that accepts them.
+        opt, sparse = self.trainer.optimizer, self.model.sparse
+        if sparse and opt in ("adam", "adamw"):
+            raise W2VError(
+                f"model.sparse=true gives sparse gradients, which trainer.optimizer={opt} cannot "
+                "take: use trainer.optimizer=sparse_adam or sgd, or model.sparse=false"
+            )
+        if opt == "sparse_adam" and not sparse:
+            raise W2VError(
+                "trainer.optimizer=sparse_adam needs sparse gradients: set model.sparse=true"
+            )
+
 
 def register_configs() -> None:
     """Register the schemas so the YAML groups are type-checked when composed."""

@@ -1,0 +1,81 @@
+"""Every conf/ group combination composes and validates; bad values fail with the key named."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from w2v.config import Config, register_configs
+from w2v.errors import W2VError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("data", "model", "trainer")}
+
+
+def compose_cfg(overrides: list[str]) -> Config:
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return OmegaConf.to_object(compose("config", overrides=overrides))
+
+
+@pytest.mark.parametrize(
+    "data,model,trainer", list(itertools.product(*(GROUPS[g] for g in ("data", "model", "trainer"))))
+)
+def test_every_group_combination_composes(data, model, trainer):
+    cfg = compose_cfg([f"data={data}", f"model={model}", f"trainer={trainer}", "data.path=x.txt"])
+    assert isinstance(cfg, Config)
+    assert cfg.model.arch == model
+    assert cfg.data.path == "x.txt"
+
+
+def test_experiment_sets_the_benchmark_settings():
+    cfg = compose_cfg(["+experiment=text8_prefix_bench"])
+    assert cfg.data.path.endswith("text8-prefix") and cfg.trainer.epochs == 5
+    assert (cfg.model.dim, cfg.model.window, cfg.model.negative) == (100, 5, 5)
+
+
+def test_defaults_are_word2vecs():
+    cfg = compose_cfg([])
+    m, t, d = cfg.model, cfg.trainer, cfg.data
+    assert (m.arch, m.dim, m.window, m.negative, m.ns_exponent, m.sample) == (
+        "skipgram", 100, 5, 5, 0.75, 1e-3)
+    assert (t.lr, t.min_lr, d.min_count, d.hub_id) == (0.025, 0.0001, 5, "afmck/text8")
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("model.dim=0", "model.dim"),
+        ("model.window=0", "model.window"),
+        ("model.negative=-1", "model.negative"),
+        ("model.sample=-0.1", "model.sample"),
+        ("model.loss=nce", "model.loss"),
+        ("trainer.lr=0", "trainer.lr"),
+        ("trainer.epochs=0", "trainer.epochs"),
+        ("trainer.optimizer=lbfgs", "trainer.optimizer"),
+        ("trainer.device=tpu", "trainer.device"),
+        ("data.min_count=0", "data.min_count"),
+        ("data.max_vocab=0", "data.max_vocab"),
+    ],
+)
+def test_out_of_range_values_name_the_key(override, key):
+    with pytest.raises(W2VError, match=key.replace(".", r"\.")):
+        compose_cfg([override])
+
+
+def test_sparse_needs_an_optimizer_that_takes_sparse_gradients():
+    with pytest.raises(W2VError, match="model.sparse"):
+        compose_cfg(["model.sparse=true", "trainer.optimizer=adam"])
+    with pytest.raises(W2VError, match="sparse_adam"):
+        compose_cfg(["trainer.optimizer=sparse_adam"])
+    assert compose_cfg(["model.sparse=true", "trainer.optimizer=sparse_adam"]).model.sparse
+
+
+@pytest.mark.parametrize("override", ["model.dimm=3", "trainer.epochs=many"])
+def test_unknown_keys_and_wrong_types_fail_at_composition(override):
+    with pytest.raises(Exception, match=override.split("=")[0].replace(".", r"\.")):
+        compose_cfg([override])

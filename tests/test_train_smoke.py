@@ -1,0 +1,159 @@
+"""Training end to end on the planted corpus: learning, outputs, TensorBoard, resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.test_config import compose_cfg
+from w2v import train as train_mod
+from w2v.train import TrainingInterrupted, train
+
+
+def planted_cfg(planted, *overrides):
+    return compose_cfg([
+        "data=local", f"data.path={planted.path}", "data.min_count=1",
+        "model.dim=24", "model.window=3", "model.sample=0",
+        "trainer.threads=1", "trainer.progress=false", "trainer.batch_size=256",
+        "trainer.log_every=5", "trainer.ckpt_every=0", "eval.projector_words=50",
+        *overrides,
+    ])
+
+
+def neighbours_recovered(vectors: torch.Tensor, words: list[str], planted) -> float:
+    index = {w: i for i, w in enumerate(words)}
+    unit = torch.nn.functional.normalize(vectors, dim=1)
+    hits = 0
+    for e in range(planted.entities):
+        a, b = index[planted.word(e, 0)], index[planted.word(e, 1)]
+        sims = unit @ unit[a]
+        sims[a] = -2
+        hits += b in sims.topk(3).indices.tolist()
+    return hits / planted.entities
+
+
+def analogies_recovered(vectors, words, planted) -> float:
+    index = {w: i for i, w in enumerate(words)}
+    unit = torch.nn.functional.normalize(vectors, dim=1)
+    ok = 0
+    questions = planted.analogies()
+    for a, b, c, d in questions:
+        q = unit[index[b]] - unit[index[a]] + unit[index[c]]
+        sims = unit @ q
+        for w in (a, b, c):
+            sims[index[w]] = -9
+        ok += int(sims.argmax()) == index[d]
+    return ok / len(questions)
+
+
+CASES = [
+    ("skipgram", "negative", "autograd"),
+    ("cbow", "negative", "autograd"),
+    ("skipgram", "hs", "autograd"),
+    ("cbow", "hs", "autograd"),
+    ("skipgram", "softmax", "autograd"),
+    ("cbow", "softmax", "autograd"),
+    ("skipgram", "negative", "fused"),
+    ("cbow", "negative", "fused"),
+    ("skipgram", "hs", "fused"),
+    ("cbow", "hs", "fused"),
+]
+
+
+@pytest.mark.parametrize("arch,loss,engine", CASES)
+def test_learns_planted_structure(planted, tmp_path, arch, loss, engine):
+    cfg = planted_cfg(planted, f"model={arch}", f"model.loss={loss}", f"trainer.engine={engine}",
+                      "trainer.epochs=4", "trainer.chunk_words=2000")
+    metrics = train(cfg, tmp_path)
+    vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
+    assert metrics["engine"] == engine
+    assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
+    assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
+    losses = _scalars(tmp_path / "tb", "train/loss")
+    assert losses[-1] < losses[0]  # loss falls
+
+
+def _scalars(logdir: Path, tag: str) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return [e.value for e in acc.Scalars(tag)]
+
+
+def test_run_dir_outputs_and_tensorboard(planted, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = planted_cfg(planted, "trainer.epochs=2", "trainer.engine=autograd")
+    metrics = train(cfg, tmp_path)
+    for name in ("vectors.pt", "vectors.txt", "metrics.json"):
+        assert (tmp_path / name).is_file(), name
+    assert list((tmp_path / "checkpoints").glob("step-*.pt"))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("words_per_sec", "train_seconds", "epochs", "final_loss"):
+        assert key in saved and saved[key] == pytest.approx(metrics[key])
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/words_per_sec", "epoch/loss"} <= tags
+    assert len(acc.Scalars("epoch/loss")) == 2
+    lrs = [e.value for e in acc.Scalars("train/lr")]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] <= 0.025
+    assert (tmp_path / "tb" / "projector_config.pbtxt").is_file()
+
+
+def test_train_loss_is_the_interval_mean_not_a_running_total(planted, tmp_path):
+    cfg = planted_cfg(planted, "trainer.epochs=3", "trainer.engine=autograd",
+                      "model.loss=negative")
+    train(cfg, tmp_path)
+    losses = _scalars(tmp_path / "tb", "train/loss")
+    # a cumulative tally would grow; a per-pair mean of NS loss starts near 6 * log 2
+    assert max(losses) < 6 * 0.7 and losses[-1] < losses[0]
+
+
+class _StopAfter:
+    """Stands in for StopFlag: reports SIGTERM after `n` steps."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.checks = n, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    @property
+    def signum(self):
+        self.checks += 1
+        return signal.SIGTERM if self.checks > self.n else None
+
+
+@pytest.mark.parametrize("engine", ["autograd", "fused"])
+def test_interrupted_and_resumed_equals_uninterrupted(planted, tmp_path, monkeypatch, engine):
+    over = (f"trainer.engine={engine}", "trainer.epochs=2", "trainer.chunk_words=3000",
+            "trainer.batch_size=512")
+    train(planted_cfg(planted, *over), tmp_path / "full")
+    full = torch.load(tmp_path / "full" / "vectors.pt", weights_only=True)["vectors"]
+
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(7))
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(planted_cfg(planted, *over), tmp_path / "cut")
+    assert stop.value.code == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    train(planted_cfg(planted, *over, "trainer.resume=latest"), tmp_path / "cut")
+    resumed = torch.load(tmp_path / "cut" / "vectors.pt", weights_only=True)["vectors"]
+    assert torch.equal(full, resumed)
+
+
+def test_nan_loss_stops_with_a_clear_message(planted, tmp_path):
+    from w2v.errors import W2VError
+
+    cfg = planted_cfg(planted, "trainer.engine=autograd", "trainer.lr=1e30",
+                      "trainer.optimizer=sgd", "model.loss=softmax", "trainer.epochs=2")
+    with pytest.raises(W2VError, match="loss became"):
+        train(cfg, tmp_path)
