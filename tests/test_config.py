@@ -13,7 +13,9 @@ from w2v.config import Config, register_configs
 from w2v.errors import W2VError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("data", "model", "trainer")}
+GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml"))
+          for g in ("data", "model", "trainer")}
+COMBOS = list(itertools.product(GROUPS["data"], GROUPS["model"], GROUPS["trainer"]))
 
 
 def compose_cfg(overrides: list[str]) -> Config:
@@ -22,9 +24,7 @@ def compose_cfg(overrides: list[str]) -> Config:
         return OmegaConf.to_object(compose("config", overrides=overrides))
 
 
-@pytest.mark.parametrize(
-    "data,model,trainer", list(itertools.product(*(GROUPS[g] for g in ("data", "model", "trainer"))))
-)
+@pytest.mark.parametrize("data,model,trainer", COMBOS)
 def test_every_group_combination_composes(data, model, trainer):
     cfg = compose_cfg([f"data={data}", f"model={model}", f"trainer={trainer}", "data.path=x.txt"])
     assert isinstance(cfg, Config)

@@ -135,8 +135,8 @@ class Batches:
             targets = centre_ids.unsqueeze(1).expand_as(valid)[valid]  # (P,)
             mask = None
         else:
-            has_context = valid.any(1)
-            inputs, mask, targets = context[has_context], valid[has_context], centre_ids[has_context]
+            has = valid.any(1)  # centres whose reduced window holds at least one word
+            inputs, mask, targets = context[has], valid[has], centre_ids[has]
         return Batch(
             inputs=inputs,
             targets=targets,

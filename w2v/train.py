@@ -15,7 +15,6 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from w2v import checkpoint as ckpt
+from w2v import distributed
 from w2v.atomic import atomic_write_text
 from w2v.batches import Batches, _seed
 from w2v.config import Config, register_configs
@@ -78,23 +78,26 @@ class AutogradEngine:
             seed=cfg.trainer.seed,
         )
 
-    def epoch(self, epoch: int, start: int, lr_at) -> Iterator[Step]:
-        view = self.batches.view(epoch)
-        steps = self.batches.steps(view)
-        for step in range(start, steps):
-            lr = lr_at(epoch, step / steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            batch = self.batches.batch(view, epoch, step)
-            if batch.examples == 0:
-                yield Step(step, steps, 0.0, 0)
-                continue
-            loss = self.model(batch.inputs, batch.targets, batch.mask, batch.negatives)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            per_example = loss.detach() if self.model.reduction == "sum" else loss.detach() * batch.examples
-            yield Step(step, steps, per_example, batch.examples)
+    def begin_epoch(self, epoch: int) -> int:
+        """Redraw the epoch's subsampling and order; return its number of steps."""
+        self.view = self.batches.view(epoch)
+        return self.batches.steps(self.view)
+
+    def step(self, epoch: int, step: int, steps: int, lr: float, lr_end: float) -> Step:
+        if step * self.batches.batch_size >= len(self.view.order):
+            return Step(step, steps, 0.0, 0)  # this rank's shard is done (distributed)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.batches.batch(self.view, epoch, step)
+        if batch.examples == 0:
+            return Step(step, steps, 0.0, 0)
+        loss = self.model(batch.inputs, batch.targets, batch.mask, batch.negatives)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        loss = loss.detach()
+        total = loss if self.model.reduction == "sum" else loss * batch.examples
+        return Step(step, steps, total, batch.examples)
 
     def state_dict(self) -> dict | None:
         return self.optimizer.state_dict()
@@ -124,23 +127,26 @@ class FusedEngine:
         else:
             huff = vocab.huffman()
             self.tables.update(codes=huff.codes, points=huff.points, lengths=huff.lengths)
+        self.in_w = model.input.weight.data.numpy()  # (V, D) views: updated in place
+        self.out_w = model.output.weight.data.numpy()  # (V_out, D)
         self.jobs = fused.plan_jobs(self.doc_offsets, cfg.trainer.chunk_words)
         fused.set_threads(cfg.trainer.threads)
 
-    def epoch(self, epoch: int, start: int, lr_at) -> Iterator[Step]:
-        steps, m = len(self.jobs), self.cfg.model
-        in_w = self.model.input.weight.data.numpy()
-        out_w = self.model.output.weight.data.numpy()
-        for step in range(start, steps):
-            doc_start, doc_end = self.jobs[step]
-            stats = self.fused.train_job(
-                in_w, out_w, self.ids, self.doc_offsets, doc_start, doc_end, self.keep,
-                arch=m.arch, loss=m.loss, window=m.window, negative=m.negative,
-                cbow_mean=m.cbow_mean, lr_start=lr_at(epoch, step / steps),
-                lr_end=lr_at(epoch, (step + 1) / steps),
-                seed=_seed(self.cfg.trainer.seed, epoch, step), **self.tables,
-            )
-            yield Step(step, steps, stats.loss_sum, stats.pairs)
+    def begin_epoch(self, epoch: int) -> int:
+        return len(self.jobs)
+
+    def step(self, epoch: int, step: int, steps: int, lr: float, lr_end: float) -> Step:
+        if step >= len(self.jobs):
+            return Step(step, steps, 0.0, 0)  # this rank's shard is done (distributed)
+        m = self.cfg.model
+        doc_start, doc_end = self.jobs[step]
+        stats = self.fused.train_job(
+            self.in_w, self.out_w, self.ids, self.doc_offsets, int(doc_start), int(doc_end),
+            self.keep, arch=m.arch, loss=m.loss, window=m.window, negative=m.negative,
+            cbow_mean=m.cbow_mean, lr_start=lr, lr_end=lr_end,
+            seed=_seed(self.cfg.trainer.seed, epoch, step), **self.tables,
+        )
+        return Step(step, steps, stats.loss_sum, stats.pairs)
 
     def state_dict(self) -> None:
         return None  # plain SGD: nothing beyond the weights
@@ -221,107 +227,105 @@ def lr_schedule(cfg: Config):
 def train(cfg: Config, run_dir: str | Path) -> dict:
     """Train on cfg's corpus; write vectors, metrics, TensorBoard logs and checkpoints."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     t = cfg.trainer
     torch.manual_seed(t.seed)
     torch.set_num_threads(t.threads)
     device = choose_device(t.device)
     engine_name = choose_engine(cfg, device)
+    world = distributed.init_from_env(device)
+    try:
+        if world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        corpus = build_corpus(cfg.data, progress=t.progress and world.main)
+        shard = distributed.shard(corpus, world)
+        reduction = "sum" if t.optimizer == "sgd" else "mean"
+        model = build_model(cfg.model, corpus.vocab, reduction=reduction).to(device)
+        if engine_name == "fused":
+            engine = FusedEngine(model, shard, cfg)
+        else:
+            engine = AutogradEngine(model, shard, cfg, device)
 
-    corpus = build_corpus(cfg.data, progress=t.progress)
-    reduction = "sum" if t.optimizer == "sgd" else "mean"
-    model = build_model(cfg.model, corpus.vocab, reduction=reduction).to(device)
-    if engine_name == "fused":
-        engine = FusedEngine(model, corpus, cfg)
-    else:
-        engine = AutogradEngine(model, corpus, cfg, device)
+        position = ckpt.Position()
+        if t.resume:
+            path = ckpt.resolve(t.resume, run_dir)
+            position = ckpt.restore(path, model, engine, corpus.vocab, cfg)
+            if world.main:
+                print(f"resumed from {path} at epoch {position.epoch}, step {position.step}")
 
-    position = ckpt.Position()
-    if t.resume:
-        path = ckpt.resolve(t.resume, run_dir)
-        position = ckpt.restore(path, model, engine, corpus.vocab, cfg)
-        print(f"resumed from {path} at epoch {position.epoch}, step {position.step}")
-
-    writer = SummaryWriter(str(run_dir / "tb"))
-    loop = Loop(cfg, run_dir, model, engine, corpus, writer, position)
-    with StopFlag() as stop:
-        loop.run(stop)
-    metrics = loop.finish()
-    writer.close()
-    return metrics
+        writer = SummaryWriter(str(run_dir / "tb")) if world.main else None
+        loop = Loop(cfg, run_dir, model, engine, corpus, writer, position, world)
+        with StopFlag() as stop:
+            loop.run(stop)
+        return loop.finish()
+    finally:
+        distributed.shutdown(world)
 
 
 class Loop:
-    """The state of one training run; `run` is the loop, `finish` the exports."""
+    """The state of one training run; `run` is the loop, `finish` the exports.
 
-    def __init__(self, cfg, run_dir, model, engine, corpus, writer, position):
+    In a distributed run every rank runs the loop on its shard; only rank 0 (`world.main`)
+    logs, evaluates, checkpoints and exports, and words are counted for the whole world."""
+
+    def __init__(self, cfg, run_dir, model, engine, corpus, writer, position, world):
         self.cfg, self.run_dir, self.model, self.engine = cfg, run_dir, model, engine
-        self.corpus, self.writer, self.pos = corpus, writer, position
+        self.corpus, self.writer, self.pos, self.world = corpus, writer, position, world
         self.lr_at = lr_schedule(cfg)
         self.ckpt_dir = run_dir / "checkpoints"
-        # Raw words (before OOV drop and subsampling) per retained token, for raw words/s.
-        self.raw_per_token = corpus.raw_tokens / max(len(corpus.ids), 1)
+        self.params = [p.data for p in model.parameters()]
         self.train_seconds = 0.0
         self.eval_metrics: dict[str, float] = {}
         self.last_loss = float("nan")
 
     def run(self, stop: StopFlag) -> None:
-        cfg, t = self.cfg, self.cfg.trainer
-        total_words = self.corpus.raw_tokens * t.epochs
-        bar = tqdm(total=total_words, initial=self.pos.words_done, unit="w", unit_scale=True,
-                   disable=not t.progress, desc=f"{cfg.model.arch}/{self.engine.name}")
-        interval_loss, interval_examples = 0.0, 0
-        epoch_loss, epoch_examples = 0.0, 0
-        interval_start, interval_words = time.perf_counter(), 0
+        cfg, t, main = self.cfg, self.cfg.trainer, self.world.main
+        bar = tqdm(total=self.corpus.raw_tokens * t.epochs, initial=self.pos.words_done,
+                   unit="w", unit_scale=True, disable=not (t.progress and main),
+                   desc=f"{cfg.model.arch}/{self.engine.name}")
+        interval = Interval()
         start = time.perf_counter()
         for epoch in range(self.pos.epoch, t.epochs):
+            steps = distributed.agree_steps(self.world, self.engine.begin_epoch(epoch))
             first = self.pos.step if epoch == self.pos.epoch else 0
-            for s in self.engine.epoch(epoch, first, self.lr_at):
-                words = self._words_in_step(s)
-                self.pos.advance(epoch, s.step + 1, words)
-                interval_loss = interval_loss + s.loss_sum
-                epoch_loss = epoch_loss + s.loss_sum
-                interval_examples += s.examples
-                epoch_examples += s.examples
-                interval_words += words
+            epoch_total = Interval()
+            for step in range(first, steps):
+                lr, lr_end = self.lr_at(epoch, step / steps), self.lr_at(epoch, (step + 1) / steps)
+                s = self.engine.step(epoch, step, steps, lr, lr_end)
+                stopping = distributed.average_(self.world, self.params, stop.signum is not None)
+                words = _share(self.corpus.raw_tokens, step, steps)
+                self.pos.advance(epoch, step + 1, words)
+                interval.add(s, words)
+                epoch_total.add(s, words)
                 bar.update(words)
-                if self.pos.global_step % t.log_every == 0:
-                    # The only device sync: the loss is read here, at log time.
-                    mean = _mean(interval_loss, interval_examples)
-                    elapsed = time.perf_counter() - interval_start
-                    self._log_step(mean, interval_words / max(elapsed, 1e-9), epoch, s, bar)
-                    interval_loss, interval_examples = 0.0, 0
-                    interval_start, interval_words = time.perf_counter(), 0
-                if t.eval_every and self.pos.global_step % t.eval_every == 0:
+                g = self.pos.global_step
+                if main and g % t.log_every == 0:
+                    self._log_step(interval, lr_end, bar)  # reads the loss: one sync per interval
+                    interval = Interval()
+                if main and t.eval_every and g % t.eval_every == 0:
                     self._evaluate()
-                if t.ckpt_every and self.pos.global_step % t.ckpt_every == 0:
+                if t.ckpt_every and g % t.ckpt_every == 0:
                     self._checkpoint()
-                if stop.signum is not None:
+                if stopping:
                     self.train_seconds += time.perf_counter() - start
-                    self._interrupted(stop.signum, bar)
-            if epoch_examples:
-                mean = _mean(epoch_loss, epoch_examples)
+                    bar.close()
+                    self._interrupted(stop.signum)
+            if main and epoch_total.examples:
+                mean = epoch_total.mean()
                 self._check_finite(mean)
                 self.writer.add_scalar("epoch/loss", mean, epoch + 1)
                 self.last_loss = mean
-            epoch_loss, epoch_examples = 0.0, 0
             self.pos.next_epoch()
             self._checkpoint()
         self.train_seconds += time.perf_counter() - start
         bar.close()
 
-    def _words_in_step(self, s: Step) -> int:
-        # Steps split the epoch evenly enough that each accounts for its share of raw words.
-        per_epoch = self.corpus.raw_tokens
-        return int(per_epoch * (s.step + 1) / s.steps) - int(per_epoch * s.step / s.steps)
-
-    def _log_step(self, mean: float, words_per_sec: float, epoch: int, s: Step, bar) -> None:
+    def _log_step(self, interval: Interval, lr: float, bar) -> None:
+        mean = interval.mean()
         self._check_finite(mean)
-        lr = self.lr_at(epoch, (s.step + 1) / s.steps)
         g = self.pos.global_step
         self.writer.add_scalar("train/loss", mean, g)
         self.writer.add_scalar("train/lr", lr, g)
-        self.writer.add_scalar("train/words_per_sec", words_per_sec, g)
+        self.writer.add_scalar("train/words_per_sec", interval.words_per_sec(), g)
         self.last_loss = mean
         bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.5f}", refresh=False)
 
@@ -334,18 +338,20 @@ class Loop:
                 f"{kept}; lower trainer.lr or check the corpus"
             )
 
-    def _checkpoint(self) -> Path:
-        return ckpt.save(self.ckpt_dir, self.model, self.engine, self.corpus.vocab, self.cfg,
+    def _checkpoint(self) -> Path | None:
+        if not self.world.main:
+            distributed.barrier(self.world)  # wait until rank 0 has it on disk
+            return None
+        path = ckpt.save(self.ckpt_dir, self.model, self.engine, self.corpus.vocab, self.cfg,
                          self.pos)
+        distributed.barrier(self.world)
+        return path
 
-    def _interrupted(self, signum: int, bar) -> None:
-        bar.close()
+    def _interrupted(self, signum: int | None) -> None:
         path = self._checkpoint()
-        name = signal.Signals(signum).name
-        raise TrainingInterrupted(
-            f"{name}: checkpoint written to {path}; continue with trainer.resume={path}",
-            128 + signum,
-        )
+        name = signal.Signals(signum).name if signum else "a stop signal on another rank"
+        where = f"written to {path}; continue with trainer.resume={path}" if path else "written"
+        raise TrainingInterrupted(f"{name}: checkpoint {where}", 128 + (signum or 15))
 
     def _evaluate(self) -> dict[str, float]:
         from w2v.evaluate import run_suites
@@ -360,11 +366,7 @@ class Loop:
         return metrics
 
     def finish(self) -> dict:
-        from w2v.export import export_run
-
-        export_run(self.run_dir, self.model, self.corpus.vocab, self.cfg.export)
-        self._evaluate()
-        self._projector()
+        synced = distributed.in_sync(self.world, self.params)
         words = self.corpus.raw_tokens * self.cfg.trainer.epochs
         metrics = {
             "words_per_sec": words / max(self.train_seconds, 1e-9),
@@ -374,9 +376,19 @@ class Loop:
             "engine": self.engine.name,
             "vocab_size": len(self.corpus.vocab),
             "corpus_words": self.corpus.raw_tokens,
-            **{f"eval/{k}": v for k, v in self.eval_metrics.items()},
+            "world_size": self.world.size,
+            "ranks_in_sync": synced,
         }
+        if not self.world.main:
+            return metrics
+        from w2v.export import export_run
+
+        export_run(self.run_dir, self.model, self.corpus.vocab, self.cfg.export)
+        self._evaluate()
+        self._projector()
+        metrics.update({f"eval/{k}": v for k, v in self.eval_metrics.items()})
         self.writer.add_hparams(_hparams(self.cfg), _numeric(metrics), run_name="hparams")
+        self.writer.close()
         atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         return metrics
 
@@ -390,9 +402,30 @@ class Loop:
                                   metadata_header=["word", "count"], tag="input_vectors")
 
 
-def _mean(loss_sum, examples: int) -> float:
-    value = float(loss_sum)  # a tensor syncs here, once per log interval
-    return value / examples if examples else float("nan")
+class Interval:
+    """Loss and words over a logging interval; the loss may stay on the device until read."""
+
+    def __init__(self) -> None:
+        self.loss: torch.Tensor | float = 0.0
+        self.examples = 0
+        self.words = 0
+        self.start = time.perf_counter()
+
+    def add(self, s: Step, words: int) -> None:
+        self.loss = self.loss + s.loss_sum
+        self.examples += s.examples
+        self.words += words
+
+    def mean(self) -> float:
+        return float(self.loss) / self.examples if self.examples else float("nan")
+
+    def words_per_sec(self) -> float:
+        return self.words / max(time.perf_counter() - self.start, 1e-9)
+
+
+def _share(total: int, step: int, steps: int) -> int:
+    """Raw words accounted to one step: steps split an epoch's words evenly."""
+    return total * (step + 1) // steps - total * step // steps
 
 
 def _hparams(cfg: Config) -> dict:

@@ -1,0 +1,110 @@
+"""Data-parallel training over torch.distributed: shards, lockstep, parameter averaging.
+
+    torchrun --nproc_per_node=2 -m w2v.train data.path=corpus.txt
+
+Each rank trains on its own contiguous shard of the documents, with either engine, and after
+every step all ranks average both embedding tables with one all_reduce each (gloo on CPU, NCCL
+on GPU). Averaging parameters rather than gradients is what lets the fused Hogwild engine, which
+has no gradients, run distributed too; with SGD and synchronisation every step it is the same
+update as averaging the gradients. Ranks run the same number of steps per epoch (the largest
+shard's; a rank that runs out does empty steps), so collectives always match. The
+learning-rate schedule follows the global fraction of the epoch. Rank 0 alone logs, evaluates,
+checkpoints and exports. A stop signal on any rank stops all of them at the same step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+
+def init_from_env(device: torch.device) -> World:
+    """Join the process group torchrun describes in the environment; one process otherwise."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    return World(rank=dist.get_rank(), size=dist.get_world_size())
+
+
+def shutdown(world: World) -> None:
+    if world.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(corpus, world: World):
+    """This rank's contiguous run of whole documents, balanced by tokens."""
+    if not world.active:
+        return corpus
+    offsets = corpus.doc_offsets
+    total = int(offsets[-1])
+    cuts = [int(torch.searchsorted(offsets, total * r // world.size)) for r in range(world.size)]
+    cuts.append(len(offsets) - 1)
+    lo, hi = cuts[world.rank], cuts[world.rank + 1]
+    start, end = int(offsets[lo]), int(offsets[hi])
+    share = (end - start) / max(total, 1)
+    return dataclasses.replace(
+        corpus,
+        ids=corpus.ids[start:end],
+        doc_offsets=offsets[lo : hi + 1] - start,
+        raw_tokens=round(corpus.raw_tokens * share),
+    )
+
+
+def agree_steps(world: World, local_steps: int) -> int:
+    """The number of steps every rank runs this epoch: the largest shard's."""
+    if not world.active:
+        return local_steps
+    t = torch.tensor([local_steps], dtype=torch.long)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t)
+
+
+def average_(world: World, tensors: list[torch.Tensor], stop: bool) -> bool:
+    """Average `tensors` in place across ranks; return whether any rank asked to stop."""
+    if not world.active:
+        return stop
+    with torch.no_grad():
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            t.div_(world.size)
+    flag = torch.tensor([int(stop)], device=tensors[0].device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def in_sync(world: World, tensors: list[torch.Tensor]) -> bool:
+    """Whether every rank holds bit-identical tensors (checked once, at the end of a run)."""
+    if not world.active:
+        return True
+    local = torch.stack([t.detach().double().sum() for t in tensors])
+    gathered = [torch.zeros_like(local) for _ in range(world.size)]
+    dist.all_gather(gathered, local)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def barrier(world: World) -> None:
+    if world.active:
+        dist.barrier()
