@@ -1,0 +1,258 @@
+"""Counts -> Vocab: the word list, its counts and the tables training derives from them.
+
+Words are ordered by count, descending; ties keep the order of first occurrence in the corpus,
+so the same corpus always gives the same ids. From the counts come word2vec's subsampling
+keep-probabilities, the negative-sampling noise distribution and the Huffman tree of
+hierarchical softmax. The vocabulary is saved as JSON (never pickle), with its tokenizer:
+
+    python -c "from w2v.vocab import Vocab; v = Vocab.load('vocab.json'); print(v.words[:10])"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from w2v.atomic import atomic_write_text
+from w2v.errors import W2VError
+
+VOCAB_FORMAT = "w2v.vocab/1"
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Lowercase (optional), then `text.split()`, or `re.findall(pattern, text)` with a pattern.
+
+    data.py tokenizes large corpora with a vectorised path that must agree with this call
+    exactly; this is the reference (tests check the two agree).
+    """
+
+    lowercase: bool = True
+    pattern: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as err:
+                raise W2VError(
+                    f"data.token_pattern={self.pattern!r} is not a valid regular expression: {err}"
+                ) from err
+
+    def __call__(self, text: str) -> list[str]:
+        if self.lowercase:
+            text = text.lower()
+        if self.pattern is None:
+            return text.split()
+        return re.findall(self.pattern, text)
+
+    def to_dict(self) -> dict:
+        return {"lowercase": self.lowercase, "pattern": self.pattern}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Tokenizer:
+        return cls(lowercase=bool(d["lowercase"]), pattern=d.get("pattern"))
+
+
+@dataclass(frozen=True)
+class Huffman:
+    """Hierarchical-softmax paths, root first, as word2vec.c's CreateBinaryTree builds them.
+
+    codes[w, :lengths[w]] are the branches (0/1) taken from the root down to word w;
+    points[w, :lengths[w]] the inner nodes visited, ids in [0, V-2] (the root is V-2), i.e. rows
+    of the output matrix in hs mode. Entries past lengths[w] are 0 (padding).
+    """
+
+    codes: np.ndarray  # int8 (V, L)
+    points: np.ndarray  # int32 (V, L)
+    lengths: np.ndarray  # int32 (V,)
+
+
+@dataclass
+class Vocab:
+    """Words in id order (count descending, ties by first occurrence) and their counts."""
+
+    words: list[str]
+    counts: np.ndarray  # int64 (V,)
+    tokenizer: Tokenizer = field(default_factory=Tokenizer)
+    min_count: int = 1
+    max_vocab: int | None = None
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        if len(self.words) != len(self.counts):
+            raise ValueError(f"{len(self.words)} words but {len(self.counts)} counts")
+        self.index = {w: i for i, w in enumerate(self.words)}
+        if len(self.index) != len(self.words):
+            raise ValueError("duplicate words in a vocabulary")
+
+    @classmethod
+    def from_counts(
+        cls,
+        words: Sequence[str],
+        counts: np.ndarray | Sequence[int],
+        min_count: int = 5,
+        max_vocab: int | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> Vocab:
+        """Keep words with count >= min_count, the max_vocab most frequent, in id order.
+
+        `words`/`counts` come in first-occurrence order, which is what breaks count ties.
+        """
+        counts = np.asarray(counts, dtype=np.int64)
+        kept = select_ids(counts, min_count, max_vocab)
+        return cls(
+            words=[words[i] for i in kept],
+            counts=counts[kept],
+            tokenizer=tokenizer or Tokenizer(),
+            min_count=min_count,
+            max_vocab=max_vocab,
+        )
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __getitem__(self, word: str) -> int:
+        return self.index[word]
+
+    def __contains__(self, word: object) -> bool:
+        return word in self.index
+
+    @property
+    def total(self) -> int:
+        """Retained tokens: occurrences of in-vocabulary words."""
+        return int(self.counts.sum())
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "format": VOCAB_FORMAT,
+            "words": self.words,
+            "counts": self.counts.tolist(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "min_count": self.min_count,
+            "max_vocab": self.max_vocab,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Vocab:
+        return cls(
+            words=list(d["words"]),
+            counts=np.asarray(d["counts"], dtype=np.int64),
+            tokenizer=Tokenizer.from_dict(d["tokenizer"]),
+            min_count=int(d.get("min_count", 1)),
+            max_vocab=d.get("max_vocab"),
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocab:
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (OSError, ValueError) as err:
+            raise W2VError(f"cannot read vocabulary {path}: {err}") from err
+        if d.get("format") != VOCAB_FORMAT:
+            raise W2VError(f"{path} is not a w2v vocabulary (format {d.get('format')!r})")
+        return cls.from_dict(d)
+
+    # --- derived tables ----------------------------------------------------------------------
+
+    def keep_probs(self, sample: float) -> np.ndarray:
+        """Probability of keeping each occurrence of a word when subsampling: float32 (V,).
+
+        word2vec.c (TrainModelThread): ran = (sqrt(cn / (sample * train_words)) + 1)
+        * (sample * train_words) / cn, and gensim's Word2Vec.prepare_vocab does the same with
+        threshold_count = sample * retain_total; capped at 1. sample=0 turns it off.
+        """
+        if sample <= 0 or len(self) == 0:
+            return np.ones(len(self), dtype=np.float32)
+        threshold = sample * self.total
+        c = self.counts.astype(np.float64)
+        keep = (np.sqrt(c / threshold) + 1.0) * (threshold / c)
+        return np.minimum(keep, 1.0).astype(np.float32)
+
+    def noise_probs(self, ns_exponent: float) -> np.ndarray:
+        """Negative-sampling distribution: counts**ns_exponent, normalised; float64 (V,)."""
+        p = self.counts.astype(np.float64) ** ns_exponent
+        return p / p.sum()
+
+    def huffman(self) -> Huffman:
+        return build_huffman(self.counts)
+
+
+def select_ids(counts: np.ndarray, min_count: int, max_vocab: int | None) -> np.ndarray:
+    """Indices (into first-occurrence order) of the kept words, in vocabulary id order."""
+    candidates = np.flatnonzero(counts >= min_count)
+    # A stable sort on -count keeps first-occurrence order among equal counts.
+    order = candidates[np.argsort(-counts[candidates], kind="stable")]
+    return order if max_vocab is None else order[:max_vocab]
+
+
+def build_huffman(counts: np.ndarray) -> Huffman:
+    """word2vec.c's CreateBinaryTree over counts sorted descending (ids are vocab ids).
+
+    The tree is built with word2vec's two-queue merge (leaves from the rarest end, inner nodes in
+    creation order), so ties break exactly as in word2vec.c; paths are then read for all words
+    at once, one tree level per step.
+    """
+    v = len(counts)
+    if v < 2:
+        return Huffman(
+            codes=np.zeros((v, 0), np.int8),
+            points=np.zeros((v, 0), np.int32),
+            lengths=np.zeros(v, np.int32),
+        )
+    count = counts.tolist() + [10**15] * (v - 1)  # inner node v+a gets the a-th merge
+    parent = [0] * (2 * v - 1)
+    binary = [0] * (2 * v - 1)
+    pos1, pos2 = v - 1, v
+    # The merge is sequential by nature (each pick depends on the last); V-1 steps of int work.
+    for a in range(v - 1):
+        picks = []
+        for _ in range(2):
+            if pos1 >= 0 and count[pos1] < count[pos2]:
+                picks.append(pos1)
+                pos1 -= 1
+            else:
+                picks.append(pos2)
+                pos2 += 1
+        count[v + a] = count[picks[0]] + count[picks[1]]
+        parent[picks[0]] = parent[picks[1]] = v + a
+        binary[picks[1]] = 1
+    parent_a = np.asarray(parent, dtype=np.int64)
+    binary_a = np.asarray(binary, dtype=np.int8)
+    root = 2 * v - 2
+
+    # Walk every word up to the root together; step s visits each word's s-th ancestor.
+    node = np.arange(v)
+    lengths = np.zeros(v, dtype=np.int32)
+    steps_code, steps_point = [], []
+    while True:
+        active = node != root
+        if not active.any():
+            break
+        lengths += active
+        steps_code.append(np.where(active, binary_a[node], 0))
+        steps_point.append(np.where(active, parent_a[node] - v, 0))
+        node = np.where(active, parent_a[node], root)
+    depth = len(steps_code)
+    codes = np.zeros((v, depth), dtype=np.int8)
+    points = np.zeros((v, depth), dtype=np.int32)
+    rows = np.arange(v)
+    # Bottom-up step s lands at root-first position lengths-1-s (word2vec.c reverses the same way).
+    for s in range(depth):
+        act = s < lengths
+        col = lengths[act] - 1 - s
+        codes[rows[act], col] = steps_code[s][act]
+        points[rows[act], col] = steps_point[s][act]
+    return Huffman(codes=codes, points=points, lengths=lengths)
