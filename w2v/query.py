@@ -1,0 +1,86 @@
+"""Ask trained vectors for neighbours and analogies, interactively or from the command line.
+
+    python -m w2v.query vectors=runs/x/vectors.pt king "man:king::woman:?"
+
+A query is one word (its nearest neighbours), or an analogy written `a b c` or `a:b::c:?`
+(a is to b as c is to ?, answered with 3CosAdd). With no query arguments it reads queries from
+a prompt until EOF (Ctrl-D) or Ctrl-C. Options: topn=N (default 10), restrict_vocab=N.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from w2v.errors import W2VError, report_errors
+from w2v.export import load_vectors, parse_cli
+from w2v.vectors import KeyedVectors
+
+_ANALOGY = re.compile(r"^\s*(\S+?)\s*:\s*(\S+?)\s*::\s*(\S+?)\s*:\s*\?\s*$")
+
+
+@dataclass
+class QueryArgs:
+    vectors: str = MISSING
+    topn: int = 10
+    restrict_vocab: int | None = None
+
+
+def parse_query(text: str) -> tuple[list[str], list[str]]:
+    """A query line -> (positive, negative) words for most_similar."""
+    m = _ANALOGY.match(text)
+    words = list(m.groups()) if m else text.split()
+    if len(words) == 1:
+        return words, []
+    if len(words) == 3:
+        a, b, c = words
+        return [b, c], [a]
+    raise W2VError(f"cannot read query {text!r}: give one word, 'a b c' or 'a:b::c:?'")
+
+
+def answer(kv: KeyedVectors, text: str, topn: int = 10, restrict_vocab: int | None = None) -> str:
+    """The neighbours (or analogy answers) of one query, formatted one per line."""
+    positive, negative = parse_query(text)
+    hits = kv.most_similar(positive, negative, topn=topn, restrict_vocab=restrict_vocab)
+    title = (f"{negative[0]} : {positive[0]} :: {positive[1]} : ?" if negative
+             else f"nearest to {positive[0]}")
+    width = max((len(w) for w, _ in hits), default=0)
+    return "\n".join([title] + [f"  {w:<{width}}  {s:.4f}" for w, s in hits])
+
+
+def _interactive(kv: KeyedVectors, args: QueryArgs) -> None:
+    print(f"{len(kv)} words, dim {kv.dim}. A word, 'a b c' or 'a:b::c:?'; Ctrl-D quits.")
+    while True:
+        try:
+            line = input("query> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        if not line:
+            continue
+        try:
+            print(answer(kv, line, args.topn, args.restrict_vocab))
+        except W2VError as err:  # a typo should not end the session
+            print(f"error: {err}")
+
+
+@report_errors
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    # key=value arguments are options; everything else is a query.
+    options = [a for a in argv if re.match(r"^[A-Za-z_]+=", a)]
+    queries = [a for a in argv if a not in options]
+    args = parse_cli(QueryArgs, options)
+    kv = load_vectors(args.vectors)
+    if not queries:
+        _interactive(kv, args)
+        return
+    for text in queries:
+        print(answer(kv, text, args.topn, args.restrict_vocab))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Cosine similarity, nearest neighbours and analogies over a table of word vectors.
+
+KeyedVectors is the read-only, gensim-like view of trained vectors. Every query is one matrix
+product against the unit-normalised table (computed once, cached), on the vectors' device:
+
+    from w2v.export import load_vectors; load_vectors("vectors.pt").most_similar("king")
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from w2v.errors import W2VError
+
+# Levy & Goldberg's epsilon in 3CosMul's denominator (gensim uses the same value).
+COSMUL_EPS = 1e-6
+# Rows of the score matrix (queries) computed at once by the batched queries: a (chunk, V)
+# float32 block, 30k words x 512 queries = 60 MB.
+QUERY_CHUNK = 512
+
+
+def _tokenizer_dict(tokenizer: Any) -> dict | None:
+    """Accept vocab.Tokenizer (anything with to_dict()), its dict, or None."""
+    if tokenizer is None or isinstance(tokenizer, dict):
+        return tokenizer
+    return tokenizer.to_dict()
+
+
+class KeyedVectors:
+    """Words, their vectors (V, D) and optional counts/tokenizer, with similarity queries.
+
+    Query words go through the recorded tokenizer's lowercasing, so `kv["King"]` finds "king"
+    in a lowercased vocabulary; an exact match is tried too, for vocabularies with mixed case.
+    """
+
+    def __init__(
+        self,
+        words: Sequence[str],
+        vectors: torch.Tensor,
+        counts: np.ndarray | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        vectors = torch.as_tensor(vectors)
+        if vectors.dim() != 2 or vectors.shape[0] != len(words):
+            raise W2VError(
+                f"vectors have shape {tuple(vectors.shape)} but there are {len(words)} words; "
+                "expected a (words, dim) table"
+            )
+        self.words = list(words)
+        self.vectors = vectors if vectors.is_floating_point() else vectors.float()
+        self.counts = None if counts is None else np.asarray(counts, dtype=np.int64)
+        self.tokenizer = _tokenizer_dict(tokenizer)
+        # First occurrence wins, as in gensim's loader (duplicates are rare and ignored).
+        self.index: dict[str, int] = {}
+        for i, w in enumerate(self.words):
+            self.index.setdefault(w, i)
+        self._unit: torch.Tensor | None = None
+
+    # ---- lookups ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.vectors.device
+
+    def to(self, device: str | torch.device) -> KeyedVectors:
+        """Move the table (and the cached unit table) to `device`; queries then run there."""
+        self.vectors = self.vectors.to(device)
+        if self._unit is not None:
+            self._unit = self._unit.to(device)
+        return self
+
+    def _lookup(self, word: str) -> int | None:
+        if self.tokenizer and self.tokenizer.get("lowercase"):
+            i = self.index.get(word.lower())
+            if i is not None:
+                return i
+        return self.index.get(word)
+
+    def __contains__(self, word: object) -> bool:
+        return isinstance(word, str) and self._lookup(word) is not None
+
+    def id(self, word: str) -> int:
+        """Row of `word`; an unknown word raises W2VError with close vocabulary words."""
+        i = self._lookup(word)
+        if i is None:
+            raise W2VError(self._unknown_message(word))
+        return i
+
+    def _unknown_message(self, word: str) -> str:
+        msg = f"{word!r} is not in the vocabulary ({len(self)} words)"
+        # difflib scans the vocabulary in Python: cheap for the usual 10k-100k words only.
+        if len(self) <= 200_000:
+            probe = word.lower() if self.tokenizer and self.tokenizer.get("lowercase") else word
+            close = difflib.get_close_matches(probe, self.words, n=3, cutoff=0.75)
+            if close:
+                return msg + "; did you mean " + ", ".join(repr(w) for w in close) + "?"
+        return msg + "; check the spelling or train with a lower data.min_count"
+
+    def __getitem__(self, word: str) -> torch.Tensor:
+        return self.vectors[self.id(word)]
+
+    # ---- the unit table --------------------------------------------------------------------
+
+    @property
+    def unit(self) -> torch.Tensor:
+        """(V, D) rows scaled to length 1 (zero rows stay zero), cached after the first use."""
+        if self._unit is None:
+            v = self.vectors.float()
+            norms = v.norm(dim=1, keepdim=True)
+            self._unit = v / norms.clamp_min(torch.finfo(v.dtype).tiny)
+        return self._unit
+
+    def similarity(self, w1: str, w2: str) -> float:
+        """Cosine similarity of two words."""
+        return float(self.unit[self.id(w1)] @ self.unit[self.id(w2)])
+
+    def similarity_batch(self, ids1: torch.Tensor, ids2: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of rows ids1[i] and ids2[i]: (N,) -> (N,)."""
+        u = self.unit
+        ids1, ids2 = ids1.to(u.device), ids2.to(u.device)
+        return (u[ids1] * u[ids2]).sum(dim=1)
+
+    # ---- neighbours and analogies ----------------------------------------------------------
+
+    def _ids(self, words: Iterable[str] | str | None) -> list[int]:
+        if words is None:
+            return []
+        if isinstance(words, str):
+            words = [words]
+        return [self.id(w) for w in words]
+
+    def _top(
+        self, scores: torch.Tensor, exclude: list[int], topn: int
+    ) -> list[tuple[str, float]]:
+        scores = scores.clone()
+        scores[[i for i in exclude if i < scores.shape[0]]] = -torch.inf
+        k = min(topn, scores.shape[0] - len(set(exclude)))
+        if k <= 0:
+            return []
+        vals, idx = torch.topk(scores, k)
+        return [(self.words[i], float(v)) for i, v in zip(idx.tolist(), vals.tolist())]
+
+    def most_similar(
+        self,
+        positive: Iterable[str] | str | None = None,
+        negative: Iterable[str] | str | None = None,
+        topn: int = 10,
+        restrict_vocab: int | None = None,
+    ) -> list[tuple[str, float]]:
+        """3CosAdd, as gensim: cosine to the mean of the unit vectors (negatives weighted -1).
+
+        The query words themselves are never returned. `restrict_vocab` searches only the
+        first N words (the most frequent, in vocabulary order).
+        """
+        pos, neg = self._ids(positive), self._ids(negative)
+        if not pos and not neg:
+            raise W2VError("most_similar needs at least one word")
+        u = self.unit
+        query = u[pos].sum(0) - u[neg].sum(0)  # (D,); its length does not change the ranking
+        query = query / query.norm().clamp_min(torch.finfo(u.dtype).tiny)
+        scores = u[:restrict_vocab] @ query  # (V,)
+        return self._top(scores, pos + neg, topn)
+
+    def most_similar_cosmul(
+        self,
+        positive: Iterable[str] | str | None = None,
+        negative: Iterable[str] | str | None = None,
+        topn: int = 10,
+        restrict_vocab: int | None = None,
+    ) -> list[tuple[str, float]]:
+        """3CosMul (Levy & Goldberg 2014, eq. 4), as gensim's most_similar_cosmul.
+
+        Cosines are shifted to [0, 1] ((1 + cos) / 2) so the product and ratio are well defined;
+        score = prod(positive) / (prod(negative) + 1e-6).
+        """
+        pos, neg = self._ids(positive), self._ids(negative)
+        if not pos:
+            raise W2VError("most_similar_cosmul needs at least one positive word")
+        u = self.unit[:restrict_vocab]
+        sims = (1 + u @ self.unit[pos + neg].T) / 2  # (V, P+N)
+        scores = sims[:, : len(pos)].prod(1) / (sims[:, len(pos) :].prod(1) + COSMUL_EPS)
+        return self._top(scores, pos + neg, topn)
+
+    def analogy_batch(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        restrict_vocab: int | None = None,
+        groups: torch.Tensor | None = None,
+        method: str = "add",
+    ) -> torch.Tensor:
+        """Answer many a:b :: c:? questions at once: (Q,) row ids -> (Q,) predicted row ids.
+
+        Candidates are the first `restrict_vocab` rows, minus a, b and c. `groups` (R,) gives
+        each candidate a group id; evaluate.py groups case variants ("Paris", "paris"). As in
+        gensim's evaluator, the answer is the first of the 5 best candidates outside the groups
+        of a, b and c, or the 5th when all five are such variants.
+        method: "add" (3CosAdd, gensim's most_similar) or "mul" (3CosMul).
+        """
+        if method not in ("add", "mul"):
+            raise W2VError(f"analogy method={method!r} is unknown; use 'add' or 'mul'")
+        u = self.unit
+        cand = u[:restrict_vocab]  # (R, D)
+        r = cand.shape[0]
+        a, b, c = (t.to(u.device) for t in (a, b, c))
+        out = torch.empty(a.shape[0], dtype=torch.long, device=u.device)
+        for s in range(0, a.shape[0], QUERY_CHUNK):
+            q = [t[s : s + QUERY_CHUNK] for t in (a, b, c)]
+            if method == "add":
+                scores = (u[q[1]] + u[q[2]] - u[q[0]]) @ cand.T  # (q, R); query length irrelevant
+            else:
+                sa, sb, sc = ((1 + u[t] @ cand.T) / 2 for t in q)  # (q, R) each
+                scores = sb * sc / (sa + COSMUL_EPS)
+            rows = torch.arange(scores.shape[0], device=u.device)
+            for t in q:
+                inside = t < r  # a query word outside the searched rows masks nothing
+                scores[rows[inside], t[inside]] = -torch.inf
+            out[s : s + QUERY_CHUNK] = self._pick(scores, q, groups, r)
+        return out
+
+    @staticmethod
+    def _pick(scores: torch.Tensor, q: list[torch.Tensor], groups, r: int) -> torch.Tensor:
+        """Best row per query, skipping candidates that share a group with a query word."""
+        if groups is None:
+            return scores.argmax(dim=1)
+        groups = groups.to(scores.device)
+        top = scores.topk(min(5, r), dim=1).indices  # (q, k)
+        g = groups[top]
+        clash = torch.zeros_like(top, dtype=torch.bool)
+        for t in q:
+            qg = torch.where(t < r, groups[t.clamp_max(r - 1)], -1)
+            clash |= g == qg[:, None]
+        ok = ~clash
+        first = torch.where(ok.any(1), ok.int().argmax(1), top.shape[1] - 1)
+        return top.gather(1, first[:, None]).squeeze(1)
