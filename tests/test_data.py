@@ -1,0 +1,236 @@
+"""data.py: every local format through `datasets`, the Hub failing fast, chunked tokenization."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import time
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from w2v import data
+from w2v.config import DataConfig
+from w2v.errors import W2VError
+from w2v.vocab import Tokenizer
+
+ROWS = ["The cat sat", "", "  on the MAT  ", "dog\tand cat"]
+
+
+@pytest.fixture(autouse=True)
+def _hf_cache(tmp_path, monkeypatch):
+    """Keep the datasets Arrow cache of each test in tmp, not ~/.cache/huggingface."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    datasets.disable_progress_bars()
+
+
+def tokens_of(ds, column="text", lowercase=True, pattern=None, max_doc_words=10_000):
+    """All tokens and the (pseudo-)documents, decoded from iter_token_chunks."""
+    toks, ends, pos = [], [], 0
+    for chunk in data.iter_token_chunks(ds, column, lowercase, pattern, max_doc_words,
+                                        progress=False):
+        toks += [chunk.words[c] for c in chunk.codes]
+        ends += (chunk.doc_ends + pos).tolist()
+        pos += len(chunk.codes)
+    bounds = sorted(set([0, *ends]))
+    return toks, [toks[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def expected_docs(rows, tokenizer=None, m=10_000):
+    tokenizer = tokenizer or Tokenizer()
+    docs = []
+    for row in rows:
+        t = tokenizer(row or "")
+        docs += [t[i : i + m] for i in range(0, len(t), m)]
+    return docs
+
+
+def load(path, **kw) -> datasets.Dataset:
+    return data.load_text_dataset(DataConfig(path=str(path), **kw), progress=False)
+
+
+# --- local formats ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix,opener", [
+    ("txt", open), ("", open), ("txt.gz", gzip.open), ("bz2", bz2.open), ("txt.xz", lzma.open),
+])
+def test_plain_text_one_document_per_line(tmp_path, suffix, opener):
+    path = tmp_path / (f"corpus.{suffix}" if suffix else "corpus")
+    with opener(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(ROWS) + "\n")
+    toks, docs = tokens_of(load(path))
+    assert docs == [d for d in expected_docs(ROWS) if d]
+    assert toks == ["the", "cat", "sat", "on", "the", "mat", "dog", "and", "cat"]
+
+
+def test_parquet_json_jsonl_with_a_text_column(tmp_path):
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "body": ROWS}), tmp_path / "c.parquet")
+    (tmp_path / "c.jsonl").write_text("\n".join(f'{{"body": "{r}"}}'.replace("\t", "\\t")
+                                                for r in ROWS))
+    (tmp_path / "c.json").write_text('[{"body": "The cat sat"}, {"body": "on the MAT"}]')
+    want = expected_docs(ROWS)
+    assert tokens_of(load(tmp_path / "c.parquet", text_column="body"), "body")[1] == [
+        d for d in want if d]
+    assert tokens_of(load(tmp_path / "c.jsonl", text_column="body"), "body")[1] == [
+        d for d in want if d]
+    assert tokens_of(load(tmp_path / "c.json", text_column="body"), "body")[0] == [
+        "the", "cat", "sat", "on", "the", "mat"]
+
+
+def test_directory_and_glob(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("one two\n")
+    (tmp_path / "d" / "b.txt").write_text("three\n")
+    (tmp_path / "d" / ".hidden").write_text("not me\n")
+    assert sorted(tokens_of(load(tmp_path / "d"))[0]) == ["one", "three", "two"]
+    assert tokens_of(load(tmp_path / "d" / "b*.txt"))[0] == ["three"]
+
+
+def test_save_to_disk_folder_and_split(tmp_path):
+    ds = datasets.Dataset.from_dict({"text": ROWS})
+    ds.save_to_disk(str(tmp_path / "saved"))
+    assert tokens_of(load(tmp_path / "saved"))[1] == [d for d in expected_docs(ROWS) if d]
+    datasets.DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(
+        str(tmp_path / "dd"))
+    assert tokens_of(load(tmp_path / "dd", split="test"))[0] == ["the", "cat", "sat"]
+    with pytest.raises(W2VError, match="splits are: train, test"):
+        load(tmp_path / "dd", split="validation")
+
+
+def test_streaming_gives_the_same_tokens(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(ROWS * 50))
+    streamed = data.load_text_dataset(DataConfig(path=str(path), streaming=True), False)
+    assert isinstance(streamed, datasets.IterableDataset)
+    assert tokens_of(streamed) == tokens_of(load(path))
+
+
+def test_undecodable_bytes_are_replaced(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"good caf\xe9 word\n")
+    toks, _ = tokens_of(load(tmp_path / "bad.txt"))
+    assert toks == ["good", "caf\ufffd", "word"]
+
+
+def test_source_fingerprint_changes_with_the_file(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("a b c\n")
+    before = data.source_fingerprint(DataConfig(path=str(path)))
+    path.write_text("a b c d\n")
+    assert data.source_fingerprint(DataConfig(path=str(path))) != before
+    hub = data.source_fingerprint(DataConfig(hub_id="afmck/text8"))
+    assert hub == {"hub_id": "afmck/text8", "hub_config": None, "split": "train",
+                   "revision": None}
+
+
+# --- bad input: one clear W2VError each ---------------------------------------------------------
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(W2VError, match="data.path=.*does not exist"):
+        load(tmp_path / "nope.txt")
+    with pytest.raises(W2VError, match="matches no files"):
+        load(tmp_path / "*.nope")
+
+
+def test_mixed_kinds_in_a_directory(tmp_path):
+    (tmp_path / "a.txt").write_text("x\n")
+    pq.write_table(pa.table({"text": ["y"]}), tmp_path / "b.parquet")
+    with pytest.raises(W2VError, match="mixes file kinds"):
+        load(tmp_path)
+
+
+def test_missing_text_column_lists_columns(tmp_path):
+    pq.write_table(pa.table({"id": [1], "body": ["x"]}), tmp_path / "c.parquet")
+    with pytest.raises(W2VError, match="no column data.text_column='text'.*id, body"):
+        load(tmp_path / "c.parquet")
+
+
+def test_column_that_is_not_text(tmp_path):
+    pq.write_table(pa.table({"id": [1], "body": ["x"]}), tmp_path / "c.parquet")
+    with pytest.raises(W2VError, match="'id'.*not text; text columns: body"):
+        load(tmp_path / "c.parquet", text_column="id")
+
+
+def test_unreadable_json_names_the_file(tmp_path):
+    (tmp_path / "c.jsonl").write_text('{"text": "ok"}\n{not json\n')
+    with pytest.raises(W2VError, match="cannot read data.path=.*c.jsonl"):
+        load(tmp_path / "c.jsonl")
+
+
+def test_hub_unreachable_fails_fast_naming_data_path(monkeypatch):
+    # Nothing listens on port 9 of localhost: the probe fails at once, like a machine offline.
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    with pytest.raises(W2VError, match="cannot reach 127.0.0.1.*data.path"):
+        data.load_text_dataset(DataConfig(name="text8", hub_id="afmck/text8"), False)
+    assert time.perf_counter() - start < 10
+
+
+def test_hub_offline_mode_uses_only_the_cache(monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(W2VError, match="offline mode.*data.path"):
+        data.load_text_dataset(DataConfig(hub_id="Salesforce/wikitext",
+                                          hub_config="wikitext-2-raw-v1"), False)
+    assert datasets.config.HF_HUB_OFFLINE is True  # restored, not left changed
+
+
+def test_hub_probe_is_bounded():
+    start = time.perf_counter()
+    assert not data.hub_reachable("http://127.0.0.1:9", timeout=1.0)
+    assert time.perf_counter() - start < 2
+
+
+# --- tokenization and documents ---------------------------------------------------------------
+
+# Python's and Arrow's corner cases: Unicode spaces, \x1c, İ (lowercases to 2 code points).
+pieces = st.sampled_from(list("aAbBzZ  \t\n\x1c\x85\xa0\u3000İßΣσÉé,.-'") + ["word ", "The "])
+rows_strategy = st.lists(st.lists(pieces, max_size=40).map("".join), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=rows_strategy, lowercase=st.booleans(), m=st.integers(2, 7))
+def test_chunked_tokens_equal_tokenizer(rows, lowercase, m):
+    # Tiny chunks force long rows to be cut (at whitespace) into many pieces.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data, "CHUNK_BYTES", 7)
+        ds = datasets.Dataset.from_dict({"text": rows})
+        toks, docs = tokens_of(ds, lowercase=lowercase, max_doc_words=m)
+    tok = Tokenizer(lowercase=lowercase)
+    assert toks == [t for r in rows for t in tok(r)]
+    assert docs == [d for d in expected_docs(rows, tok, m) if d]
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=rows_strategy)
+def test_regex_tokens_equal_tokenizer(rows):
+    pattern = r"[^\W\d_]+(?:'[^\W\d_]+)?"
+    ds = datasets.Dataset.from_dict({"text": rows})
+    toks, _ = tokens_of(ds, pattern=pattern)
+    assert toks == [t for r in rows for t in Tokenizer(True, pattern)(r)]
+
+
+def test_long_row_is_cut_into_bounded_pieces(monkeypatch):
+    monkeypatch.setattr(data, "CHUNK_BYTES", 1000)
+    words = [f"w{i % 97}" for i in range(5000)]
+    ds = datasets.Dataset.from_dict({"text": [" ".join(words)]})
+    chunks = list(data.iter_token_chunks(ds, "text", max_doc_words=1234, progress=False))
+    assert len(chunks) > 10 and max(c.nbytes for c in chunks) < 1100
+    toks = [w for c in chunks for w in (c.words[i] for i in c.codes)]
+    assert toks == words
+    _, docs = tokens_of(ds, max_doc_words=1234)
+    assert [len(d) for d in docs] == [1234, 1234, 1234, 1234, 64]
+
+
+def test_doc_ends_cuts_every_m_raw_words_across_pieces():
+    # A 10-word row in pieces of 4, 4, 2 words with m=3: ends after words 3, 6, 9 and 10.
+    assert data.doc_ends(np.array([4]), 0, True, 3).tolist() == [3]
+    assert data.doc_ends(np.array([4]), 4, True, 3).tolist() == [2]
+    assert data.doc_ends(np.array([2]), 8, False, 3).tolist() == [1, 2]
+    assert data.doc_ends(np.array([2, 0, 5]), 0, False, 3).tolist() == [2, 5, 7]
