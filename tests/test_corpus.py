@@ -1,0 +1,218 @@
+"""corpus.py: index tensors that decode back to the text, the cache, errors, gensim parity."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from w2v import corpus as corpus_mod
+from w2v.config import DataConfig
+from w2v.corpus import build_corpus, load_corpus
+from w2v.errors import W2VError
+from w2v.vocab import Tokenizer, Vocab
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _hf_cache(tmp_path, monkeypatch):
+    """Keep the datasets Arrow cache of each test in tmp, not ~/.cache/huggingface."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
+
+
+def docs_of(c) -> list[list[str]]:
+    ids, off = c.ids.numpy(), c.doc_offsets.numpy()
+    return [[c.vocab.words[i] for i in ids[a:b]] for a, b in zip(off[:-1], off[1:], strict=True)]
+
+
+def reference_docs(lines: list[str], min_count: int, m: int) -> tuple[Vocab, list[list[str]]]:
+    """The spec, written the slow obvious way: cut rows every m raw words, then drop OOV."""
+    tok = Tokenizer()
+    rows = [tok(line) for line in lines]
+    counts = Counter(t for r in rows for t in r)
+    first = list(dict.fromkeys(t for r in rows for t in r))
+    vocab = Vocab.from_counts(first, [counts[w] for w in first], min_count)
+    docs = []
+    for r in rows:
+        for i in range(0, len(r), m):
+            d = [t for t in r[i : i + m] if t in vocab]
+            if d:
+                docs.append(d)
+    return vocab, docs
+
+
+def test_ids_decode_to_the_text_minus_oov(tmp_path, planted):
+    lines = planted.path.read_text().splitlines()
+    lines[5:5] = ["", "   ", "UNIQUE1 UNIQUE2"]  # an empty row, a blank row, an all-OOV row
+    lines.append("e0f0 " * 25)  # a long row: cut into pseudo-documents of 7 raw words
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(lines))
+    c = build_corpus(DataConfig(path=str(path), min_count=3, max_doc_words=7), progress=False)
+    vocab, docs = reference_docs(lines, 3, 7)
+    assert c.vocab.words == vocab.words and c.vocab.counts.tolist() == vocab.counts.tolist()
+    assert docs_of(c) == docs
+    assert c.ids.dtype == torch.int32 and c.doc_offsets.dtype == torch.int64
+    assert int(c.doc_offsets[-1]) == len(c.ids) == c.vocab.total
+    assert c.raw_tokens == sum(len(line.split()) for line in lines)
+    assert c.meta["documents"] == c.num_docs == len(docs)
+
+
+def test_max_vocab_keeps_the_most_frequent(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("a a a a b b b c c d\n")
+    c = build_corpus(DataConfig(path=str(path), min_count=1, max_vocab=2), progress=False)
+    assert c.vocab.words == ["a", "b"] and c.raw_tokens == 10
+    assert docs_of(c) == [["a", "a", "a", "a", "b", "b", "b"]]
+
+
+def test_regex_tokenizer_is_recorded(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("Don't stop, don't!\n")
+    c = build_corpus(DataConfig(path=str(path), min_count=1, token_pattern=r"[a-z']+"),
+                     progress=False)
+    assert c.vocab.words == ["don't", "stop"]
+    assert Vocab.load(c.path / "vocab.json").tokenizer == Tokenizer(True, r"[a-z']+")
+
+
+def test_streaming_builds_the_same_corpus(tmp_path, planted):
+    plain = build_corpus(DataConfig(path=str(planted.path), cache_dir=str(tmp_path / "a")),
+                         progress=False)
+    streamed = build_corpus(DataConfig(path=str(planted.path), streaming=True,
+                                       cache_dir=str(tmp_path / "b")), progress=False)
+    assert torch.equal(plain.ids, streamed.ids)
+    assert torch.equal(plain.doc_offsets, streamed.doc_offsets)
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+
+def test_rerun_hits_the_cache_without_datasets(tmp_path, planted, monkeypatch):
+    cfg = DataConfig(path=str(planted.path))
+    first = build_corpus(cfg, progress=False)
+    assert not first.cache_hit
+    assert first.path.parent == Path(os.environ["W2V_CACHE"])
+    assert {p.name for p in first.path.iterdir()} == {"ids.npy", "doc_offsets.npy",
+                                                     "vocab.json", "meta.json"}
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a cache hit must not load the dataset")
+
+    monkeypatch.setattr(corpus_mod, "load_text_dataset", no_load)
+    again = build_corpus(cfg, progress=False)
+    assert again.cache_hit and again.path == first.path
+    assert torch.equal(again.ids, first.ids) and again.vocab.words == first.vocab.words
+    # Memory-mapped from the cache file, not read into memory.
+    assert isinstance(np.load(again.path / "ids.npy", mmap_mode="r"), np.memmap)
+
+
+def test_cache_key_follows_settings_and_file(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("a b c a b a\n")
+    base = corpus_mod.cache_path(DataConfig(path=str(path), min_count=1))
+    for change in ({"min_count": 2}, {"max_vocab": 2}, {"lowercase": False},
+                   {"token_pattern": "a"}, {"max_doc_words": 3}, {"text_column": "body"}):
+        assert corpus_mod.cache_path(DataConfig(path=str(path), **{"min_count": 1, **change})
+                                     ) != base
+    assert corpus_mod.cache_path(DataConfig(path=str(path), min_count=1, streaming=True)) == base
+    path.write_text("a b c a b a d\n")
+    assert corpus_mod.cache_path(DataConfig(path=str(path), min_count=1)) != base
+    assert corpus_mod.cache_path(DataConfig(path=str(path), cache_dir=str(tmp_path / "x"),
+                                            min_count=1)).parent == tmp_path / "x"
+
+
+def test_interrupted_build_leaves_nothing_trusted(tmp_path, planted, monkeypatch):
+    cfg = DataConfig(path=str(planted.path))
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpus_mod, "_encode", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(cfg, progress=False)
+    root = Path(os.environ["W2V_CACHE"])
+    assert list(root.iterdir()) == []  # neither a final folder nor a stray temp folder
+    monkeypatch.undo()
+    monkeypatch.setenv("W2V_CACHE", str(root))
+    c = build_corpus(cfg, progress=False)
+    assert not c.cache_hit and len(c.ids) > 0
+
+
+def test_load_corpus_rejects_other_formats(tmp_path, planted):
+    c = build_corpus(DataConfig(path=str(planted.path)), progress=False)
+    (c.path / "meta.json").write_text('{"format": 999}')
+    with pytest.raises(W2VError, match="delete it to rebuild"):
+        load_corpus(c.path)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n  \n\n")
+    with pytest.raises(W2VError, match="has no words"):
+        build_corpus(DataConfig(path=str(tmp_path / "empty.txt")), progress=False)
+
+
+def test_every_word_under_min_count(tmp_path):
+    (tmp_path / "c.txt").write_text("a b c a b a\n")
+    with pytest.raises(W2VError, match=r"min_count=5.*3 word types.*\('a'\) occurs 3 times"):
+        build_corpus(DataConfig(path=str(tmp_path / "c.txt")), progress=False)
+
+
+def test_undecodable_bytes_are_counted(tmp_path):
+    (tmp_path / "c.txt").write_bytes(b"caf\xe9 caf\xe9 ok\n")
+    c = build_corpus(DataConfig(path=str(tmp_path / "c.txt"), min_count=1), progress=False)
+    assert c.vocab.words == ["caf\ufffd", "ok"] and c.meta["replaced_tokens"] == 2
+
+
+def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "w2v.data", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_summary_then_cache_hit(tmp_path, planted):
+    args = ("data=local", f"data.path={planted.path}", "trainer.progress=false",
+            f"hydra.run.dir={tmp_path / 'run'}")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "types:" in first.stdout and "retained tokens:" in first.stdout
+    assert "built now" in first.stdout
+    second = run_cli(*args)
+    assert second.returncode == 0 and "(hit)" in second.stdout
+
+
+def test_cli_prints_one_error_line(tmp_path):
+    res = run_cli("data=local", f"data.path={tmp_path / 'missing.txt'}",
+                  f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: data.path='{tmp_path / 'missing.txt'}' does not exist; give a file, "
+        "directory or glob"]
+
+
+# --- real data ----------------------------------------------------------------------------------
+
+
+def test_text8_prefix_vocab_equals_gensim(text8_prefix, tmp_path):
+    word2vec = pytest.importorskip("gensim.models.word2vec")
+    model = word2vec.Word2Vec(min_count=5)
+    model.build_vocab(word2vec.Text8Corpus(str(text8_prefix)))
+    theirs = {w: model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key}
+
+    c = build_corpus(DataConfig(path=str(text8_prefix), min_count=5), progress=False)
+    ours = dict(zip(c.vocab.words, c.vocab.counts.tolist(), strict=True))
+    assert len(ours) == len(theirs) == 22_541
+    assert ours == theirs
+    assert len(c.ids) == c.vocab.total == sum(theirs.values())
+    assert c.raw_tokens == model.corpus_total_words == 2_139_748
+    # text8 is one row: pseudo-documents of 10,000 raw words, like Text8Corpus's sentences.
+    assert c.num_docs == -(-c.raw_tokens // 10_000)
