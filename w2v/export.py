@@ -171,7 +171,12 @@ def _read_text(path: Path, data: bytes) -> KeyedVectors:
                            "(from the header/first line); the file is damaged")
         words.append(word)
         values.append(rest)
-    table = np.fromstring(" ".join(values), dtype=np.float32, sep=" ")  # C parser, fast
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns (or raises) on unparsable text
+            table = np.fromstring(" ".join(values), dtype=np.float32, sep=" ")  # C parser, fast
+    except (ValueError, DeprecationWarning) as err:
+        raise W2VError(f"{path}: some values are not numbers; the file is damaged") from err
     if table.size != v * d:
         raise W2VError(f"{path}: some values are not numbers; the file is damaged")
     return KeyedVectors(words, torch.from_numpy(table.reshape(v, d)), None, IDENTITY_TOKENIZER)
