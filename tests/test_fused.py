@@ -1,0 +1,331 @@
+"""The fused engine: exact word2vec updates, learning on the planted corpus, determinism."""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from w2v import fused
+from w2v.errors import W2VError
+
+# --------------------------------------------------------------------------- helpers
+
+
+def huffman(counts: np.ndarray) -> fused.HuffmanArrays:
+    """A Huffman tree as word2vec.c lays it out: points from the root (inner node V-2) down,
+    codes[b] the branch taken at points[b] (the smaller of two merged nodes is branch 0)."""
+    v = len(counts)
+    heap = [(int(c), i) for i, c in enumerate(counts)]
+    heapq.heapify(heap)
+    parent = np.zeros(2 * v - 1, np.int64)
+    branch = np.zeros(2 * v - 1, np.int8)
+    for node in range(v, 2 * v - 1):
+        c0, a = heapq.heappop(heap)
+        c1, b = heapq.heappop(heap)
+        parent[a], parent[b], branch[b] = node, node, 1
+        heapq.heappush(heap, (c0 + c1, node))
+    paths = []
+    for w in range(v):
+        path, node = [], w
+        while node != 2 * v - 2:
+            path.append((branch[node], parent[node] - v))
+            node = parent[node]
+        paths.append(path[::-1])
+    depth = max(len(p) for p in paths)
+    codes = np.zeros((v, depth), np.int8)
+    points = np.zeros((v, depth), np.int32)
+    for w, path in enumerate(paths):
+        for m, (code, point) in enumerate(path):
+            codes[w, m], points[w, m] = code, point
+    return fused.HuffmanArrays(codes, points, np.array([len(p) for p in paths], np.int32))
+
+
+def encode(path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """One document per line; vocabulary by count descending (first occurrence breaks ties)."""
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    counts = Counter(w for line in lines for w in line)
+    words = sorted(counts, key=lambda w: -counts[w])
+    index = {w: i for i, w in enumerate(words)}
+    ids = np.array([index[w] for line in lines for w in line], np.int32)
+    offsets = np.concatenate([[0], np.cumsum([len(line) for line in lines])]).astype(np.int64)
+    return words, np.array([counts[w] for w in words], np.int64), ids, offsets
+
+
+def init_weights(v: int, v_out: int, dim: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    in_w = ((rng.random((v, dim)) - 0.5) / dim).astype(np.float32)
+    return in_w, np.zeros((v_out, dim), np.float32)
+
+
+# --------------------------------------------------------------------------- exact updates
+
+
+def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mean, lrs):
+    """word2vec's update order with window=1 (no randomness left) and all noise on one word;
+    centre i trains with learning rate lrs[i].
+
+    Each target's gradient comes from torch autograd on -log sigmoid(+-h.u); the output row
+    moves at once, the input row(s) get the summed input gradient after the example (CBOW:
+    unscaled with the mean, divided by the count with the sum, as gensim 4).
+    """
+    in_w, out_w = torch.tensor(in_w, dtype=torch.float64), torch.tensor(out_w, dtype=torch.float64)
+    total = 0.0
+
+    def step(h, target, lr):
+        nonlocal total
+        if loss == "negative":
+            targets = [(target, 1.0)] + [(noise_word, 0.0)] * negative * (noise_word != target)
+        else:
+            targets = [(int(p), 1.0 - int(c)) for p, c in zip(tree.points[target][:tree.lengths[
+                target]], tree.codes[target][:tree.lengths[target]])]
+        grad_h = torch.zeros_like(h)
+        for row, label in targets:
+            hh = h.clone().requires_grad_(True)
+            u = out_w[row].clone().requires_grad_(True)
+            f = hh @ u
+            nll = -torch.nn.functional.logsigmoid(f if label == 1.0 else -f)
+            nll.backward()
+            total += nll.item()
+            grad_h -= lr * hh.grad
+            out_w[row] -= lr * u.grad
+        return grad_h
+
+    for i, w in enumerate(doc):
+        ctx = [doc[j] for j in (i - 1, i + 1) if 0 <= j < len(doc)]
+        if arch == "skipgram":
+            for c in ctx:
+                in_w[c] += step(in_w[c].clone(), w, lrs[i])
+        else:
+            h = in_w[ctx].sum(0) / (len(ctx) if cbow_mean else 1)
+            g = step(h, w, lrs[i])
+            for c in ctx:
+                in_w[c] += g if cbow_mean else g / len(ctx)
+    return in_w.numpy(), out_w.numpy(), total
+
+
+@pytest.mark.parametrize(
+    "arch,loss,cbow_mean",
+    [("skipgram", "negative", True), ("skipgram", "hs", True), ("cbow", "negative", True),
+     ("cbow", "negative", False), ("cbow", "hs", True)],
+)
+def test_updates_equal_word2vec_gradient_steps(arch, loss, cbow_mean):
+    v, dim, lr, negative, noise_word = 5, 8, 0.5, 2, 3
+    doc = [0, 1, 3, 2, 1, 4]  # word 3 is the noise word: its negatives are skipped
+    rng = np.random.default_rng(1)
+    in_w = rng.normal(0, 0.3, (v, dim)).astype(np.float32)
+    out_w = rng.normal(0, 0.3, (v if loss == "negative" else v - 1, dim)).astype(np.float32)
+    tree = huffman(np.array([5, 4, 3, 2, 1]))
+    noise = fused.build_noise_table(np.eye(v)[noise_word])
+    want_in, want_out, want_loss = reference(in_w, out_w, doc, arch, loss, negative, noise_word,
+                                             tree, cbow_mean, [lr] * len(doc))
+    got_in, got_out = in_w.copy(), out_w.copy()
+    stats = fused.train_job(got_in, got_out, np.array(doc, np.int32), np.array([0, len(doc)]),
+                            0, 1, np.ones(v, np.float32), arch=arch, loss=loss, window=1,
+                            negative=negative, cbow_mean=cbow_mean, noise=noise, huffman=tree,
+                            lr_start=lr, lr_end=lr, seed=0)
+    # The engine's sigmoid is word2vec's table (error <= 0.003), so compare the changes.
+    np.testing.assert_allclose(got_in - in_w, want_in - in_w, rtol=0.03, atol=3e-3)
+    np.testing.assert_allclose(got_out - out_w, want_out - out_w, rtol=0.03, atol=3e-3)
+    assert np.abs(got_in - in_w).max() > 0.02  # the step was not vanishingly small
+    assert stats.loss_sum == pytest.approx(want_loss, rel=0.01)
+    pairs = 2 * (len(doc) - 1) if arch == "skipgram" else len(doc)
+    assert (stats.pairs, stats.words, stats.effective_words) == (pairs, len(doc), len(doc))
+
+
+def test_learning_rate_decays_linearly_over_the_job():
+    """Centre i of an n-token job trains with lr_start + (lr_end - lr_start) * i / n."""
+    v, dim, doc = 4, 6, [0, 1, 2, 3, 1, 0]
+    rng = np.random.default_rng(2)
+    in_w = rng.normal(0, 0.3, (v, dim)).astype(np.float32)
+    out_w = rng.normal(0, 0.3, (v - 1, dim)).astype(np.float32)
+    tree = huffman(np.array([4, 3, 2, 1]))
+    lrs = [0.8 + (0.1 - 0.8) * i / len(doc) for i in range(len(doc))]
+    want_in, want_out, _ = reference(in_w, out_w, doc, "skipgram", "hs", 0, 0, tree, True, lrs)
+    got_in, got_out = in_w.copy(), out_w.copy()
+    fused.train_job(got_in, got_out, np.array(doc, np.int32), np.array([0, len(doc)]), 0, 1,
+                    np.ones(v, np.float32), arch="skipgram", loss="hs", window=1, huffman=tree,
+                    lr_start=0.8, lr_end=0.1, seed=0)
+    np.testing.assert_allclose(got_in - in_w, want_in - in_w, rtol=0.03, atol=3e-3)
+    np.testing.assert_allclose(got_out - out_w, want_out - out_w, rtol=0.03, atol=3e-3)
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def cosine_top(vectors: np.ndarray, query: np.ndarray, exclude: set[int], k: int) -> list[int]:
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = unit @ (query / np.linalg.norm(query))
+    order = [int(i) for i in np.argsort(-sims) if int(i) not in exclude]
+    return order[:k]
+
+
+def train_planted(planted, arch, loss, threads=1, dim=24, epochs=10, lr=0.025):
+    """word2vec's schedule on the planted corpus (no subsampling: its vocabulary is tiny).
+    Returns (input vectors (V, dim), word -> id, mean loss per example of each epoch)."""
+    words, counts, ids, offsets = encode(planted.path)
+    v = len(words)
+    in_w, out_w = init_weights(v, v if loss == "negative" else v - 1, dim)
+    noise, tree = fused.build_noise_table(counts**0.75), huffman(counts)
+    plan = fused.plan_jobs(offsets, 5000)
+    total, done, losses = offsets[-1] * epochs, 0, []
+    for epoch in range(epochs):
+        epoch_stats = fused.JobStats(0.0, 0, 0, 0)
+        for a, b in zip(plan[:-1], plan[1:]):
+            n = offsets[b] - offsets[a]
+            epoch_stats += fused.train_job(
+                in_w, out_w, ids, offsets, int(a), int(b), np.ones(v, np.float32), arch=arch,
+                loss=loss, window=5, negative=5, noise=noise, huffman=tree,
+                lr_start=lr * (1 - done / total), lr_end=lr * (1 - (done + n) / total), seed=1,
+                epoch=epoch, threads=threads)
+            done += n
+        assert epoch_stats.words == offsets[-1]
+        losses.append(epoch_stats.loss_sum / epoch_stats.pairs)
+    return in_w, {w: i for i, w in enumerate(words)}, losses
+
+
+def planted_scores(planted, vectors, index) -> tuple[int, float]:
+    """(entities whose other form is among their 3 nearest planted words, 3CosAdd accuracy)."""
+    planted_ids = [index[planted.word(e, f)] for e in range(planted.entities)
+                   for f in range(planted.forms)]
+    sub = vectors[planted_ids]
+    neighbours = 0
+    for e in range(planted.entities):
+        q, other = (planted_ids.index(index[planted.word(e, f)]) for f in (0, 1))
+        neighbours += other in cosine_top(sub, sub[q], {q}, 3)
+    hits = 0
+    analogies = planted.analogies()
+    for a, b, c, d in analogies:
+        ia, ib, ic = index[a], index[b], index[c]
+        top = cosine_top(vectors, vectors[ib] - vectors[ia] + vectors[ic], {ia, ib, ic}, 1)
+        hits += top[0] == index[d]
+    return neighbours, hits / len(analogies)
+
+
+@pytest.mark.parametrize(
+    "arch,loss,threads",
+    [("skipgram", "negative", 1), ("skipgram", "hs", 1), ("cbow", "negative", 2),
+     ("cbow", "hs", 1)],
+)
+def test_learns_planted_structure(planted, arch, loss, threads):
+    """Thresholds are what gensim 4 reaches with the same settings (see the parity test):
+    negative sampling recovers the analogies, hierarchical softmax (whose per-node log-odds are
+    not additive in entity + form) well above chance (1/70); skip-gram also puts each entity's
+    other form among its 3 nearest planted words, CBOW puts the same form there instead."""
+    vectors, index, losses = train_planted(planted, arch, loss, threads)
+    neighbours, accuracy = planted_scores(planted, vectors, index)
+    assert losses[-1] < (0.9 if loss == "negative" else 0.99) * losses[0]
+    assert accuracy >= (0.9 if loss == "negative" else 0.1)
+    if arch == "skipgram":
+        assert neighbours >= planted.entities - (0 if loss == "negative" else 2)
+
+
+@pytest.mark.parametrize("arch,loss", [("skipgram", "negative"), ("skipgram", "hs"),
+                                       ("cbow", "negative"), ("cbow", "hs")])
+def test_quality_matches_gensim_on_planted(planted, arch, loss):
+    gensim = pytest.importorskip("gensim")
+    sentences = [line.split() for line in planted.path.read_text().splitlines()]
+    peer = gensim.models.Word2Vec(
+        sentences, vector_size=24, window=5, sg=int(arch == "skipgram"), hs=int(loss == "hs"),
+        negative=5 if loss == "negative" else 0, sample=0, min_count=1, epochs=10, alpha=0.025,
+        min_alpha=0.0, workers=1, seed=1)
+    want = planted_scores(planted, peer.wv.vectors, peer.wv.key_to_index)
+    vectors, index, _ = train_planted(planted, arch, loss)
+    got = planted_scores(planted, vectors, index)
+    assert got[0] >= want[0] - 1
+    assert got[1] >= want[1] - 0.1
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def small_run(planted, jobs, lr=0.025, seed=5, epoch=0, weights=None):
+    words, counts, ids, offsets = encode(planted.path)
+    in_w, out_w = weights if weights is not None else init_weights(len(words), len(words), 16)
+    keep = np.minimum((np.sqrt(counts / (1e-2 * counts.sum())) + 1) * 1e-2 * counts.sum()
+                      / counts, 1).astype(np.float32)  # some subsampling, so it is exercised
+    noise = fused.build_noise_table(counts**0.75)
+    for a, b in jobs:
+        fused.train_job(in_w, out_w, ids, offsets, a, b, keep, arch="skipgram", loss="negative",
+                        window=5, negative=5, noise=noise, lr_start=lr, lr_end=lr, seed=seed,
+                        epoch=epoch, threads=1)
+    return in_w, out_w
+
+
+def test_same_seed_same_weights(planted):
+    a = small_run(planted, [(0, 1000)])
+    b = small_run(planted, [(0, 1000)])
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    c = small_run(planted, [(0, 1000)], seed=6)
+    d = small_run(planted, [(0, 1000)], epoch=1)
+    assert not np.array_equal(a[0], c[0])
+    assert not np.array_equal(a[0], d[0])
+
+
+def test_resume_at_job_boundary_equals_one_run(planted):
+    whole = small_run(planted, [(0, 1000)])
+    back_to_back = small_run(planted, [(0, 400), (400, 1000)])
+    first = small_run(planted, [(0, 400)])
+    saved = (first[0].copy(), first[1].copy())  # as a checkpoint would
+    resumed = small_run(planted, [(400, 1000)], weights=saved)
+    for got in (back_to_back, resumed):
+        np.testing.assert_array_equal(got[0], whole[0])
+        np.testing.assert_array_equal(got[1], whole[1])
+
+
+def test_updates_torch_tensors_in_place(planted):
+    words, counts, ids, offsets = encode(planted.path)
+    emb = torch.nn.Embedding(len(words), 8)
+    out = torch.nn.Linear(8, len(words), bias=False)
+    before = emb.weight.detach().clone()
+    fused.train_job(emb.weight.data.numpy(), out.weight.data.numpy(), torch.from_numpy(ids),
+                    torch.from_numpy(offsets), 0, 50, np.ones(len(words), np.float32),
+                    arch="cbow", loss="negative", window=3,
+                    noise=fused.build_noise_table(counts**0.75), lr_start=0.1, lr_end=0.1,
+                    seed=0)
+    assert not torch.equal(before, emb.weight.detach())
+
+
+# --------------------------------------------------------------------------- tables and plans
+
+
+def test_noise_table_reproduces_the_distribution():
+    p = np.random.default_rng(0).random(50) ** 3
+    table = fused.build_noise_table(p)
+    keep = table.threshold / 2.0**32
+    got = keep.copy()
+    np.add.at(got, table.alias, 1 - keep)
+    np.testing.assert_allclose(got / len(p), p / p.sum(), atol=1e-6)
+
+
+def test_plan_jobs_covers_every_document_once():
+    offsets = np.concatenate([[0], np.cumsum([3, 40, 2, 2, 2, 30, 1, 5])])
+    plan = fused.plan_jobs(offsets, 10)
+    assert plan[0] == 0 and plan[-1] == len(offsets) - 1
+    assert np.all(np.diff(plan) > 0)
+    sizes = offsets[plan[1:]] - offsets[plan[:-1]]
+    assert sizes.sum() == offsets[-1] and len(plan) > 3
+    np.testing.assert_array_equal(fused.plan_jobs(np.array([0]), 10), [0])
+
+
+def test_unsupported_settings_are_user_errors():
+    w = np.zeros((3, 2), np.float32)
+    args = (w, w.copy(), np.zeros(2, np.int32), np.array([0, 2]), 0, 1, np.ones(3, np.float32))
+    with pytest.raises(W2VError, match="softmax"):
+        fused.train_job(*args, arch="skipgram", loss="softmax", window=2, lr_start=0.1,
+                        lr_end=0.1, seed=0)
+    with pytest.raises(W2VError, match="noise table"):
+        fused.train_job(*args, arch="skipgram", loss="negative", window=2, lr_start=0.1,
+                        lr_end=0.1, seed=0)
+    with pytest.raises(W2VError, match="float32"):
+        fused.train_job(w.astype(np.float64), *args[1:], arch="cbow", loss="negative", window=2,
+                        noise=fused.build_noise_table(np.ones(3)), lr_start=0.1, lr_end=0.1,
+                        seed=0)
+
+
+def test_warmup_compiles_every_variant():
+    assert fused.warmup() >= 0.0
