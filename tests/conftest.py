@@ -59,9 +59,9 @@ def write_planted_corpus(
         words = []
         for _ in range(length):
             r = rng.random()
-            if r < 0.3:
+            if r < 0.25:
                 words.append(f"e{e}f{f}")
-            elif r < 0.65:
+            elif r < 0.75:
                 words.append(f"c{e}_{rng.randrange(context_per_entity)}")
             else:
                 words.append(f"g{f}_{rng.randrange(context_per_form)}")

@@ -24,30 +24,43 @@ def planted_cfg(planted, *overrides):
     ])
 
 
-def neighbours_recovered(vectors: torch.Tensor, words: list[str], planted) -> float:
+def _planted_table(vectors: torch.Tensor, words: list[str], planted):
+    """Unit vectors of the planted e{i}f{j} words only, as (entities, forms, D)."""
     index = {w: i for i, w in enumerate(words)}
+    rows = [[index[planted.word(e, f)] for f in range(planted.forms)]
+            for e in range(planted.entities)]
+    return torch.nn.functional.normalize(vectors[torch.tensor(rows)], dim=-1)
+
+
+def neighbours_recovered(vectors: torch.Tensor, words: list[str], planted, k: int = 5) -> float:
+    """Share of planted words e{i}f{j} whose k nearest words all belong to entity i
+    (its context words c{i}_* or its other form): the planted neighbourhoods."""
     unit = torch.nn.functional.normalize(vectors, dim=1)
     hits = 0
     for e in range(planted.entities):
-        a, b = index[planted.word(e, 0)], index[planted.word(e, 1)]
-        sims = unit @ unit[a]
-        sims[a] = -2
-        hits += b in sims.topk(3).indices.tolist()
-    return hits / planted.entities
+        for f in range(planted.forms):
+            q = words.index(planted.word(e, f))
+            sims = unit @ unit[q]
+            sims[q] = -2
+            near = [words[i] for i in sims.topk(k).indices.tolist()]
+            hits += all(w.startswith((f"c{e}_", f"e{e}f")) for w in near)
+    return hits / (planted.entities * planted.forms)
 
 
 def analogies_recovered(vectors, words, planted) -> float:
-    index = {w: i for i, w in enumerate(words)}
-    unit = torch.nn.functional.normalize(vectors, dim=1)
-    ok = 0
-    questions = planted.analogies()
-    for a, b, c, d in questions:
-        q = unit[index[b]] - unit[index[a]] + unit[index[c]]
-        sims = unit @ q
-        for w in (a, b, c):
-            sims[index[w]] = -9
-        ok += int(sims.argmax()) == index[d]
-    return ok / len(questions)
+    """e_a f0 : e_a f1 :: e_c f0 : ?  answered by 3CosAdd among the planted words."""
+    table = _planted_table(vectors, words, planted)  # (E, 2, D)
+    flat = table.reshape(-1, vectors.shape[1])
+    ok = total = 0
+    for a in range(planted.entities):
+        for c in range(planted.entities):
+            if a == c:
+                continue
+            sims = flat @ (table[a, 1] - table[a, 0] + table[c, 0])
+            sims[[2 * a, 2 * a + 1, 2 * c]] = -9
+            ok += int(sims.argmax()) == 2 * c + 1
+            total += 1
+    return ok / total
 
 
 CASES = [

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from w2v import checkpoint as ckpt
 from w2v import distributed
 from w2v.atomic import atomic_write_text
-from w2v.batches import Batches, _seed
+from w2v.batches import Batches
 from w2v.config import Config, register_configs
 from w2v.corpus import Corpus, build_corpus
 from w2v.errors import W2VError
@@ -121,30 +121,28 @@ class FusedEngine:
         self.ids = corpus.ids.numpy()
         self.doc_offsets = corpus.doc_offsets.numpy()
         self.keep = vocab.keep_probs(cfg.model.sample)
-        self.tables = {}
         if cfg.model.loss == "negative":
-            self.tables["noise"] = fused.noise_table(vocab.noise_probs(cfg.model.ns_exponent))
+            self.tables = {"noise": fused.build_noise_table(
+                vocab.noise_probs(cfg.model.ns_exponent))}
         else:
-            huff = vocab.huffman()
-            self.tables.update(codes=huff.codes, points=huff.points, lengths=huff.lengths)
+            self.tables = {"huffman": vocab.huffman()}
         self.in_w = model.input.weight.data.numpy()  # (V, D) views: updated in place
         self.out_w = model.output.weight.data.numpy()  # (V_out, D)
-        self.jobs = fused.plan_jobs(self.doc_offsets, cfg.trainer.chunk_words)
-        fused.set_threads(cfg.trainer.threads)
+        self.bounds = fused.plan_jobs(self.doc_offsets, cfg.trainer.chunk_words)  # (J+1,)
 
     def begin_epoch(self, epoch: int) -> int:
-        return len(self.jobs)
+        return len(self.bounds) - 1
 
     def step(self, epoch: int, step: int, steps: int, lr: float, lr_end: float) -> Step:
-        if step >= len(self.jobs):
+        if step >= len(self.bounds) - 1:
             return Step(step, steps, 0.0, 0)  # this rank's shard is done (distributed)
         m = self.cfg.model
-        doc_start, doc_end = self.jobs[step]
+        doc_start, doc_end = self.bounds[step], self.bounds[step + 1]
         stats = self.fused.train_job(
             self.in_w, self.out_w, self.ids, self.doc_offsets, int(doc_start), int(doc_end),
             self.keep, arch=m.arch, loss=m.loss, window=m.window, negative=m.negative,
-            cbow_mean=m.cbow_mean, lr_start=lr, lr_end=lr_end,
-            seed=_seed(self.cfg.trainer.seed, epoch, step), **self.tables,
+            cbow_mean=m.cbow_mean, lr_start=lr, lr_end=lr_end, seed=self.cfg.trainer.seed,
+            epoch=epoch, threads=self.cfg.trainer.threads, **self.tables,
         )
         return Step(step, steps, stats.loss_sum, stats.pairs)
 
