@@ -35,7 +35,8 @@ def tokens_of(ds, column="text", lowercase=True, pattern=None, max_doc_words=10_
     toks, ends, pos = [], [], 0
     for chunk in data.iter_token_chunks(ds, column, lowercase, pattern, max_doc_words,
                                         progress=False):
-        toks += [chunk.words[c] for c in chunk.codes]
+        words = chunk.words.to_pylist()
+        toks += [words[c] for c in chunk.codes]
         ends += (chunk.doc_ends + pos).tolist()
         pos += len(chunk.codes)
     bounds = sorted(set([0, *ends]))
@@ -222,7 +223,7 @@ def test_long_row_is_cut_into_bounded_pieces(monkeypatch):
     ds = datasets.Dataset.from_dict({"text": [" ".join(words)]})
     chunks = list(data.iter_token_chunks(ds, "text", max_doc_words=1234, progress=False))
     assert len(chunks) > 10 and max(c.nbytes for c in chunks) < 1100
-    toks = [w for c in chunks for w in (c.words[i] for i in c.codes)]
+    toks = [w for c in chunks for w in np.array(c.words.to_pylist())[c.codes].tolist()]
     assert toks == words
     _, docs = tokens_of(ds, max_doc_words=1234)
     assert [len(d) for d in docs] == [1234, 1234, 1234, 1234, 64]

@@ -33,12 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
 from w2v.atomic import atomic_write_text
 from w2v.config import DataConfig
-from w2v.data import describe_source, iter_token_chunks, load_text_dataset, source_fingerprint
+from w2v.data import (
+    TokenChunk,
+    describe_source,
+    iter_token_chunks,
+    load_text_dataset,
+    source_fingerprint,
+)
 from w2v.errors import W2VError
 from w2v.vocab import Tokenizer, Vocab, select_ids
 
@@ -46,6 +54,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the cached files or their meaning change
 ENCODE_BLOCK = 1 << 22  # raw tokens remapped per step (bounded memory on huge corpora)
+GROUP_TOKENS = 1 << 23  # tokens whose chunks get raw ids together (see _ScanState.add)
 
 
 @dataclass
@@ -179,25 +188,57 @@ def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
 
 
 def _scan(ds: Any, cfg: DataConfig, raw_path: Path, progress: bool) -> _Scan:
-    index: dict[str, int] = {}  # word -> raw id (first-occurrence rank)
-    counts = np.zeros(1 << 16, dtype=np.int64)
-    ends: list[np.ndarray] = []
-    pos = 0
-    with open(raw_path, "wb") as raw:
+    state = _ScanState(raw=open(raw_path, "wb"))  # noqa: SIM115 (closed below)
+    group: list[TokenChunk] = []
+    try:
         for chunk in iter_token_chunks(ds, cfg.text_column, cfg.lowercase, cfg.token_pattern,
                                        cfg.max_doc_words, progress):
-            # One dict lookup per distinct word of the chunk, none per token.
-            gids = np.fromiter((index.setdefault(w, len(index)) for w in chunk.words),
-                               dtype=np.int32, count=len(chunk.words))
-            if len(index) > len(counts):
-                counts = np.concatenate([counts, np.zeros(max(len(index), len(counts)),
-                                                          np.int64)])
-            counts[gids] += np.bincount(chunk.codes, minlength=len(gids))
-            raw.write(gids[chunk.codes].tobytes())
-            ends.append(chunk.doc_ends + pos)
-            pos += len(chunk.codes)
-    return _Scan(words=list(index), counts=counts[: len(index)], raw_path=raw_path,
-                 raw_tokens=pos, doc_ends=np.concatenate(ends) if ends else np.zeros(0, np.int64))
+            group.append(chunk)
+            if sum(len(c.codes) for c in group) >= GROUP_TOKENS:
+                state.add(group)
+                group = []
+        state.add(group)
+    finally:
+        state.raw.close()
+    return _Scan(words=list(state.index), counts=state.counts[: len(state.index)],
+                 raw_path=raw_path, raw_tokens=state.pos,
+                 doc_ends=np.concatenate(state.ends) if state.ends else np.zeros(0, np.int64))
+
+
+@dataclass
+class _ScanState:
+    raw: Any  # the open raw-id file
+    index: dict[str, int] = field(default_factory=dict)  # word -> raw id (first occurrence)
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(1 << 16, dtype=np.int64))
+    ends: list[np.ndarray] = field(default_factory=list)
+    pos: int = 0
+
+    def add(self, group: list[TokenChunk]) -> None:
+        """Give a group of chunks' tokens raw ids: append them, count them, note doc ends."""
+        if not group:
+            return
+        # The chunks' word lists overlap heavily; Arrow merges them in C first (the first
+        # occurrence in the concatenation is the first in the text), so the Python dict sees
+        # each distinct word of the group once instead of once per chunk.
+        merged = pc.dictionary_encode(pa.concat_arrays([c.words.cast(pa.large_string())
+                                                        for c in group]))
+        distinct = merged.dictionary.to_pylist()
+        index = self.index
+        gid = np.fromiter((index.setdefault(w, len(index)) for w in distinct),
+                          dtype=np.int32, count=len(distinct))
+        gids = gid[merged.indices.to_numpy(zero_copy_only=False)]
+        if len(index) > len(self.counts):
+            self.counts = np.concatenate([self.counts, np.zeros(len(index), np.int64)])
+        start = 0
+        for chunk in group:
+            chunk_gids = gids[start : start + len(chunk.words)]
+            start += len(chunk.words)
+            raw_ids = chunk_gids[chunk.codes]
+            # A chunk's words are distinct, so its raw ids are too: a plain += is exact.
+            self.counts[chunk_gids] += np.bincount(chunk.codes, minlength=len(chunk_gids))
+            self.raw.write(raw_ids.tobytes())
+            self.ends.append(chunk.doc_ends + self.pos)
+            self.pos += len(raw_ids)
 
 
 def _choose_vocab(scan: _Scan, cfg: DataConfig, tokenizer: Tokenizer, source: str) -> Vocab:
@@ -238,7 +279,7 @@ def _encode(scan: _Scan, vocab: Vocab, ids_path: Path, progress: bool) -> np.nda
             # A document ending at raw position e (in (b0, b1]) ends at retained position
             # out + (tokens kept in block[:e - b0]).
             lo, hi = np.searchsorted(ends, [b0, b1], side="right")
-            kept_ends[lo:hi] = out + np.cumsum(keep)[ends[lo:hi] - b0 - 1]
+            kept_ends[lo:hi] = out + np.cumsum(keep, dtype=np.int32)[ends[lo:hi] - b0 - 1]
             out += len(kept)
             bar.update(b1 - b0)
     ids.flush()

@@ -323,12 +323,13 @@ def _first_line(err: BaseException) -> str:
 class TokenChunk:
     """About CHUNK_BYTES of text, tokenized.
 
-    words: the chunk's distinct tokens in first-occurrence order; codes: int32 (n,) index into
-    words per token, in text order; doc_ends: int64, sorted positions in [1, n] where a
+    words: the chunk's distinct tokens in first-occurrence order (an Arrow string array, so
+    corpus.py can merge many chunks' words in C); codes: int32 (n,) index into words per
+    token, in text order; doc_ends: int64, sorted positions in [1, n] where a
     (pseudo-)document ends (possibly repeated for empty rows); nbytes: text bytes consumed.
     """
 
-    words: list[str]
+    words: pa.Array
     codes: np.ndarray
     doc_ends: np.ndarray
     nbytes: int
@@ -465,46 +466,58 @@ def _next_whitespace(data: np.ndarray, start: int, hi: int) -> int:
 
 
 def _tokenize(arr: pa.Array, lowercase: bool, pattern: str | None
-              ) -> tuple[list[str], np.ndarray, np.ndarray]:
+              ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """(distinct words in first-occurrence order, int32 codes, tokens per row) of a piece."""
     if pattern is not None:
         return _tokenize_regex(arr, lowercase, pattern)
-    # Arrow's utf8 whitespace set equals Python's str.split() (checked over all code points),
-    # and lowercasing never creates or removes whitespace, so split first and lowercase only
-    # the distinct words: identical to Tokenizer, with no Python work per token.
-    lists = pc.utf8_split_whitespace(arr)
-    tokens = pc.list_flatten(lists)
+    # ASCII text (text8, most English) takes Arrow's faster ASCII kernels; ascii_lower equals
+    # str.lower() there. ascii_split_whitespace misses \x1c-\x1f, which str.split() cuts at:
+    # rare, so it is checked on the distinct words and the piece redone if one appears.
+    ascii_only = pc.all(pc.string_is_ascii(arr)).as_py() is not False
+    if ascii_only:
+        words, codes, rows = _split_encode(pc.ascii_lower(arr) if lowercase else arr, True)
+        if pc.any(pc.match_substring_regex(words, "[\x1c-\x1f]")).as_py():
+            ascii_only = False
+    if not ascii_only:
+        # Arrow's utf8 whitespace set equals Python's str.split() (checked over all code
+        # points), and lowercasing never creates or removes whitespace, so split first and
+        # lowercase only the distinct words: identical to Tokenizer, no Python work per token.
+        words, codes, rows = _split_encode(arr, False)
+        if lowercase:
+            words, codes = _lower_words(words, codes)
+    return words, codes, np.bincount(rows, minlength=len(arr))
+
+
+def _split_encode(arr: pa.Array, ascii_only: bool) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Whitespace split + dictionary encoding: (distinct words, int32 codes, row per token)."""
+    lists = (pc.ascii_split_whitespace if ascii_only else pc.utf8_split_whitespace)(arr)
     rows = pc.list_parent_indices(lists).to_numpy()
-    nonempty = pc.greater(pc.binary_length(tokens), 0)  # edge whitespace gives "" tokens
-    if not pc.all(nonempty).as_py():
-        tokens = tokens.filter(nonempty)
-        rows = rows[nonempty.to_numpy(zero_copy_only=False)]
-    row_lengths = np.bincount(rows, minlength=len(arr))
-    encoded = pc.dictionary_encode(tokens)
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    encoded = pc.dictionary_encode(pc.list_flatten(lists))
     words = encoded.dictionary
-    if lowercase:
-        words, codes = _lower_words(words, codes)
-    else:
-        words = words.to_pylist()
-    return words, codes, row_lengths
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    # Leading/trailing whitespace gives "" tokens: drop them on the int codes, not the strings.
+    empty = pc.index(words, "").as_py()
+    if empty >= 0:
+        keep = codes != empty
+        codes, rows = codes[keep], rows[keep]
+        codes -= codes > empty
+        words = pa.concat_arrays([words[:empty], words[empty + 1 :]])
+    return words, codes, rows
 
 
-def _lower_words(words: pa.Array, codes: np.ndarray) -> tuple[list[str], np.ndarray]:
-    if pc.all(pc.string_is_ascii(words)).as_py() is not False:
-        lowered = pc.ascii_lower(words).to_pylist()  # same as str.lower() on ASCII
-    else:
-        lowered = [w.lower() for w in words.to_pylist()]  # per distinct word, not per token
+def _lower_words(words: pa.Array, codes: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    lowered = pa.array([w.lower() for w in words.to_pylist()],  # per distinct word, not token
+                       type=pa.large_string())
     # "The" and "the" become one word: first occurrence of either keeps its place.
-    merged = pc.dictionary_encode(pa.array(lowered, type=pa.string()))
+    merged = pc.dictionary_encode(lowered)
     if len(merged.dictionary) == len(lowered):
         return lowered, codes
     remap = merged.indices.to_numpy(zero_copy_only=False).astype(np.int32)
-    return merged.dictionary.to_pylist(), remap[codes]
+    return merged.dictionary, remap[codes]
 
 
 def _tokenize_regex(arr: pa.Array, lowercase: bool, pattern: str
-                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+                    ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     import itertools
     import re
 
@@ -512,10 +525,10 @@ def _tokenize_regex(arr: pa.Array, lowercase: bool, pattern: str
     # One findall per row (C); the token lists are joined by Arrow, not by a loop per token.
     per_row = [rx.findall(t.lower() if lowercase else t) if t else [] for t in arr.to_pylist()]
     row_lengths = np.array([len(r) for r in per_row], dtype=np.int64)
-    flat = pa.array(itertools.chain.from_iterable(per_row), type=pa.string())
+    flat = pa.array(itertools.chain.from_iterable(per_row), type=pa.large_string())
     encoded = pc.dictionary_encode(flat)
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    return encoded.dictionary.to_pylist(), codes, row_lengths
+    return encoded.dictionary, codes, row_lengths
 
 
 # --- the stage alone ---------------------------------------------------------------------------
