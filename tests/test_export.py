@@ -24,6 +24,9 @@ from w2v.export import (
     save_vectors,
     write_word2vec,
 )
+from w2v.export import (
+    main as export_main,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["the", "of", "été", "日本語", "naïve", "Zürich", "emoji🙂", "a.b", "x"]
@@ -325,9 +328,16 @@ def test_export_cli_from_a_checkpoint(tmp_path):
     assert kv.words == WORDS and torch.equal(kv.vectors, model.input.weight.detach())
 
 
-def test_export_cli_errors_are_one_line(tmp_path):
-    res = run_cli("-m", "w2v.export", f"checkpoint={tmp_path / 'nope.pt'}", f"out={tmp_path}")
-    assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and "does not exist" in res.stderr
-    res = run_cli("-m", "w2v.export", f"out={tmp_path}")
-    assert res.returncode == 2 and "checkpoint" in res.stderr
+def test_export_cli_errors_are_one_line(tmp_path, capsys):
+    torch.save({"format": "w2v.checkpoint/1", "model": {}}, tmp_path / "broken.pt")
+    for argv, msg in (([f"checkpoint={tmp_path / 'nope.pt'}", f"out={tmp_path}"],
+                       "does not exist"),
+                      ([f"out={tmp_path}"], "checkpoint"),
+                      ([f"checkpoint={tmp_path / 'broken.pt'}", f"out={tmp_path}"],
+                       "not a w2v checkpoint"),
+                      (["checkpoint"], "key=value")):
+        with pytest.raises(SystemExit) as exit_info:
+            export_main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and msg in err, err

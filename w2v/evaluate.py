@@ -235,12 +235,13 @@ def run_suites(kv: KeyedVectors, cfg: EvalConfig) -> dict[str, float]:
         key = f"{kind}/{name}"
         if kind == "similarity":
             r = evaluate_pairs(kv, path, None, cfg.case_insensitive)
-            metrics[f"{key}/spearman"] = r.spearman
+            if r.pairs:  # no known pair: no correlation (NaN would break JSON and plots)
+                metrics[f"{key}/spearman"] = r.spearman
             metrics[f"{key}/oov"] = r.oov_ratio
             continue
         a = evaluate_analogies(kv, path, cfg.restrict_vocab, cfg.case_insensitive)
         metrics[f"{key}/accuracy"] = a.accuracy
-        for split, want in (("syntactic", True), ("semantic", False)):
+        for split, want in (("semantic", False), ("syntactic", True)):
             part = [s for s in a.sections if s.syntactic == want]
             if any(s.total for s in part):
                 metrics[f"{key}/{split}"] = AnalogyResult._acc(part)
