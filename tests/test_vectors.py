@@ -7,6 +7,7 @@ import pytest
 import torch
 from gensim.models import KeyedVectors as GensimKV
 
+from w2v import vectors
 from w2v.errors import W2VError
 from w2v.vectors import KeyedVectors
 
@@ -106,10 +107,11 @@ def test_unit_table_is_cached_and_normalised():
 
 
 @pytest.mark.parametrize("method", ["add", "mul"])
-def test_analogy_batch_equals_one_query_at_a_time(method):
+def test_analogy_batch_equals_one_query_at_a_time(method, monkeypatch):
+    monkeypatch.setattr(vectors, "SCORE_BLOCK", 400 * 128)  # chunks of 128 questions
     kv, _ = random_kv(v=500)
     rng = np.random.default_rng(1)
-    q = torch.from_numpy(rng.integers(0, 500, size=(1200, 3)))  # > one chunk of queries
+    q = torch.from_numpy(rng.integers(0, 500, size=(1200, 3)))
     pred = kv.analogy_batch(q[:, 0], q[:, 1], q[:, 2], restrict_vocab=400, method=method)
     single = kv.most_similar if method == "add" else kv.most_similar_cosmul
     for (a, b, c), p in list(zip(q.tolist(), pred.tolist()))[:: 37]:

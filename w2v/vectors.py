@@ -19,9 +19,9 @@ from w2v.errors import W2VError
 
 # Levy & Goldberg's epsilon in 3CosMul's denominator (gensim uses the same value).
 COSMUL_EPS = 1e-6
-# Rows of the score matrix (queries) computed at once by the batched queries: a (chunk, V)
-# float32 block, 30k words x 512 queries = 60 MB.
-QUERY_CHUNK = 512
+# Score-matrix entries computed at once by the batched queries: a (queries, candidates)
+# float32 block of at most 2**25 entries = 128 MB (e.g. 1,118 questions x 30k words).
+SCORE_BLOCK = 2**25
 
 
 def _tokenizer_dict(tokenizer: Any) -> dict | None:
@@ -216,9 +216,12 @@ class KeyedVectors:
         cand = u[:restrict_vocab]  # (R, D)
         r = cand.shape[0]
         a, b, c = (t.to(u.device) for t in (a, b, c))
+        if groups is not None:
+            groups = groups.to(u.device)
         out = torch.empty(a.shape[0], dtype=torch.long, device=u.device)
-        for s in range(0, a.shape[0], QUERY_CHUNK):
-            q = [t[s : s + QUERY_CHUNK] for t in (a, b, c)]
+        chunk = max(1, SCORE_BLOCK // max(r, 1))
+        for s in range(0, a.shape[0], chunk):
+            q = [t[s : s + chunk] for t in (a, b, c)]
             if method == "add":
                 scores = (u[q[1]] + u[q[2]] - u[q[0]]) @ cand.T  # (q, R); query length irrelevant
             else:
@@ -228,7 +231,7 @@ class KeyedVectors:
             for t in q:
                 inside = t < r  # a query word outside the searched rows masks nothing
                 scores[rows[inside], t[inside]] = -torch.inf
-            out[s : s + QUERY_CHUNK] = self._pick(scores, q, groups, r)
+            out[s : s + chunk] = self._pick(scores, q, groups, r)
         return out
 
     @staticmethod
@@ -236,7 +239,6 @@ class KeyedVectors:
         """Best row per query, skipping candidates that share a group with a query word."""
         if groups is None:
             return scores.argmax(dim=1)
-        groups = groups.to(scores.device)
         top = scores.topk(min(5, r), dim=1).indices  # (q, k)
         g = groups[top]
         clash = torch.zeros_like(top, dtype=torch.bool)
