@@ -447,7 +447,11 @@ def _numeric(metrics: dict) -> dict:
 
 def to_config(cfg: DictConfig) -> Config:
     """Compose-time validation: the dataclasses' __post_init__ checks every range."""
-    return OmegaConf.to_object(cfg)
+    try:
+        return OmegaConf.to_object(cfg)
+    except W2VError as err:
+        # OmegaConf re-raises our error with its node details appended: keep our line.
+        raise W2VError(str(err).splitlines()[0]) from None
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base=None)
