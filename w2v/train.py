@@ -30,7 +30,7 @@ from w2v.atomic import atomic_write_text
 from w2v.batches import Batches
 from w2v.config import Config, register_configs
 from w2v.corpus import Corpus, build_corpus
-from w2v.errors import W2VError
+from w2v.errors import W2VError, report_errors
 from w2v.model import Word2Vec, build_model
 
 
@@ -471,8 +471,44 @@ def _hydra_main(dict_cfg: DictConfig) -> float | None:
     return metrics["final_loss"]
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def precheck(overrides: list[str]) -> None:
+    """Compose and validate a single run's overrides before Hydra starts, so an unknown key,
+    a wrong type or an out-of-range value is one `error:` line and exit 2, not Hydra's report.
+    Multirun sweeps and Hydra's own flags are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if any(a.startswith("-") for a in overrides):
+        return
+    mine = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            to_config(compose("config", overrides=mine))
+    except (HydraException, OmegaConfBaseException) as err:
+        hint = " (python -m w2v.train --cfg job lists every key)"
+        raise W2VError(_one_line(err) + hint) from None
+
+
+def _one_line(err: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line reports, cut to their informative lines."""
+    parts = []
+    for e in (err, err.__cause__):
+        for line in str(e or "").splitlines():
+            if line.startswith("Config search path"):
+                break
+            if line.strip() and not line.startswith(" ") and line not in parts:
+                parts.append(line.strip())
+    return "; ".join(parts)
+
+
+@report_errors
 def main() -> None:
     register_configs()
+    precheck(sys.argv[1:])
     _hydra_main()
 
 
