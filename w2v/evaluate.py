@@ -10,7 +10,8 @@ numbers are comparable with published gensim results:
   other word is skipped (counted as OOV); answers are searched among those words only.
 - Analogies use 3CosAdd; the answer is the best word that is not a, b or c (nor a case
   variant of them). Overall accuracy is over every answered question (gensim's "Total").
-- Similarity: Spearman over the pairs whose two words are known; duplicate pairs count twice.
+- Similarity: Spearman over the pairs whose two words are known (in the whole vocabulary);
+  duplicate pairs count twice.
 Reported OOV figures are fractions in [0, 1] (gensim logs percentages).
 """
 

@@ -36,6 +36,7 @@ class KeyedVectors:
 
     Query words go through the recorded tokenizer's lowercasing, so `kv["King"]` finds "king"
     in a lowercased vocabulary; an exact match is tried too, for vocabularies with mixed case.
+    The unit table is cached at the first query: make a new KeyedVectors after the vectors change.
     """
 
     def __init__(
