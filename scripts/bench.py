@@ -1,0 +1,299 @@
+"""w2v against gensim, side by side in one run (the protocol of ../shared/BENCHMARK.md).
+
+    python scripts/bench.py --model skipgram --epochs 1 --repeat 3
+    python scripts/bench.py --model cbow --epochs 5 --quality       # + analogy/WS353/SimLex
+    python scripts/bench.py --model skipgram --scale 1,4,8           # cost growth
+    python scripts/bench.py --model skipgram --scale 8 --device cuda --sides w2v
+    python scripts/bench.py --rss-epochs 20                          # RSS flat across epochs
+
+Each measurement runs in a fresh subprocess (so peak RSS is that side's alone), alternating
+w2v and gensim and swapping the order every repeat so machine noise hits both alike. Both sides
+get the same corpus file, settings and thread count; quality is scored on both sides' vectors
+by gensim's own evaluators. Speed figures are medians over --repeat runs.
+
+raw words/s = corpus words (before min_count and subsampling) x epochs / training seconds;
+training seconds exclude the vocabulary build, reported on its own rows (w2v: cold, i.e. load +
+count + encode + cache into an empty cache, and cached, i.e. a rerun that finds the cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DEFAULT_CORPUS = SHARED / "text8-prefix" / "text8-prefix"
+DEFAULT_EVAL = SHARED / "eval"
+SETTINGS = dict(dim=100, window=5, negative=5, sample=1e-3, min_count=5, ns_exponent=0.75,
+                lr=0.025, min_lr=0.0001, seed=1)
+
+
+# ------------------------------------------------------------------------------ the workers
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def score(kv, eval_dir: Path) -> dict:
+    """Quality by gensim's evaluators (the same for both sides)."""
+    out = {}
+    qw = eval_dir / "questions-words.txt"
+    if qw.is_file():
+        acc, _ = kv.evaluate_word_analogies(str(qw), restrict_vocab=30000, case_insensitive=True)
+        out["analogy"] = acc
+    for name, file in (("ws353", "wordsim353.tsv"), ("simlex", "simlex999.txt")):
+        if (eval_dir / file).is_file():
+            pearson, spearman, oov = kv.evaluate_word_pairs(str(eval_dir / file))
+            out[name] = float(spearman.statistic if hasattr(spearman, "statistic")
+                              else spearman[0])
+            out[f"{name}_oov"] = oov
+    return out
+
+
+def worker_w2v(args) -> dict:
+    from gensim.models import KeyedVectors
+
+    from w2v import fused
+    from w2v.config import Config, DataConfig, EvalConfig, ExportConfig, ModelConfig, TrainerConfig
+    from w2v.corpus import build_corpus
+    from w2v.train import train
+
+    cache = tempfile.mkdtemp(prefix="w2v-bench-cache-")
+    data = DataConfig(path=str(args.corpus), min_count=SETTINGS["min_count"], cache_dir=cache)
+    t0 = time.perf_counter()
+    corpus = build_corpus(data, progress=False)
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    build_corpus(data, progress=False)
+    cached = time.perf_counter() - t0
+    compile_s = fused.warmup() if args.device == "cpu" else 0.0
+
+    cfg = Config(
+        data=data,
+        model=ModelConfig(arch=args.model, dim=SETTINGS["dim"], window=SETTINGS["window"],
+                          negative=SETTINGS["negative"], sample=SETTINGS["sample"],
+                          ns_exponent=SETTINGS["ns_exponent"]),
+        trainer=TrainerConfig(epochs=args.epochs, lr=SETTINGS["lr"], min_lr=SETTINGS["min_lr"],
+                              threads=args.threads, seed=SETTINGS["seed"], device=args.device,
+                              engine=args.engine, progress=False, ckpt_every=0,
+                              batch_size=args.batch_size),
+        eval=EvalConfig(dir=None, projector_words=0),
+        export=ExportConfig(text=True),
+    )
+    run_dir = Path(tempfile.mkdtemp(prefix="w2v-bench-run-"))
+    sampler = RssSampler() if args.rss_trace else None
+    metrics = train(cfg, run_dir)
+    out = {
+        "side": "w2v",
+        "engine": metrics["engine"],
+        "words": corpus.raw_tokens,
+        "vocab": len(corpus.vocab),
+        "train_seconds": metrics["train_seconds"],
+        "words_per_sec": corpus.raw_tokens * args.epochs / metrics["train_seconds"],
+        "vocab_seconds": cold,
+        "vocab_cached_seconds": cached,
+        "compile_seconds": compile_s,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    if sampler:
+        out["rss_trace_mib"] = sampler.stop()
+    if args.quality:
+        kv = KeyedVectors.load_word2vec_format(str(run_dir / "vectors.txt"))
+        out.update(score(kv, args.eval_dir))
+    return out
+
+
+def worker_gensim(args) -> dict:
+    from gensim.models import Word2Vec
+    from gensim.models.word2vec import Text8Corpus
+
+    model = Word2Vec(
+        sg=int(args.model == "skipgram"), vector_size=SETTINGS["dim"], window=SETTINGS["window"],
+        negative=SETTINGS["negative"], hs=0, sample=SETTINGS["sample"],
+        min_count=SETTINGS["min_count"], ns_exponent=SETTINGS["ns_exponent"],
+        alpha=SETTINGS["lr"], min_alpha=SETTINGS["min_lr"], workers=args.threads,
+        epochs=args.epochs, seed=SETTINGS["seed"], cbow_mean=1,
+    )
+    sentences = Text8Corpus(str(args.corpus))
+    t0 = time.perf_counter()
+    model.build_vocab(sentences)
+    vocab_s = time.perf_counter() - t0
+    sampler = RssSampler() if args.rss_trace else None
+    t0 = time.perf_counter()
+    model.train(sentences, total_examples=model.corpus_count, epochs=args.epochs)
+    train_s = time.perf_counter() - t0
+    out = {
+        "side": "gensim",
+        "engine": "gensim",
+        "words": model.corpus_total_words,
+        "vocab": len(model.wv),
+        "train_seconds": train_s,
+        "words_per_sec": model.corpus_total_words * args.epochs / train_s,
+        "vocab_seconds": vocab_s,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    if sampler:
+        out["rss_trace_mib"] = sampler.stop()
+    if args.quality:
+        out.update(score(model.wv, args.eval_dir))
+    return out
+
+
+class RssSampler:
+    """Samples this process's resident set every 0.25 s while training runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        self.samples.append(int(line.split()[1]) / 1024)
+
+    def stop(self) -> list[float]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+
+# ------------------------------------------------------------------------------ the runner
+
+
+def scaled_corpus(corpus: Path, scale: int, tmp: Path) -> Path:
+    """The corpus concatenated `scale` times (one line, like text8) in a temporary file."""
+    if scale == 1:
+        return corpus
+    out = tmp / f"{corpus.name}-x{scale}"
+    if not out.exists():
+        text = corpus.read_bytes().strip()
+        with open(out, "wb") as f:
+            for i in range(scale):
+                f.write(text if i == 0 else b" " + text)
+    return out
+
+
+def run_worker(side: str, corpus: Path, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", side, "--corpus", str(corpus),
+           "--model", args.model, "--epochs", str(args.epochs), "--threads", str(args.threads),
+           "--device", args.device, "--engine", args.engine, "--eval-dir", str(args.eval_dir),
+           "--batch-size", str(args.batch_size)]
+    cmd += ["--quality"] if args.quality else []
+    cmd += ["--rss-trace"] if args.rss_trace else []
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(f"{side} worker failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_of(runs: list[dict]) -> dict:
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in runs)
+    return out
+
+
+ROWS = [
+    ("raw words/s", "words_per_sec", "{:,.0f}"),
+    ("training seconds", "train_seconds", "{:.2f}"),
+    ("vocabulary seconds (cold)", "vocab_seconds", "{:.2f}"),
+    ("vocabulary seconds (cached)", "vocab_cached_seconds", "{:.3f}"),
+    ("peak RSS MiB", "peak_rss_mib", "{:,.0f}"),
+    ("analogy@30k", "analogy", "{:.4f}"),
+    ("WS353 Spearman", "ws353", "{:.4f}"),
+    ("SimLex-999 Spearman", "simlex", "{:.4f}"),
+]
+
+
+def table(label: str, w2v: dict | None, gensim: dict | None) -> str:
+    lines = [f"| {label} | w2v | gensim | w2v/gensim |", "| --- | ---: | ---: | ---: |"]
+    for name, key, fmt in ROWS:
+        a = w2v.get(key) if w2v else None
+        b = gensim.get(key) if gensim else None
+        if a is None and b is None:
+            continue
+        ratio = f"{a / b:.2f}x" if a is not None and b else ""
+        lines.append(f"| {name} | {fmt.format(a) if a is not None else ''} | "
+                     f"{fmt.format(b) if b is not None else ''} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=["skipgram", "cbow"], default="skipgram")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--scale", default="1", help="comma list of corpus repeats, e.g. 1,4,8")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--engine", default="auto")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--sides", default="w2v,gensim")
+    p.add_argument("--quality", action="store_true", help="score analogy/WS353/SimLex too")
+    p.add_argument("--rss-epochs", type=int, default=0,
+                   help="train this many epochs and report RSS across them (long-run check)")
+    p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    p.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL)
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--worker", choices=["w2v", "gensim"], help=argparse.SUPPRESS)
+    p.add_argument("--rss-trace", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.worker:
+        result = worker_w2v(args) if args.worker == "w2v" else worker_gensim(args)
+        print(json.dumps(result))
+        return
+    if not args.corpus.is_file():
+        sys.exit(f"error: corpus {args.corpus} not found; pass --corpus PATH")
+    if args.rss_epochs:
+        args.epochs, args.rss_trace = args.rss_epochs, True
+    sides = [s for s in args.sides.split(",") if s]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="w2v-bench-") as tmp:
+        for scale in [int(s) for s in args.scale.split(",")]:
+            corpus = scaled_corpus(args.corpus, scale, Path(tmp))
+            runs: dict[str, list[dict]] = {s: [] for s in sides}
+            for r in range(args.repeat):
+                for side in sides if r % 2 == 0 else sides[::-1]:
+                    runs[side].append(run_worker(side, corpus, args))
+                    print(f"  scale {scale} run {r + 1} {side}: "
+                          f"{runs[side][-1]['words_per_sec']:,.0f} words/s", file=sys.stderr)
+            results[scale] = {s: median_of(v) for s, v in runs.items()}
+    header = (f"{args.model}, {args.epochs} epoch(s), {args.threads} thread(s), device "
+              f"{args.device}, median of {args.repeat}, corpus {args.corpus.name}")
+    print(header)
+    for scale, res in results.items():
+        print(f"\nscale x{scale} ({res[sides[0]]['words']:,} words)")
+        print(table("figure", res.get("w2v"), res.get("gensim")))
+        for side, r in res.items():
+            if "rss_trace_mib" in r and r["rss_trace_mib"]:
+                trace = r["rss_trace_mib"]
+                tail = trace[len(trace) // 10:]  # after start-up
+                print(f"{side} RSS during training: first {tail[0]:.0f} MiB, last "
+                      f"{tail[-1]:.0f} MiB, max {max(tail):.0f} MiB ({len(trace)} samples)")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"corpus": str(args.corpus),
+                                                               "eval_dir": str(args.eval_dir),
+                                                               "json": str(args.json)},
+                                         "results": results}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
