@@ -223,6 +223,7 @@ def test_learns_planted_structure(planted, arch, loss, threads):
         assert neighbours >= planted.entities - (0 if loss == "negative" else 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,loss", [("skipgram", "negative"), ("skipgram", "hs"),
                                        ("cbow", "negative"), ("cbow", "hs")])
 def test_quality_matches_gensim_on_planted(planted, arch, loss):

