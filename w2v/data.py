@@ -218,8 +218,18 @@ def _load_local(src: LocalSource, cfg: DataConfig):
     except W2VError:
         raise
     except Exception as err:  # the user's files: name them rather than show a traceback
+        # datasets wraps the real problem ("An error occurred while generating the dataset"):
+        # report the innermost cause (permission denied, a JSON parse error, ...).
+        cause = err
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        if type(cause).__name__ == "SchemaInferenceError":  # not one row in any file
+            raise W2VError(
+                f"data.path={src.path!r} is empty (no rows); point data.path at a non-empty corpus"
+            ) from err
+        hint = "; make the files readable (chmod +r)" if isinstance(cause, PermissionError) else ""
         raise W2VError(
-            f"cannot read data.path={src.path!r} as {src.builder}: {_first_line(err)}"
+            f"cannot read data.path={src.path!r} as {src.builder}: {_first_line(cause)}{hint}"
         ) from err
 
 
