@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # bump when the cached files or their meaning change
 ENCODE_BLOCK = 1 << 22  # raw tokens remapped per step (bounded memory on huge corpora)
 GROUP_TOKENS = 1 << 23  # tokens whose chunks get raw ids together (see _ScanState.add)
+MAX_UNDECODABLE = 0.1  # share of tokens with undecodable bytes above which a source is refused
 
 
 @dataclass
@@ -162,6 +163,7 @@ def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
     source = describe_source(cfg)
     ds = load_text_dataset(cfg, progress=progress)
     scan = _scan(ds, cfg, tmp / "raw.i32", progress)
+    _check_text(scan, source)
     vocab = _choose_vocab(scan, cfg, tokenizer, source)
     offsets = _encode(scan, vocab, tmp / "ids.npy", progress)
     scan.raw_path.unlink()
@@ -239,6 +241,19 @@ class _ScanState:
             self.raw.write(raw_ids.tobytes())
             self.ends.append(chunk.doc_ends + self.pos)
             self.pos += len(raw_ids)
+
+
+def _check_text(scan: _Scan, source: str) -> None:
+    """Refuse binary files and other encodings: a few undecodable bytes (mixed encodings) are
+    replaced and warned about, but a corpus where many tokens hold them is not UTF-8 text."""
+    bad = sum(c for w, c in zip(scan.words, scan.counts.tolist(), strict=True)
+              if "\ufffd" in w or "\x00" in w)
+    if bad > MAX_UNDECODABLE * scan.raw_tokens:
+        raise W2VError(
+            f"{source} is not UTF-8 text: {bad:,} of {scan.raw_tokens:,} tokens hold undecodable "
+            "bytes or NULs (a binary file, or another encoding such as UTF-16 or Latin-1); "
+            "re-encode it as UTF-8 (iconv -t utf-8) or point data.path at text files"
+        )
 
 
 def _choose_vocab(scan: _Scan, cfg: DataConfig, tokenizer: Tokenizer, source: str) -> Vocab:
