@@ -130,6 +130,12 @@ class Word2Vec(nn.Module):
 
 def build_model(cfg, vocab, reduction: str = "sum") -> Word2Vec:
     """The model for a ModelConfig and a Vocab (its size and, for hs, its Huffman tree)."""
+    if len(vocab) < 2:  # nothing to tell apart: every loss would be constant (or NaN)
+        raise W2VError(
+            f"the vocabulary has {len(vocab)} word ({', '.join(map(repr, vocab.words))}); "
+            "word2vec needs at least 2 distinct words: lower data.min_count or use a larger "
+            "corpus"
+        )
     return Word2Vec(
         len(vocab),
         cfg.dim,
