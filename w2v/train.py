@@ -234,7 +234,12 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     try:
         if world.main:
             run_dir.mkdir(parents=True, exist_ok=True)
+        # Rank 0 builds (or finds) the cached index tensors; the others then open the cache.
+        if not world.main:
+            distributed.barrier(world)
         corpus = build_corpus(cfg.data, progress=t.progress and world.main)
+        if world.main:
+            distributed.barrier(world)
         shard = distributed.shard(corpus, world)
         reduction = "sum" if t.optimizer == "sgd" else "mean"
         model = build_model(cfg.model, corpus.vocab, reduction=reduction).to(device)
@@ -375,6 +380,7 @@ class Loop:
             "vocab_size": len(self.corpus.vocab),
             "corpus_words": self.corpus.raw_tokens,
             "world_size": self.world.size,
+            "rank": self.world.rank,
             "ranks_in_sync": synced,
         }
         if not self.world.main:
@@ -467,7 +473,9 @@ def _hydra_main(dict_cfg: DictConfig) -> float | None:
     except TrainingInterrupted as stop:
         print(str(stop), file=sys.stderr)
         sys.exit(stop.code)
-    print(f"done: {metrics['words_per_sec']:,.0f} words/s, final loss {metrics['final_loss']:.4f}")
+    if metrics["rank"] == 0:
+        print(f"done: {metrics['words_per_sec']:,.0f} words/s, "
+              f"final loss {metrics['final_loss']:.4f} -> {HydraConfig.get().runtime.output_dir}")
     return metrics["final_loss"]
 
 
