@@ -10,10 +10,12 @@ tb/ (TensorBoard) and checkpoints/.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,7 +257,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
             if world.main:
                 print(f"resumed from {path} at epoch {position.epoch}, step {position.step}")
 
-        writer = SummaryWriter(str(run_dir / "tb")) if world.main else None
+        writer = TensorBoard(run_dir / "tb") if world.main else None
         loop = Loop(cfg, run_dir, model, engine, corpus, writer, position, world)
         with StopFlag() as stop:
             loop.run(stop)
@@ -404,6 +406,45 @@ class Loop:
         labels = [[w, str(int(c))] for w, c in zip(vocab.words[:n], vocab.counts[:n])]
         self.writer.add_embedding(self.model.input.weight.detach()[:n].cpu(), metadata=labels,
                                   metadata_header=["word", "count"], tag="input_vectors")
+
+
+class TensorBoard:
+    """SummaryWriter whose write errors (disk full, no permission) are one W2VError.
+
+    TensorBoard writes from a background thread and raises a failure at the next call, so
+    every call goes through `_guard`."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        if threading.excepthook is not _quiet_writer_thread:
+            _quiet_writer_thread.previous = threading.excepthook
+            threading.excepthook = _quiet_writer_thread
+        self._writer = self._guard(SummaryWriter, str(logdir))
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return functools.partial(self._guard, getattr(self._writer, name))
+
+    def _guard(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as err:
+            raise W2VError(
+                f"cannot write TensorBoard logs to {self.logdir}: {err.strerror or err}; free "
+                "some space or choose a writable hydra.run.dir (checkpoints so far are intact)"
+            ) from err
+
+
+def _quiet_writer_thread(args) -> None:
+    """TensorBoard's writer thread dies printing its OSError, then hands it to our next call
+    (one error line there): print nothing for it here."""
+    if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
+        return
+    _quiet_writer_thread.previous(args)
+
+
+_quiet_writer_thread.previous = threading.excepthook
 
 
 class Interval:
