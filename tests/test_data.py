@@ -182,6 +182,18 @@ def test_hub_offline_mode_uses_only_the_cache(monkeypatch):
     assert datasets.config.HF_HUB_OFFLINE is True  # restored, not left changed
 
 
+def test_unknown_hub_id_names_data_path(monkeypatch):
+    from datasets.exceptions import DatasetNotFoundError
+
+    def not_found(*args, **kwargs):
+        raise DatasetNotFoundError("Dataset 'nobody/nothing' doesn't exist on the Hub")
+
+    monkeypatch.setattr(data, "hub_reachable", lambda endpoint: True)
+    monkeypatch.setattr(datasets, "load_dataset", not_found)
+    with pytest.raises(W2VError, match="'nobody/nothing' is not on the Hugging Face.*data.path"):
+        data.load_text_dataset(DataConfig(hub_id="nobody/nothing"), False)
+
+
 def test_hub_probe_is_bounded():
     start = time.perf_counter()
     assert not data.hub_reachable("http://127.0.0.1:9", timeout=1.0)

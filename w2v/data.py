@@ -18,6 +18,7 @@ into pseudo-documents of that many raw words (gensim's Text8Corpus / word2vec's 
 sentences), counted before out-of-vocabulary words are dropped; corpus.py drops documents that
 end up empty. Rows are tokenized in chunks of about 1 MB cut at whitespace, so memory stays
 bounded by the longest row itself (text8 is one 100 MB row) and no Python loop runs per token.
+Tokens therefore never contain whitespace: a `data.token_pattern` must not match across it.
 
 Undecodable bytes in text files are replaced with U+FFFD (the text builder's
 encoding_errors="replace"), so one stray byte does not stop a long build; corpus.py counts and
@@ -29,11 +30,13 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import itertools
 import logging
 import os
+import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,7 +210,10 @@ def _load_local(src: LocalSource, cfg: DataConfig):
                     )
                 ds = ds[cfg.split]
             return ds.to_iterable_dataset() if cfg.streaming else ds
-        kwargs = {"encoding_errors": "replace"} if src.builder == "text" else {}
+        # keep_linebreaks: a trailing "\n" is whitespace to the tokenizer, and keeping it saves
+        # the builder a copy of every line (text8's is 100 MB).
+        kwargs = ({"encoding_errors": "replace", "keep_linebreaks": True}
+                  if src.builder == "text" else {})
         return datasets.load_dataset(
             src.builder,
             data_files=[str(f) for f in src.files],
@@ -457,7 +463,7 @@ def _cut_long_row(row: pa.Array) -> Iterator[tuple[pa.Array, bool]]:
         piece = pa.Array.from_buffers(
             pa.large_string() if large else pa.string(),
             1,
-            [None, pa.py_buffer(np.array([0, n], dtype=np.int64 if large else np.int32)),
+            [None, pa.array([0, n], pa.int64() if large else pa.int32()).buffers()[1],
              data_buf.slice(pos, n)],
         )
         pos = cut
@@ -479,28 +485,23 @@ def _tokenize(arr: pa.Array, lowercase: bool, pattern: str | None
               ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """(distinct words in first-occurrence order, int32 codes, tokens per row) of a piece."""
     if pattern is not None:
-        return _tokenize_regex(arr, lowercase, pattern)
-    # ASCII text (text8, most English) takes Arrow's faster ASCII kernels; ascii_lower equals
-    # str.lower() there. ascii_split_whitespace misses \x1c-\x1f, which str.split() cuts at:
-    # rare, so it is checked on the distinct words and the piece redone if one appears.
-    ascii_only = pc.all(pc.string_is_ascii(arr)).as_py() is not False
-    if ascii_only:
-        words, codes, rows = _split_encode(pc.ascii_lower(arr) if lowercase else arr, True)
-        if pc.any(pc.match_substring_regex(words, "[\x1c-\x1f]")).as_py():
-            ascii_only = False
-    if not ascii_only:
-        # Arrow's utf8 whitespace set equals Python's str.split() (checked over all code
-        # points), and lowercasing never creates or removes whitespace, so split first and
-        # lowercase only the distinct words: identical to Tokenizer, no Python work per token.
-        words, codes, rows = _split_encode(arr, False)
-        if lowercase:
-            words, codes = _lower_words(words, codes)
-    return words, codes, np.bincount(rows, minlength=len(arr))
+        return _tokenize_python(arr, lowercase, re.compile(pattern).findall)
+    # ASCII text (text8, most English) takes Arrow's ASCII kernels: ascii_lower equals
+    # str.lower() there, and ascii_split_whitespace misses only \x1c-\x1f of str.split()'s
+    # separators, checked on the distinct words (the piece is redone if one appears).
+    if pc.all(pc.string_is_ascii(arr)).as_py() is True:
+        words, codes, rows = _split_encode_ascii(pc.ascii_lower(arr) if lowercase else arr)
+        if not pc.any(pc.match_substring_regex(words, "[\x1c-\x1f]")).as_py():
+            return words, codes, np.bincount(rows, minlength=len(arr))
+    # Anything else goes through str.split() itself. (Arrow's utf8_split_whitespace gave
+    # wrong, non-deterministic splits at multi-byte spaces in pyarrow 26 - the test in
+    # tests/test_data.py found it - so it is not used.)
+    return _tokenize_python(arr, lowercase, str.split)
 
 
-def _split_encode(arr: pa.Array, ascii_only: bool) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def _split_encode_ascii(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Whitespace split + dictionary encoding: (distinct words, int32 codes, row per token)."""
-    lists = (pc.ascii_split_whitespace if ascii_only else pc.utf8_split_whitespace)(arr)
+    lists = pc.ascii_split_whitespace(arr)
     rows = pc.list_parent_indices(lists).to_numpy()
     encoded = pc.dictionary_encode(pc.list_flatten(lists))
     words = encoded.dictionary
@@ -515,26 +516,11 @@ def _split_encode(arr: pa.Array, ascii_only: bool) -> tuple[pa.Array, np.ndarray
     return words, codes, rows
 
 
-def _lower_words(words: pa.Array, codes: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    lowered = pa.array([w.lower() for w in words.to_pylist()],  # per distinct word, not token
-                       type=pa.large_string())
-    # "The" and "the" become one word: first occurrence of either keeps its place.
-    merged = pc.dictionary_encode(lowered)
-    if len(merged.dictionary) == len(lowered):
-        return lowered, codes
-    remap = merged.indices.to_numpy(zero_copy_only=False).astype(np.int32)
-    return merged.dictionary, remap[codes]
-
-
-def _tokenize_regex(arr: pa.Array, lowercase: bool, pattern: str
-                    ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    import itertools
-    import re
-
-    rx = re.compile(pattern)
-    # One findall per row (C); the token lists are joined by Arrow, not by a loop per token.
-    per_row = [rx.findall(t.lower() if lowercase else t) if t else [] for t in arr.to_pylist()]
-    row_lengths = np.array([len(r) for r in per_row], dtype=np.int64)
+def _tokenize_python(arr: pa.Array, lowercase: bool, split: Callable[[str], list[str]]
+                     ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Tokenizer's own calls per row (C inside); Arrow joins and encodes the token lists."""
+    per_row = [split(t.lower() if lowercase else t) if t else [] for t in arr.to_pylist()]
+    row_lengths = np.fromiter(map(len, per_row), dtype=np.int64, count=len(per_row))
     flat = pa.array(itertools.chain.from_iterable(per_row), type=pa.large_string())
     encoded = pc.dictionary_encode(flat)
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
