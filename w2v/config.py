@@ -119,8 +119,10 @@ class TrainerConfig:
     # fused: word2vec's per-pair loop compiled with numba, Hogwild over `threads` (CPU only).
     # autograd: batched nn.Module forward/backward (CPU or CUDA). auto: fused on CPU with SGD.
     engine: str = "auto"
-    # Centre words per autograd step (each gives up to 2*window pairs).
-    batch_size: int = 4096
+    # Centre words per autograd step (each gives up to 2*window pairs). With SGD each example
+    # takes a full word2vec step, so a word repeated many times in one batch sums that many
+    # stale steps: keep batches moderate with SGD, or use sparse_adam/adam for big GPU batches.
+    batch_size: int = 1024
     # Words per fused-engine job (the unit of progress, logging and lr decay).
     chunk_words: int = 100_000
     device: str = "auto"
