@@ -230,13 +230,18 @@ def _sigmoid(f):
     return SIGMOID_TABLE[int((f + MAX_EXP) * _SCALE)]
 
 
-@njit(inline="always", **_JIT)
-def _ns_example(l1, target, out_w, neu1e, threshold, alias, negative, lr, state):
-    """Negative sampling for hidden vector l1 (D,) and target word; adds to neu1e (D,).
+# Rows are indexed as w[row, k] rather than taken as views (w[row]): a view increments the
+# array's shared reference count atomically, and two threads doing that for every pair fight
+# over one cache line.
+
+
+@njit(**_JIT)
+def _ns_example(h, hrow, target, out_w, neu1e, threshold, alias, negative, lr, state):
+    """Negative sampling for hidden vector h[hrow] (D,) and target word; adds to neu1e (D,).
 
     Returns (loss, state). Output rows are updated immediately (word2vec.c).
     """
-    dim = l1.shape[0]
+    dim = h.shape[1]
     loss = 0.0
     for d in range(negative + 1):
         if d == 0:
@@ -248,38 +253,37 @@ def _ns_example(l1, target, out_w, neu1e, threshold, alias, negative, lr, state)
             if t == target:
                 continue
             label = 0.0
-        row = out_w[t]
         f = np.float32(0.0)
         for k in range(dim):
-            f += l1[k] * row[k]
+            f += h[hrow, k] * out_w[t, k]
         g = np.float32((label - _sigmoid(f)) * lr)
         loss += _loss(f) if d == 0 else _loss(-f)
         for k in range(dim):
-            neu1e[k] += g * row[k]
+            neu1e[k] += g * out_w[t, k]
         for k in range(dim):
-            row[k] += g * l1[k]
+            out_w[t, k] += g * h[hrow, k]
     return loss, state
 
 
-@njit(inline="always", **_JIT)
-def _hs_example(l1, target, out_w, neu1e, codes, points, lengths, lr):
-    """Hierarchical softmax for hidden vector l1 (D,) along target's Huffman path."""
-    dim = l1.shape[0]
+@njit(**_JIT)
+def _hs_example(h, hrow, target, out_w, neu1e, codes, points, lengths, lr):
+    """Hierarchical softmax for hidden vector h[hrow] (D,) along target's Huffman path."""
+    dim = h.shape[1]
     loss = 0.0
     for m in range(lengths[target]):
-        row = out_w[points[target, m]]
+        node = np.int64(points[target, m])
         code = codes[target, m]
         f = np.float32(0.0)
         for k in range(dim):
-            f += l1[k] * row[k]
+            f += h[hrow, k] * out_w[node, k]
         loss += _loss(f) if code == 0 else _loss(-f)
         if f <= -MAX_EXP or f >= MAX_EXP:
             continue  # word2vec.c and gensim skip saturated nodes
         g = np.float32((1.0 - code - _sigmoid(f)) * lr)
         for k in range(dim):
-            neu1e[k] += g * row[k]
+            neu1e[k] += g * out_w[node, k]
         for k in range(dim):
-            row[k] += g * l1[k]
+            out_w[node, k] += g * h[hrow, k]
     return loss
 
 
@@ -311,7 +315,7 @@ def _train_doc(in_w, out_w, sen, at, n, doc_pos, total, sg, hs, window, negative
                threshold, alias, codes, points, lengths, lr_start, lr_end, state):
     """Train on one subsampled document sen[:n]. Returns (loss, examples)."""
     dim = in_w.shape[1]
-    neu1 = np.empty(dim, np.float32)  # (D,) CBOW hidden vector
+    neu1 = np.empty((1, dim), np.float32)  # (1, D) CBOW hidden vector
     neu1e = np.empty(dim, np.float32)  # (D,) error for the input row(s)
     loss = 0.0
     examples = 0
@@ -327,46 +331,47 @@ def _train_doc(in_w, out_w, sen, at, n, doc_pos, total, sg, hs, window, negative
             for j in range(lo, hi):
                 if j == i:
                     continue
-                l1 = in_w[sen[j]]
+                c = np.int64(sen[j])
                 _zero(neu1e)
                 if hs:
-                    loss += _hs_example(l1, w, out_w, neu1e, codes, points, lengths, lr)
+                    loss += _hs_example(in_w, c, w, out_w, neu1e, codes, points, lengths, lr)
                 else:
-                    ls, state = _ns_example(l1, w, out_w, neu1e, threshold, alias, negative,
-                                            lr, state)
+                    ls, state = _ns_example(in_w, c, w, out_w, neu1e, threshold, alias,
+                                            negative, lr, state)
                     loss += ls
                 for k in range(dim):
-                    l1[k] += neu1e[k]
+                    in_w[c, k] += neu1e[k]
                 examples += 1
         else:
             count = hi - lo - 1
             if count <= 0:
                 continue  # no context: nothing to learn (gensim would add only a constant loss)
-            _zero(neu1)
+            for k in range(dim):
+                neu1[0, k] = 0.0
             for j in range(lo, hi):
                 if j != i:
-                    row = in_w[sen[j]]
+                    c = np.int64(sen[j])
                     for k in range(dim):
-                        neu1[k] += row[k]
+                        neu1[0, k] += in_w[c, k]
             inv = np.float32(1.0 / count)
             if cbow_mean:
                 for k in range(dim):
-                    neu1[k] *= inv
+                    neu1[0, k] *= inv
             _zero(neu1e)
             if hs:
-                loss += _hs_example(neu1, w, out_w, neu1e, codes, points, lengths, lr)
+                loss += _hs_example(neu1, 0, w, out_w, neu1e, codes, points, lengths, lr)
             else:
-                ls, state = _ns_example(neu1, w, out_w, neu1e, threshold, alias, negative, lr,
-                                        state)
+                ls, state = _ns_example(neu1, 0, w, out_w, neu1e, threshold, alias, negative,
+                                        lr, state)
                 loss += ls
             if not cbow_mean:  # gensim 4: "divide error over summed window vectors"
                 for k in range(dim):
                     neu1e[k] *= inv
             for j in range(lo, hi):
                 if j != i:
-                    row = in_w[sen[j]]
+                    c = np.int64(sen[j])
                     for k in range(dim):
-                        row[k] += neu1e[k]
+                        in_w[c, k] += neu1e[k]
             examples += 1
     return loss, examples
 
