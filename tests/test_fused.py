@@ -322,6 +322,13 @@ def test_unsupported_settings_are_user_errors():
     with pytest.raises(W2VError, match="noise table"):
         fused.train_job(*args, arch="skipgram", loss="negative", window=2, lr_start=0.1,
                         lr_end=0.1, seed=0)
+    with pytest.raises(W2VError, match="token ids"):
+        fused.train_job(w, w.copy(), np.array([0, 3], np.int32), *args[3:], arch="cbow",
+                        loss="negative", window=2, noise=fused.build_noise_table(np.ones(3)),
+                        lr_start=0.1, lr_end=0.1, seed=0)
+    with pytest.raises(W2VError, match="Huffman"):
+        fused.train_job(*args, arch="skipgram", loss="hs", window=2, lr_start=0.1, lr_end=0.1,
+                        seed=0, huffman=huffman(np.array([5, 4, 3, 2])))
     with pytest.raises(W2VError, match="float32"):
         fused.train_job(w.astype(np.float64), *args[1:], arch="cbow", loss="negative", window=2,
                         noise=fused.build_noise_table(np.ones(3)), lr_start=0.1, lr_end=0.1,

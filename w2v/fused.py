@@ -14,8 +14,9 @@ and every thread writes the shared tables without locks (Hogwild, as word2vec.c 
 
 Why numba rather than a torch C++ extension: it compiles at first use and caches the machine
 code on disk (`cache=True`), so users need no compiler, and it ships wheels wherever torch does.
-The first call in a fresh install compiles for about `COMPILE_SECONDS_HINT`; later processes load
-the cache in well under a second (`warmup()` does it eagerly and returns the time taken).
+The first call in a fresh install compiles every variant at once: about 10 s on an idle 2-core
+machine (20 s on a busy one); later processes load the cache in under a second. `warmup()` does
+either eagerly and returns the time taken, so a trainer can report it before its first job.
 
 Semantics (word2vec.c / gensim 4 `train_batch_sg` / `train_batch_cbow`):
 - per document, each token is kept with probability `keep_prob[id]` (fresh randomness per
@@ -38,7 +39,8 @@ Semantics (word2vec.c / gensim 4 `train_batch_sg` / `train_batch_cbow`):
 Randomness: each document has its own generator (splitmix64) seeded from (seed, epoch, document
 index), so with threads=1 a job is bit-reproducible and a run resumed at a job boundary equals an
 uninterrupted one. With more than one thread updates race (Hogwild): results are statistically
-equivalent but not bit-reproducible.
+equivalent but not bit-reproducible. Threads take whole documents (dynamic scheduling), so a
+job should span several documents per thread. Call train_job from one Python thread at a time.
 
 Negative sampling draws from a Walker/Vose alias table (O(1) per draw, 8 bytes per word, so it
 stays in cache) instead of word2vec's 1e8-entry unigram table or gensim's binary search.
@@ -57,7 +59,6 @@ from w2v.errors import W2VError
 
 MAX_EXP = 6.0
 EXP_TABLE_SIZE = 1000
-COMPILE_SECONDS_HINT = 30
 
 _JIT = dict(fastmath=True, cache=True, nogil=True)
 
@@ -428,6 +429,20 @@ _NO_HUFFMAN = HuffmanArrays(np.zeros((1, 1), np.int8), np.zeros((1, 1), np.int32
 _NO_NOISE = NoiseTable(np.zeros(1, np.uint32), np.zeros(1, np.int32))
 
 
+def _check_huffman(huff: HuffmanArrays, vocab_size: int, out_rows: int) -> None:
+    """The kernels trust these arrays, so a tree from another vocabulary is caught here."""
+    depth = huff.codes.shape[1]
+    ok = (huff.lengths.shape[0] == vocab_size and huff.codes.shape == huff.points.shape
+          and huff.codes.shape[0] == vocab_size and huff.lengths.min() >= 0
+          and huff.lengths.max() <= depth)
+    if ok:
+        used = huff.points[np.arange(depth)[None, :] < huff.lengths[:, None]]
+        ok = used.size == 0 or (used.min() >= 0 and used.max() < out_rows)
+    if not ok:
+        raise W2VError(f"fused engine: the Huffman tree does not fit {vocab_size} words and "
+                       f"{out_rows} output rows (use vocab.huffman() of the model's vocabulary)")
+
+
 def set_threads(threads: int) -> int:
     """Use `threads` numba threads (capped at NUMBA_NUM_THREADS); returns the number used."""
     n = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
@@ -481,6 +496,13 @@ def train_job(
     if not 0 <= doc_start <= doc_end <= offsets.shape[0] - 1:
         raise W2VError(f"fused engine: documents {doc_start}..{doc_end} are outside "
                        f"0..{offsets.shape[0] - 1}")
+    if keep.shape[0] != in_w.shape[0]:
+        raise W2VError(f"fused engine: keep_prob has {keep.shape[0]} words, in_w {in_w.shape[0]}")
+    # The kernels do not bounds-check: an id past the table would write outside it.
+    span = ids[offsets[doc_start]:offsets[doc_end]]
+    if span.size and (span.min() < 0 or span.max() >= in_w.shape[0]):
+        raise W2VError(f"fused engine: token ids must be in [0, {in_w.shape[0]}): the corpus "
+                       "and the model come from different vocabularies")
     if window < 1:
         raise W2VError(f"model.window={window!r} must be >= 1")
     if loss == "negative":
@@ -497,6 +519,7 @@ def train_job(
         huff = HuffmanArrays(_as(huffman.codes, np.int8, "codes", 2),
                              _as(huffman.points, np.int32, "points", 2),
                              _as(huffman.lengths, np.int32, "lengths", 1))
+        _check_huffman(huff, in_w.shape[0], out_w.shape[0])
         noise = _NO_NOISE
     set_threads(threads)
     n = doc_end - doc_start
