@@ -495,6 +495,9 @@ def _numeric(metrics: dict) -> dict:
 def to_config(cfg: DictConfig) -> Config:
     """Compose-time validation: the dataclasses' __post_init__ checks every range."""
     try:
+        # Hydra lets `+trainer.lrr=0.1` add a key the schema lacks (and to_object would keep it
+        # silently): merging into the schema refuses it, as it refuses `trainer.lrr=0.1`.
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
         return OmegaConf.to_object(cfg)
     except W2VError as err:
         # OmegaConf re-raises our error with its node details appended: keep our line.
