@@ -229,7 +229,8 @@ def _load_local(src: LocalSource, cfg: DataConfig):
         cause = err
         while cause.__cause__ is not None:
             cause = cause.__cause__
-        if type(cause).__name__ == "SchemaInferenceError":  # not one row in any file
+        empty = src.builder != "disk" and all(f.stat().st_size == 0 for f in src.files)
+        if empty or type(cause).__name__ == "SchemaInferenceError":  # not one row in any file
             raise W2VError(
                 f"data.path={src.path!r} is empty (no rows); point data.path at a non-empty corpus"
             ) from err
