@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -58,3 +59,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def archive_damage(path: str | os.PathLike) -> str | None:
+    """What is wrong with a torch.save archive, or None when every member's CRC32 checks out.
+
+    torch.load never checks the CRCs its zip archives carry, so bytes damaged inside a tensor
+    load silently as wrong weights; the loaders call this after torch.load succeeds."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except Exception as err:  # zipfile raises several types for damaged headers
+        return f"its zip structure is damaged ({type(err).__name__})"
+    return f"member {bad} fails its CRC check" if bad else None

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from w2v.atomic import atomic_torch_save
+from w2v.atomic import archive_damage, atomic_torch_save
 from w2v.errors import W2VError
 
 FORMAT = "w2v.checkpoint/1"
@@ -79,6 +79,10 @@ def load(path: str | Path) -> dict:
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise W2VError(f"{path} is not a w2v checkpoint (format {FORMAT} expected)")
+    damage = archive_damage(path)
+    if damage:
+        raise W2VError(f"checkpoint {path} is corrupt: {damage}; resume from an earlier "
+                       "checkpoint")
     return state
 
 

@@ -29,7 +29,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from w2v.atomic import atomic_open, atomic_torch_save
+from w2v.atomic import archive_damage, atomic_open, atomic_torch_save
 from w2v.config import ExportConfig
 from w2v.errors import W2VError, report_errors
 from w2v.vectors import KeyedVectors, _tokenizer_dict
@@ -90,6 +90,9 @@ def _load_pt(path: Path) -> KeyedVectors:
         hint = " (a training checkpoint: run python -m w2v.export first)" if got and str(
             got).startswith("w2v.checkpoint") else ""
         raise W2VError(f"{path} has format {got!r}, expected {FORMAT!r}{hint}")
+    damage = archive_damage(path)
+    if damage:
+        raise W2VError(f"{path} is corrupt: {damage}; re-export it")
     return KeyedVectors(obj["words"], obj["vectors"], obj["counts"].numpy(), obj["tokenizer"])
 
 
@@ -349,6 +352,9 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: ExportCo
     except Exception as err:
         raise W2VError(f"{checkpoint} is not a w2v checkpoint (needs 'model' with "
                        f"'input.weight' and 'vocab'): {err.__class__.__name__}") from err
+    damage = archive_damage(checkpoint)
+    if damage:
+        raise W2VError(f"checkpoint {checkpoint} is corrupt: {damage}; export an earlier one")
     return export_tensors(out_dir, vocab["words"], vocab["counts"], vocab["tokenizer"],
                           inp, state.get("output.weight"), cfg)
 
