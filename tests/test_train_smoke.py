@@ -170,3 +170,21 @@ def test_nan_loss_stops_with_a_clear_message(planted, tmp_path):
                       "trainer.optimizer=sgd", "model.loss=softmax", "trainer.epochs=2")
     with pytest.raises(W2VError, match="loss became"):
         train(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["skipgram", "cbow"])
+def test_fused_and_autograd_engines_learn_the_same_geometry(planted, tmp_path, arch):
+    """The fast engine must give vectors of the same quality as the autograd model: compare the
+    planted words' cosine-similarity matrices of both engines, not just each one's scores."""
+    sims = {}
+    for engine in ("fused", "autograd"):
+        cfg = planted_cfg(planted, f"model={arch}", f"trainer.engine={engine}",
+                          "trainer.epochs=4", "trainer.chunk_words=2000")
+        train(cfg, tmp_path / engine)
+        vec = torch.load(tmp_path / engine / "vectors.pt", weights_only=True)
+        assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
+        assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
+        table = _planted_table(vec["vectors"], vec["words"], planted).flatten(0, 1)
+        sims[engine] = (table @ table.T)[torch.triu_indices(len(table), len(table), 1).unbind()]
+    corr = torch.corrcoef(torch.stack([sims["fused"], sims["autograd"]]))[0, 1]
+    assert corr > 0.8
