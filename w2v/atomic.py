@@ -48,7 +48,32 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through atomic_open (plain tensors, lists, dicts: loadable with weights_only)."""
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        sink = _WriteErrors(f)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError:
+            # torch's C++ zip writer turns a failed write (disk full) into a RuntimeError
+            # ("unexpected pos"): raise the OSError itself, which atomic_open reports.
+            if sink.error is not None:
+                raise sink.error from None
+            raise
+
+
+class _WriteErrors:
+    """A file that remembers the OSError its write raised."""
+
+    def __init__(self, f: IO) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
