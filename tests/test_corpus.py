@@ -217,3 +217,62 @@ def test_text8_prefix_vocab_equals_gensim(text8_prefix, tmp_path):
     assert c.raw_tokens == model.corpus_total_words == 2_139_748
     # text8 is one row: pseudo-documents of 10,000 raw words, like Text8Corpus's sentences.
     assert c.num_docs == -(-c.raw_tokens // 10_000)
+
+
+# --- data.max_vocab_size ------------------------------------------------------------------------
+
+
+def reduce_vocab_reference(tokens: list[str], max_size: int) -> tuple[dict[str, int], list[int]]:
+    """word2vec.c's ReduceVocab after every token, the slow obvious way: word -> count in
+    (re)insertion order, and the positions whose occurrence is still counted at the end."""
+    counts: dict[str, int] = {}
+    since: dict[str, list[int]] = {}  # positions counted since the word's last insertion
+    min_reduce = 1
+    for pos, t in enumerate(tokens):
+        counts[t] = counts.get(t, 0) + 1
+        since.setdefault(t, []).append(pos)
+        while len(counts) > max_size:
+            for w in [w for w, c in counts.items() if c <= min_reduce]:
+                del counts[w], since[w]
+            min_reduce += 1
+    return counts, sorted(p for ps in since.values() for p in ps)
+
+
+def test_max_vocab_size_prunes_like_word2vec(tmp_path, monkeypatch):
+    # One token per chunk and per group, so pruning is checked after every token (word2vec.c's
+    # granularity); the real build checks after each group of about GROUP_TOKENS tokens.
+    monkeypatch.setattr(corpus_mod, "GROUP_TOKENS", 1)
+    monkeypatch.setattr("w2v.data.CHUNK_BYTES", 1)
+    rng = np.random.default_rng(0)
+    tokens = [f"w{r}" for r in np.minimum(rng.zipf(1.3, 1500), 400)]
+    lines = [" ".join(tokens[i : i + 50]) for i in range(0, len(tokens), 50)]
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(lines) + "\n")
+    c = build_corpus(DataConfig(path=str(path), min_count=2, max_vocab_size=40,
+                                max_doc_words=50), progress=False)
+    counts, positions = reduce_vocab_reference(tokens, 40)
+    first = list(counts)
+    vocab = Vocab.from_counts(first, [counts[w] for w in first], min_count=2)
+    assert c.meta["pruned"] > 1
+    assert c.vocab.words == vocab.words and c.vocab.counts.tolist() == vocab.counts.tolist()
+    expected = [vocab[tokens[p]] for p in positions if tokens[p] in vocab]
+    assert c.ids.tolist() == expected and len(c.ids) == c.vocab.total
+    # Documents (rows of 50 words) keep their boundaries through the drop.
+    rows = [sum(1 for p in positions if lo <= p < lo + 50 and tokens[p] in vocab)
+            for lo in range(0, len(tokens), 50)]
+    assert np.diff(c.doc_offsets.numpy()).tolist() == [n for n in rows if n]
+
+
+def test_max_vocab_size_above_the_vocabulary_changes_nothing(tmp_path, planted):
+    plain = build_corpus(DataConfig(path=str(planted.path)), progress=False)
+    capped = build_corpus(DataConfig(path=str(planted.path), max_vocab_size=10_000),
+                          progress=False)
+    assert capped.path != plain.path and capped.meta["pruned"] == 0
+    assert capped.vocab.words == plain.vocab.words and torch.equal(capped.ids, plain.ids)
+
+
+def test_leading_empty_rows_and_whitespace_only_pieces(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("\n\n  \na b a b c\nb a\n\n")
+    c = build_corpus(DataConfig(path=str(path), min_count=1), progress=False)
+    assert docs_of(c) == [["a", "b", "a", "b", "c"], ["b", "a"]]

@@ -52,8 +52,13 @@ class DataConfig:
     # Where index tensors are cached (keyed by source fingerprint + tokenizer + vocab settings);
     # null: $W2V_CACHE, else ~/.cache/w2v.
     cache_dir: str | None = None
-    # Build from a streamed dataset with bounded memory (corpora larger than RAM).
+    # Read the source as a streamed IterableDataset (no Arrow copy of the corpus on disk).
+    # Memory stays bounded either way: tokens are counted in chunks and the ids go to disk.
     streaming: bool = False
+    # gensim's max_vocab_size (word2vec.c's ReduceVocab): while counting, whenever there are
+    # more distinct words than this, forget those counted min_reduce times or fewer (1, then
+    # 2, ...), bounding the counting dict on corpora with huge vocabularies. null: no limit.
+    max_vocab_size: int | None = None
 
     def __post_init__(self) -> None:
         _require(self.min_count >= 1, "data.min_count", "an integer >= 1", self.min_count)
@@ -62,6 +67,12 @@ class DataConfig:
             "data.max_vocab",
             "null or an integer >= 1",
             self.max_vocab,
+        )
+        _require(
+            self.max_vocab_size is None or self.max_vocab_size >= 1,
+            "data.max_vocab_size",
+            "null or an integer >= 1",
+            self.max_vocab_size,
         )
         _require(self.max_doc_words >= 2, "data.max_doc_words", "an integer >= 2",
                  self.max_doc_words)

@@ -9,11 +9,21 @@ the counts, and one vectorised lookup (-1 = out of vocabulary) turns raw ids int
 dropping OOV tokens. Pseudo-documents (rows cut every data.max_doc_words raw words, see
 data.py) keep their boundaries through the drop; documents left empty are dropped.
 
+Memory does not grow with the corpus: text is tokenized in ~1 MB chunks, counted in groups of
+GROUP_TOKENS tokens, and raw ids and document ends go straight to temp files; the encode step
+reads them back ENCODE_BLOCK tokens at a time into the memory-mapped ids.npy. What does grow
+is the counting dict (one entry per distinct word) and 12 bytes of numpy per distinct word;
+data.max_vocab_size bounds the dict the way word2vec.c's ReduceVocab and gensim do (a word
+forgotten by a prune and seen again is counted afresh, and only the occurrences it is counted
+for are encoded, so the ids always hold exactly vocab.total tokens). data.streaming=true
+reads the source as an IterableDataset, so not even the Arrow copy of the text is written.
+
 Cache: <cache_root>/<name>-<key>/ with ids.npy (memory-mapped, so corpora larger than RAM
 work), doc_offsets.npy, vocab.json and meta.json. The key hashes the source fingerprint (local
 files: paths, sizes, mtimes; no `datasets` call, so a rerun is fast), the tokenizer, min_count,
-max_vocab, max_doc_words, the text column and CACHE_FORMAT. A build writes into a temp folder
-renamed into place at the end, so an interrupted build never leaves a cache a later run trusts.
+max_vocab, max_vocab_size (when set), max_doc_words, the text column and CACHE_FORMAT. A build
+writes into a temp folder renamed into place at the end, so an interrupted build never leaves a
+cache a later run trusts.
 cache_root: data.cache_dir, else $W2V_CACHE, else ~/.cache/w2v.
 """
 
@@ -93,6 +103,8 @@ def cache_path(cfg: DataConfig) -> Path:
         "max_vocab": cfg.max_vocab,
         "max_doc_words": cfg.max_doc_words,
     }
+    if cfg.max_vocab_size is not None:  # absent when unset: existing caches keep their key
+        key["max_vocab_size"] = cfg.max_vocab_size
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.name) or "corpus"
     return cache_root(cfg) / f"{name}-{digest}"
@@ -149,25 +161,29 @@ def load_corpus(path: str | os.PathLike) -> Corpus:
 
 @dataclass
 class _Scan:
-    """One pass over the text: words in first-occurrence order and the raw id stream."""
+    """One pass over the text: the surviving words in first-occurrence order, and the raw id
+    stream and document ends, both on disk."""
 
     words: list[str]
     counts: np.ndarray  # int64 (G,)
+    raw_ids: np.ndarray  # int32 (G,): each word's raw id (0..G-1 unless pruned)
+    raw_space: int  # raw ids handed out, those of pruned words included
     raw_path: Path  # int32 raw ids, one per token
     raw_tokens: int
-    doc_ends: np.ndarray  # int64, raw positions where documents end (sorted, may repeat)
-
-
+    ends_path: Path  # int64 raw positions where documents end (sorted, may repeat)
+    documents: int  # entries in ends_path
+    pruned: int = 0  # times the counts were pruned (data.max_vocab_size)
 def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
     tokenizer = Tokenizer(cfg.lowercase, cfg.token_pattern)
     source = describe_source(cfg)
     ds = load_text_dataset(cfg, progress=progress)
-    scan = _scan(ds, cfg, tmp / "raw.i32", progress)
+    scan = _scan(ds, cfg, tmp, progress)
     _check_text(scan, source)
     vocab = _choose_vocab(scan, cfg, tokenizer, source)
-    offsets = _encode(scan, vocab, tmp / "ids.npy", progress)
+    _encode(scan, vocab, tmp, progress)
     scan.raw_path.unlink()
-    np.save(tmp / "doc_offsets.npy", offsets)
+    scan.ends_path.unlink()
+    documents = len(np.load(tmp / "doc_offsets.npy", mmap_mode="r")) - 1
     vocab.save(tmp / "vocab.json")
     replaced = int(sum(c for w, c in zip(scan.words, scan.counts.tolist(), strict=True)
                        if "\ufffd" in w))
@@ -181,7 +197,8 @@ def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
         "raw_tokens": scan.raw_tokens,
         "tokens": vocab.total,
         "types": len(vocab),
-        "documents": len(offsets) - 1,
+        "documents": documents,
+        "pruned": scan.pruned,
         "replaced_tokens": replaced,
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -189,8 +206,10 @@ def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
     atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
 
 
-def _scan(ds: Any, cfg: DataConfig, raw_path: Path, progress: bool) -> _Scan:
-    state = _ScanState(raw=open(raw_path, "wb"))  # noqa: SIM115 (closed below)
+def _scan(ds: Any, cfg: DataConfig, tmp: Path, progress: bool) -> _Scan:
+    state = _ScanState(raw=open(tmp / "raw.i32", "wb"),  # noqa: SIM115 (closed below)
+                       ends=open(tmp / "ends.i64", "wb"),  # noqa: SIM115
+                       max_size=cfg.max_vocab_size)
     group: list[TokenChunk] = []
     try:
         for chunk in iter_token_chunks(ds, cfg.text_column, cfg.lowercase, cfg.token_pattern,
@@ -202,18 +221,32 @@ def _scan(ds: Any, cfg: DataConfig, raw_path: Path, progress: bool) -> _Scan:
         state.add(group)
     finally:
         state.raw.close()
-    return _Scan(words=list(state.index), counts=state.counts[: len(state.index)],
-                 raw_path=raw_path, raw_tokens=state.pos,
-                 doc_ends=np.concatenate(state.ends) if state.ends else np.zeros(0, np.int64))
+        state.ends.close()
+    raw_ids = np.fromiter(state.index.values(), dtype=np.int32, count=len(state.index))
+    if state.pruned:
+        log.info("data.max_vocab_size=%d: counts pruned %d times (words counted up to %d "
+                 "times were forgotten)", cfg.max_vocab_size, state.pruned, state.min_reduce - 1)
+    return _Scan(words=list(state.index), counts=state.counts[raw_ids], raw_ids=raw_ids,
+                 raw_space=state.next_id, raw_path=tmp / "raw.i32", raw_tokens=state.pos,
+                 ends_path=tmp / "ends.i64", documents=state.documents, pruned=state.pruned)
 
 
 @dataclass
 class _ScanState:
+    """Counting state. The dict holds the distinct words seen (with data.max_vocab_size, at
+    most that many plus one group's new words); raw ids and document ends go straight to disk;
+    `counts` is 8 bytes per raw id handed out."""
+
     raw: Any  # the open raw-id file
-    index: dict[str, int] = field(default_factory=dict)  # word -> raw id (first occurrence)
+    ends: Any  # the open document-ends file
+    max_size: int | None = None
+    index: dict[str, int] = field(default_factory=dict)  # word -> raw id
     counts: np.ndarray = field(default_factory=lambda: np.zeros(1 << 16, dtype=np.int64))
-    ends: list[np.ndarray] = field(default_factory=list)
+    next_id: int = 0
     pos: int = 0
+    documents: int = 0
+    min_reduce: int = 1
+    pruned: int = 0
 
     def add(self, group: list[TokenChunk]) -> None:
         """Give a group of chunks' tokens raw ids: append them, count them, note doc ends."""
@@ -225,12 +258,14 @@ class _ScanState:
         merged = pc.dictionary_encode(pa.concat_arrays([c.words.cast(pa.large_string())
                                                         for c in group]))
         distinct = merged.dictionary.to_pylist()
-        index = self.index
-        gid = np.fromiter((index.setdefault(w, len(index)) for w in distinct),
+        index, base = self.index, self.next_id - len(self.index)
+        # A new word's raw id is next_id at its insertion (base + the dict's size then).
+        gid = np.fromiter((index.setdefault(w, base + len(index)) for w in distinct),
                           dtype=np.int32, count=len(distinct))
+        self.next_id = base + len(index)
         gids = gid[merged.indices.to_numpy(zero_copy_only=False)]
-        if len(index) > len(self.counts):
-            self.counts = np.concatenate([self.counts, np.zeros(len(index), np.int64)])
+        if self.next_id > len(self.counts):
+            self.counts = np.concatenate([self.counts, np.zeros(self.next_id, np.int64)])
         start = 0
         for chunk in group:
             chunk_gids = gids[start : start + len(chunk.words)]
@@ -239,8 +274,27 @@ class _ScanState:
             # A chunk's words are distinct, so its raw ids are too: a plain += is exact.
             self.counts[chunk_gids] += np.bincount(chunk.codes, minlength=len(chunk_gids))
             self.raw.write(raw_ids.tobytes())
-            self.ends.append(chunk.doc_ends + self.pos)
+            ends = chunk.doc_ends + self.pos
+            ends = ends[ends > 0]  # empty rows before the first word end no document
+            self.ends.write(ends.astype(np.int64).tobytes())
+            self.documents += len(ends)
             self.pos += len(raw_ids)
+        while self.max_size is not None and len(self.index) > self.max_size:
+            self._prune()
+
+    def _prune(self) -> None:
+        """word2vec.c's ReduceVocab (gensim's max_vocab_size): forget the words counted
+        min_reduce times or fewer, then raise min_reduce. A forgotten word seen again starts
+        a new count under a new raw id; its occurrences before that are not encoded, so the
+        ids hold exactly the counted occurrences."""
+        ids = np.fromiter(self.index.values(), dtype=np.int32, count=len(self.index))
+        drop = (self.counts[ids] <= self.min_reduce).tolist()
+        if any(drop):
+            # Rebuilt rather than deleted from, so the dict's memory shrinks too.
+            self.index = {w: i for (w, i), d in zip(self.index.items(), drop, strict=True)
+                          if not d}
+        self.min_reduce += 1
+        self.pruned += 1
 
 
 def _check_text(scan: _Scan, source: str) -> None:
@@ -272,19 +326,23 @@ def _choose_vocab(scan: _Scan, cfg: DataConfig, tokenizer: Tokenizer, source: st
     return Vocab.from_counts(scan.words, scan.counts, cfg.min_count, cfg.max_vocab, tokenizer)
 
 
-def _encode(scan: _Scan, vocab: Vocab, ids_path: Path, progress: bool) -> np.ndarray:
-    """Write vocab ids (OOV dropped) to ids.npy; return the retained documents' offsets."""
-    lut = np.full(len(scan.words), -1, dtype=np.int32)
-    lut[select_ids(scan.counts, vocab.min_count, vocab.max_vocab)] = np.arange(len(vocab),
-                                                                               dtype=np.int32)
-    ids = np.lib.format.open_memmap(ids_path, mode="w+", dtype=np.int32, shape=(vocab.total,))
+def _encode(scan: _Scan, vocab: Vocab, tmp: Path, progress: bool) -> None:
+    """Write vocab ids (OOV dropped) to ids.npy and the retained documents' offsets to
+    doc_offsets.npy, a block of raw tokens at a time (memory does not grow with the corpus)."""
+    lut = np.full(scan.raw_space, -1, dtype=np.int32)
+    kept_raw = scan.raw_ids[select_ids(scan.counts, vocab.min_count, vocab.max_vocab)]
+    lut[kept_raw] = np.arange(len(vocab), dtype=np.int32)
+    ids = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=np.int32,
+                                    shape=(vocab.total,))
     raw = np.memmap(scan.raw_path, dtype=np.int32, mode="r", shape=(scan.raw_tokens,))
-    ends = scan.doc_ends
-    kept_ends = np.empty_like(ends)
-    out = 0
+    ends = (np.memmap(scan.ends_path, dtype=np.int64, mode="r", shape=(scan.documents,))
+            if scan.documents else np.zeros(0, np.int64))
+    offsets_path = tmp / "offsets.i64"
+    out, last, n_offsets = 0, 0, 1
     bar = tqdm(total=scan.raw_tokens, unit="tok", unit_scale=True, desc="encode",
                disable=not progress)
-    with bar:
+    with bar, open(offsets_path, "wb") as offsets:
+        offsets.write(np.zeros(1, np.int64).tobytes())
         for b0 in range(0, scan.raw_tokens, ENCODE_BLOCK):
             b1 = min(b0 + ENCODE_BLOCK, scan.raw_tokens)
             block = lut[raw[b0:b1]]
@@ -294,13 +352,27 @@ def _encode(scan: _Scan, vocab: Vocab, ids_path: Path, progress: bool) -> np.nda
             # A document ending at raw position e (in (b0, b1]) ends at retained position
             # out + (tokens kept in block[:e - b0]).
             lo, hi = np.searchsorted(ends, [b0, b1], side="right")
-            kept_ends[lo:hi] = out + np.cumsum(keep, dtype=np.int32)[ends[lo:hi] - b0 - 1]
+            block_ends = out + np.cumsum(keep, dtype=np.int64)[ends[lo:hi] - b0 - 1]
+            # Empty documents (blank rows, all-OOV rows) repeat the previous offset: drop them.
+            fresh = block_ends[block_ends != np.concatenate([[last], block_ends[:-1]])]
+            offsets.write(fresh.tobytes())
+            n_offsets += len(fresh)
+            last = int(fresh[-1]) if len(fresh) else last
             out += len(kept)
             bar.update(b1 - b0)
     ids.flush()
-    del ids, raw
-    # Empty documents (blank rows, all-OOV rows) repeat the previous offset: unique drops them.
-    return np.unique(np.concatenate([[0], kept_ends])).astype(np.int64)
+    del ids, raw, ends
+    _to_npy(offsets_path, tmp / "doc_offsets.npy", n_offsets)
+    offsets_path.unlink()
+
+
+def _to_npy(src: Path, dst: Path, n: int) -> None:
+    """A raw int64 file as an .npy file, copied a block at a time."""
+    out = np.lib.format.open_memmap(dst, mode="w+", dtype=np.int64, shape=(n,))
+    raw = np.memmap(src, dtype=np.int64, mode="r", shape=(n,))
+    for b0 in range(0, n, ENCODE_BLOCK):
+        out[b0 : b0 + ENCODE_BLOCK] = raw[b0 : b0 + ENCODE_BLOCK]
+    out.flush()
 
 
 def summary(corpus: Corpus, top: int = 10) -> str:
