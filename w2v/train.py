@@ -242,6 +242,12 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         corpus = build_corpus(cfg.data, progress=t.progress and world.main)
         if world.main:
             distributed.barrier(world)
+        if not bool((corpus.doc_offsets.diff() >= 2).any()):  # else the loss is NaN throughout
+            raise W2VError(
+                f"no document of {corpus.meta.get('source')} has two in-vocabulary words, so "
+                "there is no (context, centre) pair to train on; join the short rows into "
+                "longer documents or lower data.min_count"
+            )
         shard = distributed.shard(corpus, world)
         reduction = "sum" if t.optimizer == "sgd" else "mean"
         model = build_model(cfg.model, corpus.vocab, reduction=reduction).to(device)
