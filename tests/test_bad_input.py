@@ -359,6 +359,17 @@ def test_one_word_vocabulary_is_refused(tmp_path, text, min_count):
     assert not (tmp_path / "run" / "vectors.pt").exists()
 
 
+def test_a_corpus_without_any_training_pair_is_refused(tmp_path):
+    """Every document one word long: no (context, centre) pair, so the loss would be NaN
+    throughout and the vectors untrained; training says so instead of 'finishing'."""
+    (tmp_path / "short.txt").write_text("a x\nb\na\nb y\n" + "c\n" * 5)  # x, y: OOV
+    cfg = planted_cfg(SimpleNamespace(path=tmp_path / "short.txt"), "data.min_count=2")
+    with pytest.raises(W2VError) as err:
+        train(cfg, tmp_path / "run")
+    assert "has two in-vocabulary words" in one_line(err) and "min_count" in one_line(err)
+    assert not (tmp_path / "run" / "vectors.pt").exists()
+
+
 def _long_row_dataset(mib: int):
     """One row of `mib` MiB of words, built in Arrow without a Python string."""
     import datasets
