@@ -276,3 +276,25 @@ def test_leading_empty_rows_and_whitespace_only_pieces(tmp_path):
     path.write_text("\n\n  \na b a b c\nb a\n\n")
     c = build_corpus(DataConfig(path=str(path), min_count=1), progress=False)
     assert docs_of(c) == [["a", "b", "a", "b", "c"], ["b", "a"]]
+
+
+def test_full_disk_while_building_the_cache_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+
+    import w2v.corpus as corpus_mod
+    from w2v.config import DataConfig
+    from w2v.errors import W2VError
+
+    text = tmp_path / "c.txt"
+    text.write_text("a b c a b a\n" * 20)
+    cfg = DataConfig(path=str(text), min_count=1, cache_dir=str(tmp_path / "cache"))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(corpus_mod, "_build", full)
+    with pytest.raises(W2VError, match="No space left on device.*data.cache_dir"):
+        corpus_mod.build_corpus(cfg, progress=False)
+    assert not any((tmp_path / "cache").iterdir())  # no half-written cache left behind
+    monkeypatch.undo()
+    assert len(corpus_mod.build_corpus(cfg, progress=False).vocab) == 3

@@ -119,6 +119,20 @@ def build_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
         corpus.cache_hit = True
         corpus.seconds = time.perf_counter() - start
         return corpus
+    try:
+        _build_into(cfg, path, progress, start)
+    except OSError as err:  # a full disk or a read-only cache folder, while writing the cache
+        raise W2VError(
+            f"cannot write the corpus cache under {path.parent}: {err.strerror or err}; free "
+            "some space or point data.cache_dir (or $W2V_CACHE) at a writable folder"
+        ) from None
+    corpus = load_corpus(path)
+    corpus.seconds = time.perf_counter() - start
+    return corpus
+
+
+def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float) -> None:
+    """Build in a temp folder renamed to `path` at the end: never a half-written cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
@@ -130,9 +144,6 @@ def build_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    corpus = load_corpus(path)
-    corpus.seconds = time.perf_counter() - start
-    return corpus
 
 
 def load_corpus(path: str | os.PathLike) -> Corpus:
