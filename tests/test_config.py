@@ -60,6 +60,8 @@ def test_defaults_are_word2vecs():
         ("trainer.device=tpu", "trainer.device"),
         ("data.min_count=0", "data.min_count"),
         ("data.max_vocab=0", "data.max_vocab"),
+        ("data.max_vocab_size=0", "data.max_vocab_size"),
+        ("trainer.sync_every=0", "trainer.sync_every"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, key):

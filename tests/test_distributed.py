@@ -11,8 +11,11 @@ import sys
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from tests.test_train_smoke import analogies_recovered, neighbours_recovered, planted_cfg
+from w2v.distributed import Sync, World
 from w2v.train import train
 
 ARGS = ["data=local", "data.min_count=1", "model.dim=24", "model.window=3", "model.sample=0",
@@ -56,3 +59,51 @@ def test_two_processes_stay_in_sync_and_learn(planted, tmp_path, engine):
         assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
     assert metrics["corpus_words"] == json.loads(
         (tmp_path / "single" / "metrics.json").read_text())["corpus_words"]
+
+
+def test_sync_every_n_steps_stays_in_sync_and_learns(planted, tmp_path):
+    # Synchronising every 3 steps, and always at checkpoints (every 5 steps) and epoch ends.
+    done = torchrun(tmp_path, planted, "trainer.engine=fused", "trainer.sync_every=3",
+                    "trainer.ckpt_every=5", "trainer.chunk_words=500")
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
+    steps = [int(p.stem.split("-")[1]) for p in (tmp_path / "checkpoints").glob("step-*.pt")]
+    assert any(n % 5 == 0 and n % 3 for n in steps)  # a checkpoint between regular syncs
+    vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
+    assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
+    assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
+
+
+def _sync_worker(rank: int, port: int, results) -> None:
+    """Rank r adds (r + 1) to its copy of two shared tensors between synchronisations."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        world = World(rank=rank, size=2)
+        out = {}
+        for combine in ("sum", "mean"):
+            params = [torch.ones(3, 2), torch.full((4, 2), 2.0)]
+            sync = Sync(world, params, combine=combine, every=2)
+            trace = []
+            for stop, force in ((False, False), (rank == 1, False), (False, True)):
+                for p in params:
+                    p.add_(rank + 1)
+                trace.append((sync(stop, force=force), params[0][0, 0].item(),
+                              params[1][0, 0].item()))
+            out[combine] = trace
+        results[rank] = out
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sync_sums_or_averages_changes_every_n_steps():
+    results = mp.Manager().dict()
+    mp.spawn(_sync_worker, args=(free_port(), results), nprocs=2)
+    # sum: base + both ranks' changes (+1 and +2 per step); mean: the ranks' average.
+    # Step 1 is not due (every=2): each rank keeps its own values. Step 2 synchronises and
+    # reports rank 1's stop to both; step 3 is forced.
+    assert results[0]["sum"] == [(False, 2.0, 3.0), (True, 7.0, 8.0), (False, 10.0, 11.0)]
+    assert results[1]["sum"] == [(False, 3.0, 4.0), (True, 7.0, 8.0), (False, 10.0, 11.0)]
+    assert results[0]["mean"] == [(False, 2.0, 3.0), (True, 4.0, 5.0), (False, 5.5, 6.5)]
+    assert results[1]["mean"][1:] == results[0]["mean"][1:]

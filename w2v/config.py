@@ -136,6 +136,9 @@ class TrainerConfig:
     batch_size: int = 1024
     # Words per fused-engine job (the unit of progress, logging and lr decay).
     chunk_words: int = 100_000
+    # Distributed runs (torchrun): steps between combining the ranks' models (one dense
+    # all_reduce of both tables each time); epoch ends, checkpoints and evaluations always do.
+    sync_every: int = 1
     device: str = "auto"
     threads: int = 2
     seed: int = 1
@@ -157,6 +160,8 @@ class TrainerConfig:
         _require(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
         _require(self.chunk_words >= 1, "trainer.chunk_words", "an integer >= 1",
                  self.chunk_words)
+        _require(self.sync_every >= 1, "trainer.sync_every", "an integer >= 1",
+                 self.sync_every)
         _require(self.threads >= 1, "trainer.threads", "an integer >= 1", self.threads)
         _require(self.log_every >= 1, "trainer.log_every", "an integer >= 1", self.log_every)
         _require(self.eval_every >= 0, "trainer.eval_every", "an integer >= 0 (0: at the end only)",

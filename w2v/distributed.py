@@ -2,14 +2,18 @@
 
     torchrun --nproc_per_node=2 -m w2v.train data.path=corpus.txt
 
-Each rank trains on its own contiguous shard of the documents, with either engine, and after
-every step all ranks average both embedding tables with one all_reduce each (gloo on CPU, NCCL
-on GPU). Averaging parameters rather than gradients is what lets the fused Hogwild engine, which
-has no gradients, run distributed too; with SGD and synchronisation every step it is the same
-update as averaging the gradients. Ranks run the same number of steps per epoch (the largest
-shard's; a rank that runs out does empty steps), so collectives always match. The
-learning-rate schedule follows the global fraction of the epoch. Rank 0 alone logs, evaluates,
-checkpoints and exports. A stop signal on any rank stops all of them at the same step.
+Each rank trains on its own contiguous shard of the documents, with either engine, and every
+trainer.sync_every steps (1: every step) the ranks combine their models with one dense
+all_reduce per embedding table (gloo on CPU, NCCL on GPU); see `Sync`. Combining parameters
+rather than gradients is what lets the fused Hogwild engine, which has no gradients, run
+distributed too. With SGD the ranks' changes are summed, as threads sharing one model add
+theirs, so two ranks learn as much per word as one process does (averaging them would halve
+every update: on text8-prefix that cost half the analogy score after one epoch). Ranks run the
+same number of steps per epoch (the largest shard's; a rank that runs out does empty steps),
+so collectives always match, and they synchronise at every epoch end, checkpoint and
+evaluation, so what rank 0 saves or scores is the combined model. The learning-rate schedule
+follows the global fraction of the epoch. Rank 0 alone logs, evaluates, checkpoints and
+exports. A stop signal on any rank stops all of them at the same (synchronised) step.
 """
 
 from __future__ import annotations
@@ -82,17 +86,48 @@ def agree_steps(world: World, local_steps: int) -> int:
     return int(t)
 
 
-def average_(world: World, tensors: list[torch.Tensor], stop: bool) -> bool:
-    """Average `tensors` in place across ranks; return whether any rank asked to stop."""
-    if not world.active:
-        return stop
-    with torch.no_grad():
-        for t in tensors:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-            t.div_(world.size)
-    flag = torch.tensor([int(stop)], device=tensors[0].device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+class Sync:
+    """Combines the ranks' updates into one model, every `every` steps and when forced.
+
+    combine="sum" (SGD, either engine): the new parameters are the last synchronised ones
+    plus the sum of every rank's change since, which is what N Hogwild threads sharing one
+    model do, so N ranks learn as much per word as one process. It keeps one copy of the
+    parameters (the last synchronised state). combine="mean" (Adam-family optimizers, whose
+    steps are normalised per rank): the parameters are averaged, as data-parallel training
+    with averaged gradients does. One dense all_reduce per parameter tensor either way.
+    """
+
+    def __init__(self, world: World, params: list[torch.Tensor], combine: str = "sum",
+                 every: int = 1) -> None:
+        if combine not in ("sum", "mean"):
+            raise ValueError(f"combine={combine!r}: sum or mean")
+        self.world, self.params, self.combine, self.every = world, params, combine, every
+        self.since = 0  # steps since the last synchronisation
+        self.base = ([p.detach().clone() for p in params]
+                     if world.active and combine == "sum" else [])
+
+    def __call__(self, stop: bool, force: bool = False) -> bool:
+        """After a step: synchronise when due (or forced); return whether any rank asked to
+        stop (known only when synchronising: a stop waits for the next synchronisation)."""
+        if not self.world.active:
+            return stop
+        self.since += 1
+        if self.since < self.every and not force:
+            return False
+        self.since = 0
+        size = self.world.size
+        with torch.no_grad():
+            for i, p in enumerate(self.params):
+                dist.all_reduce(p, op=dist.ReduceOp.SUM)  # sum of the ranks' parameters
+                if self.combine == "sum":
+                    # sum_r (base + delta_r) - (size - 1) * base = base + sum_r delta_r
+                    p.sub_(self.base[i], alpha=size - 1)
+                    self.base[i].copy_(p)
+                else:
+                    p.div_(size)
+        flag = torch.tensor([int(stop)], device=self.params[0].device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
 
 def in_sync(world: World, tensors: list[torch.Tensor]) -> bool:

@@ -284,6 +284,9 @@ class Loop:
         self.lr_at = lr_schedule(cfg)
         self.ckpt_dir = run_dir / "checkpoints"
         self.params = [p.data for p in model.parameters()]
+        # SGD steps are per-example: the ranks' changes add up, as Hogwild threads' do.
+        combine = "sum" if cfg.trainer.optimizer == "sgd" else "mean"
+        self.sync = distributed.Sync(world, self.params, combine, cfg.trainer.sync_every)
         self.train_seconds = 0.0
         self.eval_metrics: dict[str, float] = {}
         self.last_loss = float("nan")
@@ -302,13 +305,15 @@ class Loop:
             for step in range(first, steps):
                 lr, lr_end = self.lr_at(epoch, step / steps), self.lr_at(epoch, (step + 1) / steps)
                 s = self.engine.step(epoch, step, steps, lr, lr_end)
-                stopping = distributed.average_(self.world, self.params, stop.signum is not None)
+                g = self.pos.global_step + 1  # the global step this one completes
+                due = step + 1 == steps or any(n and g % n == 0 for n in (t.eval_every,
+                                                                           t.ckpt_every))
+                stopping = self.sync(stop.signum is not None, force=due)
                 words = _share(self.corpus.raw_tokens, step, steps)
                 self.pos.advance(epoch, step + 1, words)
                 interval.add(s, words)
                 epoch_total.add(s, words)
                 bar.update(words)
-                g = self.pos.global_step
                 if main and g % t.log_every == 0:
                     self._log_step(interval, lr_end, bar)  # reads the loss: one sync per interval
                     interval = Interval()
