@@ -62,6 +62,7 @@ def score(kv, eval_dir: Path) -> dict:
 
 
 def worker_w2v(args) -> dict:
+    import datasets  # noqa: F401  (imported lazily by a cold build: keep imports out of its time)
     from gensim.models import KeyedVectors
 
     from w2v import fused
