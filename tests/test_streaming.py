@@ -116,3 +116,27 @@ def test_streamed_build_under_a_memory_cap_equals_plain_build(tmp_path):
     assert torch.equal(streamed.ids, plain.ids)
     assert torch.equal(streamed.doc_offsets, plain.doc_offsets)
     assert streamed.num_docs == TOKENS // 1000
+
+
+def mapped_file(address: int) -> str | None:
+    """The file mapped at `address` in this process (/proc/self/maps), or None."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= address < hi:
+                return fields[5].strip() if len(fields) == 6 else None
+    return None
+
+
+def test_fused_engine_trains_on_the_memory_map_in_place(tmp_path, planted):
+    from w2v import fused
+    from w2v.distributed import World, shard
+
+    c = build_corpus(DataConfig(path=str(planted.path), streaming=True), progress=False)
+    part = shard(c, World(rank=1, size=2))
+    # What the fused engine hands its kernel (train_job's conversion) is the shard's view of
+    # the cache file's mapping, not a copy.
+    ids = fused._as(part.ids, np.int32, "ids", 1)
+    assert ids.ctypes.data == part.ids.data_ptr() > c.ids.data_ptr()
+    assert mapped_file(ids.ctypes.data) == str(c.path / "ids.npy")
