@@ -140,3 +140,29 @@ def test_fused_engine_trains_on_the_memory_map_in_place(tmp_path, planted):
     ids = fused._as(part.ids, np.int32, "ids", 1)
     assert ids.ctypes.data == part.ids.data_ptr() > c.ids.data_ptr()
     assert mapped_file(ids.ctypes.data) == str(c.path / "ids.npy")
+
+
+@pytest.mark.parametrize("kind", ["txt.gz", "parquet", "jsonl", "disk"])
+def test_streamed_build_equals_plain_build_for_every_local_kind(tmp_path, planted, kind):
+    lines = planted.path.read_text().splitlines()
+    lines[3:3] = ["", "Mixed CASE words", "mixed case"]
+    table = datasets.Dataset.from_dict({"text": lines, "id": list(range(len(lines)))})
+    path = tmp_path / f"corpus.{kind}"
+    if kind == "txt.gz":
+        import gzip
+
+        path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    elif kind == "parquet":
+        table.to_parquet(str(path))
+    elif kind == "jsonl":
+        table.to_json(str(path), lines=True)
+    else:
+        table.save_to_disk(str(path))
+    plain = build_corpus(DataConfig(path=str(path), min_count=2, cache_dir=str(tmp_path / "a")),
+                         progress=False)
+    streamed = build_corpus(DataConfig(path=str(path), min_count=2, streaming=True,
+                                       cache_dir=str(tmp_path / "b")), progress=False)
+    assert streamed.vocab.words == plain.vocab.words and "mixed" in plain.vocab.words
+    assert torch.equal(streamed.ids, plain.ids)
+    assert torch.equal(streamed.doc_offsets, plain.doc_offsets)
+    assert streamed.raw_tokens == plain.raw_tokens == sum(len(x.split()) for x in lines)
