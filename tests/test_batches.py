@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -123,3 +124,32 @@ def test_batches_depend_only_on_position():
     assert [s for s, *_ in resumed] == [s for s, *_ in full[5:]]
     for (_, a, na), (_, c, nc) in zip(full[5:], resumed):
         assert torch.equal(a, c) and torch.equal(na, nc)
+
+
+@pytest.mark.parametrize("arch", ["skipgram", "cbow"])
+def test_fixed_shape_batches_give_the_same_loss_as_compact_ones(arch):
+    """GPU batches keep fixed shapes (no host sync) with 0/1 weights: same examples, same
+    loss and gradients as the compact CPU batches."""
+    from w2v.model import Word2Vec
+
+    flat = np.random.default_rng(2).integers(0, 30, 400)
+    compact = make(flat, [0, 150, 400], arch=arch, batch_size=64)
+    fixed = make(flat, [0, 150, 400], arch=arch, batch_size=64)
+    fixed.compact = False
+    view_c, view_f = compact.view(0), fixed.view(0)
+    torch.manual_seed(0)
+    model = Word2Vec(30, 8, arch=arch)
+    torch.nn.init.normal_(model.output.weight)
+    for step in range(3):
+        a, b = compact.batch(view_c, 0, step), fixed.batch(view_f, 0, step)
+        assert int(b.examples) == a.examples
+        real = b.weights.bool()
+        assert torch.equal(b.targets[real], a.targets)
+        if arch == "skipgram":
+            assert torch.equal(b.inputs[real], a.inputs)
+        # same loss once the padded slots' negatives are the compact batch's
+        negatives = b.negatives.clone()
+        negatives[real] = a.negatives
+        la = model(a.inputs, a.targets, a.mask, a.negatives)
+        lb = model(b.inputs, b.targets, b.mask, negatives, b.weights)
+        assert lb.item() == pytest.approx(la.item(), rel=1e-5)

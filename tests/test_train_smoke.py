@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 from pathlib import Path
 
@@ -188,3 +189,34 @@ def test_fused_and_autograd_engines_learn_the_same_geometry(planted, tmp_path, a
         sims[engine] = (table @ table.T)[torch.triu_indices(len(table), len(table), 1).unbind()]
     corr = torch.corrcoef(torch.stack([sims["fused"], sims["autograd"]]))[0, 1]
     assert corr > 0.8
+
+
+def test_fixed_shape_batches_train_like_the_gpu_path(planted, tmp_path, monkeypatch):
+    """The batches a GPU gets (fixed shapes, 0/1 weights, no host sync per step) run through
+    the whole loop on the CPU and learn the planted structure."""
+    from w2v import batches
+
+    original = batches.Batches.__init__
+
+    def fixed_shape(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.compact = False
+
+    monkeypatch.setattr(batches.Batches, "__init__", fixed_shape)
+    cfg = planted_cfg(planted, "trainer.engine=autograd", "trainer.epochs=4")
+    metrics = train(cfg, tmp_path)
+    vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
+    assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
+    assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
+    assert math.isfinite(metrics["final_loss"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_on_cuda(planted, tmp_path):
+    cfg = planted_cfg(planted, "trainer=gpu", "trainer.epochs=4", "trainer.batch_size=256",
+                      "trainer.progress=false")
+    metrics = train(cfg, tmp_path)
+    vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
+    assert metrics["engine"] == "autograd"
+    assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75

@@ -34,7 +34,8 @@ class Batch:
     targets: torch.Tensor  # (P,) or (B,) centre words
     mask: torch.Tensor | None  # (B, 2W) CBOW: which context slots are real
     negatives: torch.Tensor | None  # (P, K) or (B, K) noise words
-    examples: int  # P or B: examples (pairs or centres) in the batch
+    examples: int | torch.Tensor  # real examples (pairs or centres); a tensor when uncompacted
+    weights: torch.Tensor | None = None  # (P,) or (B,) 1 for real examples, 0 for padding
 
 
 @dataclass
@@ -72,8 +73,13 @@ class Batches:
         batch_size: int,
         device: str | torch.device = "cpu",
         seed: int = 1,
+        compact: bool | None = None,
     ) -> None:
         self.device = torch.device(device)
+        # compact=True drops the slots outside each reduced window (fewer examples: best on
+        # CPU); False keeps fixed (B*2W,) shapes with 0/1 weights, because boolean indexing
+        # makes a GPU wait for the host every step. Default: compact on CPU only.
+        self.compact = self.device.type == "cpu" if compact is None else compact
         self.ids = ids.to(self.device, torch.long)  # (N,)
         offsets = doc_offsets.to(self.device, torch.long)  # (D+1,)
         lengths = offsets[1:] - offsets[:-1]
@@ -130,6 +136,8 @@ class Batches:
         )
         context = view.ids[pos.clamp(0, len(view.ids) - 1)]  # (B, 2W)
         centre_ids = view.ids[centres]  # (B,)
+        if not self.compact:
+            return self._fixed_shape_batch(context, valid, centre_ids, gen)
         if self.arch == "skipgram":
             inputs = context[valid]  # (P,)
             targets = centre_ids.unsqueeze(1).expand_as(valid)[valid]  # (P,)
@@ -143,6 +151,24 @@ class Batches:
             mask=mask,
             negatives=self.draw_negatives(len(targets), gen),
             examples=len(targets),
+        )
+
+    def _fixed_shape_batch(self, context, valid, centre_ids, gen) -> Batch:
+        """The same examples as the compact batch, padded to fixed shapes: no host sync."""
+        if self.arch == "skipgram":
+            inputs = context.flatten()  # (B*2W,)
+            targets = centre_ids.unsqueeze(1).expand_as(valid).flatten()  # (B*2W,)
+            mask, weights = None, valid.flatten().float()
+        else:
+            inputs, mask, targets = context, valid, centre_ids
+            weights = valid.any(1).float()  # (B,)
+        return Batch(
+            inputs=inputs,
+            targets=targets,
+            mask=mask,
+            negatives=self.draw_negatives(len(targets), gen),
+            examples=weights.sum(),
+            weights=weights,
         )
 
     def draw_negatives(self, n: int, gen: torch.Generator) -> torch.Tensor | None:

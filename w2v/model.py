@@ -27,7 +27,8 @@ class Word2Vec(nn.Module):
       - CBOW: inputs (B, C) context words with mask (B, C), their mean (or sum) predicting
         targets (B,);
       - negatives (B, K) noise words for loss="negative" (see w2v.batches); noise words equal
-        to the target are ignored, as in word2vec.c.
+        to the target are ignored, as in word2vec.c;
+      - weights (B,) optional 0/1 (or any) per-example weights, for fixed-shape padded batches.
     reduction="sum" makes each example's gradient a full SGD step (word2vec's learning rate
     applies per example); "mean" suits Adam and hand-written loops.
     """
@@ -79,6 +80,7 @@ class Word2Vec(nn.Module):
         targets: torch.Tensor,
         mask: torch.Tensor | None = None,
         negatives: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hidden = self.hidden(inputs, mask)  # (B, D)
         if self.loss == "negative":
@@ -89,7 +91,10 @@ class Word2Vec(nn.Module):
             per_example = self._hierarchical_softmax(hidden, targets)
         else:
             per_example = F.cross_entropy(self.output(hidden), targets, reduction="none")
-        return per_example.sum() if self.reduction == "sum" else per_example.mean()
+        if weights is None:
+            return per_example.sum() if self.reduction == "sum" else per_example.mean()
+        total = (per_example * weights).sum()  # padded examples (weight 0) count for nothing
+        return total if self.reduction == "sum" else total / weights.sum().clamp_min(1.0)
 
     def hidden(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The projection layer: one input vector (skip-gram) or the context mean/sum (CBOW)."""

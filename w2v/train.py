@@ -51,7 +51,7 @@ class Step:
     step: int  # index within the epoch
     steps: int  # steps in this epoch
     loss_sum: torch.Tensor | float
-    examples: int
+    examples: int | torch.Tensor  # a device tensor for fixed-shape GPU batches
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,9 +91,10 @@ class AutogradEngine:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = self.batches.batch(self.view, epoch, step)
-        if batch.examples == 0:
+        if self.batches.compact and batch.examples == 0:  # an int when compact: no sync
             return Step(step, steps, 0.0, 0)
-        loss = self.model(batch.inputs, batch.targets, batch.mask, batch.negatives)
+        loss = self.model(batch.inputs, batch.targets, batch.mask, batch.negatives,
+                          batch.weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -325,7 +326,7 @@ class Loop:
                     self.train_seconds += time.perf_counter() - start
                     bar.close()
                     self._interrupted(stop.signum)
-            if main and epoch_total.examples:
+            if main and float(epoch_total.examples):
                 mean = epoch_total.mean()
                 self._check_finite(mean)
                 self.writer.add_scalar("epoch/loss", mean, epoch + 1)
@@ -469,11 +470,12 @@ class Interval:
 
     def add(self, s: Step, words: int) -> None:
         self.loss = self.loss + s.loss_sum
-        self.examples += s.examples
+        self.examples = self.examples + s.examples
         self.words += words
 
     def mean(self) -> float:
-        return float(self.loss) / self.examples if self.examples else float("nan")
+        examples = float(self.examples)  # a tensor syncs here, once per log interval
+        return float(self.loss) / examples if examples else float("nan")
 
     def words_per_sec(self) -> float:
         return self.words / max(time.perf_counter() - self.start, 1e-9)
