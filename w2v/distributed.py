@@ -1,4 +1,4 @@
-"""Data-parallel training over torch.distributed: shards, lockstep, parameter averaging.
+"""Data-parallel training over torch.distributed: shards, lockstep, combined parameters.
 
     torchrun --nproc_per_node=2 -m w2v.train data.path=corpus.txt
 
@@ -7,13 +7,14 @@ trainer.sync_every steps (1: every step) the ranks combine their models with one
 all_reduce per embedding table (gloo on CPU, NCCL on GPU); see `Sync`. Combining parameters
 rather than gradients is what lets the fused Hogwild engine, which has no gradients, run
 distributed too. With SGD the ranks' changes are summed, as threads sharing one model add
-theirs, so two ranks learn as much per word as one process does (averaging them would halve
-every update: on text8-prefix that cost half the analogy score after one epoch). Ranks run the
-same number of steps per epoch (the largest shard's; a rank that runs out does empty steps),
-so collectives always match, and they synchronise at every epoch end, checkpoint and
-evaluation, so what rank 0 saves or scores is the combined model. The learning-rate schedule
-follows the global fraction of the epoch. Rank 0 alone logs, evaluates, checkpoints and
-exports. A stop signal on any rank stops all of them at the same (synchronised) step.
+theirs, so two ranks learn as much per word as one process does (averaging them halves every
+update: on text8-prefix after 5 epochs, analogy accuracy 0.049 averaged, 0.080 summed, 0.079
+for one process with two threads; README "Scale-out"). Ranks run the same number of steps
+per epoch (the largest shard's; a rank that runs out does empty steps), so collectives always
+match, and they synchronise at every epoch end, checkpoint and evaluation, so what rank 0
+saves or scores is the combined model. The learning-rate schedule follows the global fraction
+of the epoch. Rank 0 alone logs, evaluates, checkpoints and exports. A stop signal on any rank
+stops all of them at the same (synchronised) step.
 """
 
 from __future__ import annotations
