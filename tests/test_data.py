@@ -119,6 +119,101 @@ def test_undecodable_bytes_are_replaced(tmp_path):
     assert toks == ["good", "caf\ufffd", "word"]
 
 
+# --- plain text in bounded blocks ----------------------------------------------------------------
+
+# Bytes that stress the reader: newlines of every kind (a "\r\n" may straddle blocks), Unicode
+# and ASCII-control whitespace, multi-byte characters (cut anywhere by the block size) and
+# undecodable bytes (a lone lead byte, a truncated emoji, 0xff) next to whitespace.
+raw_pieces = st.sampled_from([b"a", b"Bc", b"word ", b" ", b"  ", b"\t", b"\n", b"\r", b"\r\n",
+                              b"\x0b", b"\x1c", b"\xc2\x85", b"\xe2\x80\xa8", b"\xc3\xa9",
+                              b"\xe3\x80\x80", b"\xc3", b"\xf0\x9f\x98", b"\xff", b"\x00"])
+_example = iter(range(10**9))
+
+
+def text_rows(path):
+    """The reader's rows as lines (rows flagged LINE_CONTINUES joined with the next)."""
+    lines, line = [], ""
+    for table in data.text_line_tables(path):
+        for text, goes_on in zip(*table.to_pydict().values(), strict=True):
+            line += text
+            if not goes_on:
+                lines.append(line)
+                line = ""
+    assert line == ""  # the last row of a file never goes on
+    return lines
+
+
+@settings(max_examples=80, deadline=None)
+@given(raw=st.lists(raw_pieces, max_size=120).map(b"".join), read=st.integers(1, 12),
+       segment=st.integers(1, 12), lowercase=st.booleans(), m=st.integers(2, 7),
+       suffix=st.sampled_from(["txt", "txt.gz"]))
+def test_plain_text_rows_equal_the_text_builders(tmp_path_factory, raw, read, segment,
+                                                  lowercase, m, suffix):
+    # Tiny blocks and segments: every line is cut, at every kind of boundary.
+    path = tmp_path_factory.mktemp(f"t{next(_example)}") / f"c.{suffix}"
+    path.write_bytes(gzip.compress(raw) if suffix.endswith("gz") else raw)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(data, "READ_BYTES", read)
+        mp.setattr(data, "SEGMENT_BYTES", segment)
+        mp.setattr(data, "CHUNK_BYTES", 5)
+        # datasets' text builder: open(encoding="utf-8", errors="replace"), rows = readlines()
+        with open(path.with_suffix(".plain"), "wb") as f:
+            f.write(raw)
+        with open(path.with_suffix(".plain"), encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+        assert text_rows(path) == lines
+        if not raw:
+            return
+        tok = Tokenizer(lowercase=lowercase)
+        want = [t for line in lines for t in tok(line)], [d for d in expected_docs(lines, tok, m)
+                                                          if d]
+        for streaming in (False, True):
+            ds = data.load_text_dataset(DataConfig(path=str(path), streaming=streaming), False)
+            assert tokens_of(ds, lowercase=lowercase, max_doc_words=m) == want
+
+
+def test_plain_text_rows_equal_datasets_text_builder_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "READ_BYTES", 7)
+    monkeypatch.setattr(data, "SEGMENT_BYTES", 5)
+    raw = (b"\xef\xbb\xbfThe caf\xc3\xa9\r\nsat\ron a\xff mat\x00\n\n\xe3\x80\x80 x\xc3 "
+           b"\xf0\x9f\x98\x1cend" + b" long" * 30 + b"\r")
+    path = tmp_path / "c.txt"
+    path.write_bytes(raw)
+    theirs = datasets.load_dataset("text", data_files=str(path), split="train",
+                                   keep_linebreaks=True, encoding_errors="replace")
+    assert text_rows(path) == theirs["text"]
+    assert tokens_of(load(path)) == tokens_of(theirs)
+
+
+def test_long_lines_are_stored_as_bounded_rows_cut_at_whitespace(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SEGMENT_BYTES", 1000)
+    monkeypatch.setattr(data, "READ_BYTES", 4096)
+    words = [f"w{i % 97}" for i in range(20_000)]
+    path = tmp_path / "c.txt"
+    path.write_text("short line\n" + " ".join(words) + "\nend\n")
+    rows = load(path).to_dict()
+    assert max(map(len, rows["text"])) < 1010 and len(rows["text"]) > 50
+    # A cut is always just before whitespace, and only the long line's rows go on.
+    flagged = [i for i, f in enumerate(rows[data.LINE_CONTINUES]) if f]
+    assert all(rows["text"][i + 1][0] == " " for i in flagged)
+    assert flagged == list(range(1, len(rows["text"]) - 2))
+    toks, docs = tokens_of(load(path), max_doc_words=3000)
+    assert toks == ["short", "line", *words, "end"]
+    assert [len(d) for d in docs] == [2, *[3000] * 6, 2000, 1]
+
+
+def test_plain_text_arrow_cache_is_reused_and_follows_the_file(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("a b c\n")
+    first = load(path)
+    again = load(path)
+    assert again.cache_files == first.cache_files and "w2v_text_lines" in str(first.cache_files)
+    path.write_text("a b c d\n")
+    changed = load(path)
+    assert changed.cache_files != first.cache_files
+    assert tokens_of(changed)[0] == ["a", "b", "c", "d"]
+
+
 def test_source_fingerprint_changes_with_the_file(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text("a b c\n")

@@ -4,40 +4,50 @@
 
 Sources (all through the `datasets` library):
 - the Hub: `load_dataset(hub_id, hub_config, split=..., revision=...)`, column `text_column`;
-- `data.path` (replaces the Hub with any data group): plain text, one row per line, via the
-  "text" builder (.txt, or no/unknown extension, optionally .gz/.bz2/.xz), parquet, json/jsonl
-  (with a text column), a directory or glob of one kind of these, or a `save_to_disk` folder.
+- `data.path` (replaces the Hub with any data group): plain text, one row per line (.txt, or
+  no/unknown extension, optionally .gz/.bz2/.xz), parquet, json/jsonl (with a text column), a
+  directory or glob of one kind of these, or a `save_to_disk` folder. Plain text goes through
+  a small datasets builder (TextLines) that reads files in 1 MB blocks and stores a line
+  longer than 64 KB as several rows flagged LINE_CONTINUES, so a 1 GB line is never held
+  whole; datasets' own "text" builder (which reads each line whole) only unpacks archives.
   `data.split` applies to Hub ids and save_to_disk DatasetDicts; data files have one split.
 - `data.streaming=true` reads an IterableDataset instead of building the Arrow cache.
 
 Without network the Hub fails fast: one short socket probe (skipped when HF_HUB_OFFLINE is
 set), then the local datasets cache in offline mode, then a W2VError naming `data.path`.
 
-Documents: each row is a document. A row longer than `data.max_doc_words` raw words is cut
-into pseudo-documents of that many raw words (gensim's Text8Corpus / word2vec's 10,000-word
+Documents: each row is a document (a row flagged LINE_CONTINUES is joined with the next, so a
+plain-text document is a line). A row longer than `data.max_doc_words` raw words is cut into
+pseudo-documents of that many raw words (gensim's Text8Corpus / word2vec's 10,000-word
 sentences), counted before out-of-vocabulary words are dropped; corpus.py drops documents that
 end up empty. Rows are tokenized in chunks of about 1 MB cut at whitespace, so memory stays
-bounded by the longest row itself (text8 is one 100 MB row) and no Python loop runs per token.
+bounded (by the longest row itself for parquet/json; text8 is one 100 MB line) and no Python
+loop runs per token.
 Tokens therefore never contain whitespace: a `data.token_pattern` must not match across it.
 
-Undecodable bytes in text files are replaced with U+FFFD (the text builder's
-encoding_errors="replace"), so one stray byte does not stop a long build; corpus.py counts and
-logs the words that contain one. Parquet and json must be valid UTF-8 (Arrow checks it).
+Undecodable bytes in text files are replaced with U+FFFD (as open(errors="replace") does), so
+one stray byte does not stop a long build; corpus.py counts and logs the words that contain
+one. Parquet and json must be valid UTF-8 (Arrow checks it).
 """
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import functools
 import glob
+import gzip
 import hashlib
 import itertools
+import json
 import logging
+import lzma
 import os
 import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -60,6 +70,10 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20  # tokenize about this much text at a time
 ROWS_PER_BATCH = 1000  # rows per Arrow batch read from the dataset
 HUB_PROBE_TIMEOUT = 3.0  # seconds; a plain offline load_dataset retries for ~24 s instead
+READ_BYTES = 1 << 20  # plain-text files are read this much at a time
+SEGMENT_BYTES = 1 << 16  # a longer line is stored as several rows of about this size
+LINE_CONTINUES = "line_continues"  # plain-text row flag: the line goes on in the next row
+TEXT_LINES_VERSION = 1  # in the datasets cache id of plain-text files: bump when rows change
 
 _COMPRESSION = {".gz", ".bz2", ".xz"}
 _BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
@@ -210,8 +224,11 @@ def _load_local(src: LocalSource, cfg: DataConfig):
                     )
                 ds = ds[cfg.split]
             return ds.to_iterable_dataset() if cfg.streaming else ds
-        # keep_linebreaks: a trailing "\n" is whitespace to the tokenizer, and keeping it saves
-        # the builder a copy of every line (text8's is 100 MB).
+        if src.builder == "text" and not _archives(src.files):
+            return _load_text_lines(src, cfg)
+        # Archives (zip, tar, zstd, ...) that datasets' "text" builder unpacks. It reads each
+        # line whole, so their lines are not bounded. keep_linebreaks: a trailing "\n" is
+        # whitespace to the tokenizer, and keeping it saves the builder a copy of every line.
         kwargs = ({"encoding_errors": "replace", "keep_linebreaks": True}
                   if src.builder == "text" else {})
         return datasets.load_dataset(
@@ -238,6 +255,185 @@ def _load_local(src: LocalSource, cfg: DataConfig):
         raise W2VError(
             f"cannot read data.path={src.path!r} as {src.builder}: {_first_line(cause)}{hint}"
         ) from err
+
+
+# --- plain text, read in bounded blocks ----------------------------------------------------------
+#
+# datasets' own "text" builder reads a line whole (f.read(10 MB) + f.readline(), then copies):
+# about 5 copies of the longest line at once, 5 GB for a 1 GB line. This builder reads each file
+# READ_BYTES at a time and stores a line longer than SEGMENT_BYTES as several rows cut at
+# whitespace, each flagged LINE_CONTINUES but the last; iter_token_chunks joins them back into
+# one document. The rows are otherwise exactly the text builder's (one per line, line break
+# kept, universal newlines, undecodable bytes replaced), and they go through datasets'
+# ArrowBasedBuilder, so the Arrow cache, its fingerprint and streaming are datasets' own.
+
+
+def _archives(files: tuple[Path, ...]) -> bool:
+    """Whether any file is an archive that only datasets' text builder unpacks."""
+    return any(_compression(f) not in (None, "gzip", "bz2", "xz") for f in files)
+
+
+def _compression(path: Path) -> str | None:
+    """The format datasets would extract the file as (by magic number), or None."""
+    from datasets.utils.extract import Extractor
+
+    return Extractor.infer_extractor_format(path)
+
+
+def _load_text_lines(src: LocalSource, cfg: DataConfig):
+    if all(f.stat().st_size == 0 for f in src.files):
+        raise W2VError(
+            f"data.path={src.path!r} is empty (no rows); point data.path at a non-empty corpus"
+        )
+    # The cache id is what source_fingerprint checks (paths, sizes, mtimes) plus how rows are
+    # cut: a rerun on unchanged files reuses the Arrow cache, a changed file gets a new one.
+    key = {"files": source_fingerprint(cfg)["files"], "version": TEXT_LINES_VERSION,
+           "read": READ_BYTES, "segment": SEGMENT_BYTES}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    builder = _text_lines_builder()(
+        dataset_name="w2v_text_lines", config_id=f"lines-{digest}",
+        files=tuple(str(f) for f in src.files),
+    )
+    if cfg.streaming:
+        return builder.as_streaming_dataset(split="train")
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split="train")
+    if ds.num_rows == 0:  # compressed files holding nothing
+        raise W2VError(
+            f"data.path={src.path!r} is empty (no rows); point data.path at a non-empty corpus"
+        )
+    return ds
+
+
+@functools.cache
+def _text_lines_builder() -> type:
+    """The datasets builder class (made on first use: importing datasets costs ~1 s)."""
+    import datasets
+
+    try:
+        from datasets.builder import Key
+    except ImportError:  # datasets < 4: keys are plain tuples
+        def Key(shard: int, batch: int) -> tuple[int, int]:  # noqa: N802
+            return shard, batch
+
+    @dataclass
+    class TextLinesConfig(datasets.BuilderConfig):
+        files: tuple[str, ...] = field(default_factory=tuple)
+
+    class TextLines(datasets.ArrowBasedBuilder):
+        BUILDER_CONFIG_CLASS = TextLinesConfig
+
+        def _info(self):
+            return datasets.DatasetInfo(features=datasets.Features(
+                {"text": datasets.Value("string"), LINE_CONTINUES: datasets.Value("bool")}))
+
+        def _split_generators(self, dl_manager):
+            return [datasets.SplitGenerator(name=datasets.Split.TRAIN,
+                                            gen_kwargs={"files": list(self.config.files)})]
+
+        def _generate_shards(self, files):
+            yield from files
+
+        def _generate_tables(self, files):
+            for i, path in enumerate(files):
+                for j, table in enumerate(text_line_tables(path)):
+                    yield Key(i, j), table
+
+    return TextLines
+
+
+def text_line_tables(path: str | os.PathLike) -> Iterator[pa.Table]:
+    """A plain-text file (gzip, bz2 or xz by magic number) as tables of rows `text` (a line
+    with its line break, or a piece of a long line) and LINE_CONTINUES; memory is bounded by
+    READ_BYTES and the longest word, not the longest line."""
+    opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(_compression(Path(path)),
+                                                                       open)
+    with opener(path, "rb") as f:
+        for block, goes_on in _line_blocks(f):
+            yield _rows_table(block, goes_on)
+
+
+def _line_blocks(f: Any) -> Iterator[tuple[memoryview, bool]]:
+    """Blocks of a binary stream, each ending at a line end or, inside a long line, just before
+    a whitespace byte (`goes_on`), with "\r\n" and "\r" turned into "\n" (as open() does)."""
+    pending = b""
+    while True:
+        # Read at least as much as is pending, so a word longer than READ_BYTES costs linear
+        # time, not quadratic.
+        data = f.read(max(READ_BYTES, len(pending)))
+        eof = not data
+        buf, hold = pending + data, b""
+        if not eof and buf.endswith(b"\r"):  # maybe the first half of "\r\n"
+            buf, hold = buf[:-1], b"\r"
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end, goes_on = len(buf), False
+        if not eof:
+            end = buf.rfind(b"\n") + 1
+            if len(buf) - end > SEGMENT_BYTES:  # a long line: emit it up to its last whitespace
+                data_view = np.frombuffer(buf, dtype=np.uint8)
+                cut = _last_whitespace(data_view, end, len(buf))
+                if cut > end:
+                    end, goes_on = cut, True
+        if end:
+            yield memoryview(buf)[:end], goes_on
+        if eof:
+            return
+        pending = buf[end:] + hold
+
+
+def _rows_table(block: memoryview, goes_on: bool) -> pa.Table:
+    """One block as rows: its lines, lines longer than SEGMENT_BYTES cut at whitespace."""
+    try:
+        str(block, "utf-8")
+        text: Any = block
+    except UnicodeDecodeError:
+        # The text builder's encoding_errors="replace". A block ends at an ASCII byte (or the
+        # end of the file), so decoding it alone replaces exactly what decoding the file would.
+        text = str(block, "utf-8", "replace").encode("utf-8")
+    data = np.frombuffer(text, dtype=np.uint8)
+    ends = np.flatnonzero(data == 10) + 1
+    if not len(ends) or ends[-1] != len(data):
+        ends = np.append(ends, len(data))
+    ends, continues = _cut_long_lines(data, ends)
+    continues[-1] |= goes_on
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    rows = pa.Array.from_buffers(pa.string(), len(ends),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(text)])
+    return pa.table({"text": rows, LINE_CONTINUES: pa.array(continues, pa.bool_())})
+
+
+def _cut_long_lines(data: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row ends (lines longer than SEGMENT_BYTES also end a row before a whitespace byte about
+    every SEGMENT_BYTES) and, per row, whether its line goes on in the next row."""
+    starts = np.concatenate([[0], ends[:-1]])
+    cuts = []
+    for i in np.flatnonzero(ends - starts > SEGMENT_BYTES).tolist():
+        pos, hi = int(starts[i]), int(ends[i])
+        while hi - pos > SEGMENT_BYTES:
+            cut = _next_whitespace(data, pos + SEGMENT_BYTES, hi)
+            if cut >= hi - 1:  # nothing but the line break (or no whitespace) left
+                break
+            cuts.append(cut)
+            pos = cut
+    if not cuts:
+        return ends, np.zeros(len(ends), dtype=bool)
+    bounds = np.concatenate([ends, cuts])
+    order = np.argsort(bounds, kind="stable")
+    return bounds[order], np.concatenate([np.zeros(len(ends), bool), np.ones(len(cuts), bool)]
+                                         )[order]
+
+
+def _last_whitespace(data: np.ndarray, lo: int, hi: int) -> int:
+    """Last whitespace byte in data[lo:hi] (searched backwards), or `lo` if there is none."""
+    window, stop = 256, hi
+    while stop > lo:
+        start = max(lo, stop - window)
+        found = np.flatnonzero(_WS_BYTES[data[start:stop]])
+        if len(found):
+            return start + int(found[-1])
+        stop, window = start, min(window * 2, 1 << 16)
+    return lo
 
 
 def _load_hub(cfg: DataConfig):
@@ -368,10 +564,12 @@ def iter_token_chunks(
         for batch in ds.with_format("arrow").iter(batch_size=ROWS_PER_BATCH):
             if column not in batch.column_names or not _is_string(batch.schema.field(column)):
                 check_text_column(_arrow_features(batch), column, "the dataset")
-            for piece, continues in _pieces(batch.column(column)):
+            for piece, goes_on in _pieces(batch.column(column), _goes_on(batch)):
                 words, codes, row_lengths = _tokenize(piece, lowercase, pattern)
-                ends = doc_ends(row_lengths, carry, continues, max_doc_words)
-                carry = carry + int(row_lengths[-1]) if continues else 0
+                lengths = _join_rows(row_lengths, goes_on)
+                continues = bool(goes_on[-1])
+                ends = doc_ends(lengths, carry, continues, max_doc_words)
+                carry = carry + int(lengths[-1]) if continues else 0
                 nbytes = int(pc.sum(pc.binary_length(piece)).as_py() or 0)
                 bar.update(nbytes)
                 yield TokenChunk(words, codes, ends, nbytes)
@@ -423,22 +621,42 @@ def _arrow_features(batch: pa.Table) -> Any:
     return datasets.Features.from_arrow_schema(batch.schema)
 
 
-def _pieces(col: pa.ChunkedArray) -> Iterator[tuple[pa.Array, bool]]:
-    """Split a column into arrays of about CHUNK_BYTES; rows longer than that are cut at
-    whitespace into several single-row arrays, all but the last flagged `continues`."""
+def _goes_on(batch: pa.Table) -> np.ndarray:
+    """Per row: its line goes on in the next row (plain-text rows flagged LINE_CONTINUES)."""
+    if LINE_CONTINUES in batch.column_names:
+        return pc.fill_null(batch.column(LINE_CONTINUES), False).to_numpy(zero_copy_only=False)
+    return np.zeros(batch.num_rows, dtype=bool)
+
+
+def _join_rows(row_lengths: np.ndarray, goes_on: np.ndarray) -> np.ndarray:
+    """Tokens per line of a piece: rows flagged `goes_on` are joined with the next row."""
+    if not goes_on[:-1].any():
+        return row_lengths
+    first = np.flatnonzero(np.concatenate([[True], ~goes_on[:-1]]))  # rows that start a line
+    return np.add.reduceat(np.asarray(row_lengths, dtype=np.int64), first)
+
+
+def _pieces(col: pa.ChunkedArray, goes_on: np.ndarray) -> Iterator[tuple[pa.Array, np.ndarray]]:
+    """Split a column into arrays of about CHUNK_BYTES, each with its rows' `goes_on` flags;
+    rows longer than that are cut at whitespace into several single-row arrays, all but the
+    last flagged (the last keeps the row's own flag)."""
+    first = 0
     for arr in col.chunks:
+        flags = goes_on[first : first + len(arr)]
+        first += len(arr)
         lengths = pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False)
         long_rows = np.flatnonzero(lengths > CHUNK_BYTES)
         start = 0
         for stop in [*long_rows.tolist(), len(arr)]:
-            yield from _row_groups(arr, lengths, start, stop)
+            yield from _row_groups(arr, lengths, flags, start, stop)
             if stop < len(arr):
-                yield from _cut_long_row(arr.slice(stop, 1))
+                for piece, continues in _cut_long_row(arr.slice(stop, 1)):
+                    yield piece, np.array([continues or flags[stop]])
             start = stop + 1
 
 
-def _row_groups(arr: pa.Array, lengths: np.ndarray, start: int, stop: int
-                ) -> Iterator[tuple[pa.Array, bool]]:
+def _row_groups(arr: pa.Array, lengths: np.ndarray, flags: np.ndarray, start: int, stop: int
+                ) -> Iterator[tuple[pa.Array, np.ndarray]]:
     """Rows start..stop (each short) as slices of about CHUNK_BYTES."""
     if stop <= start:
         return
@@ -447,7 +665,7 @@ def _row_groups(arr: pa.Array, lengths: np.ndarray, start: int, stop: int
     groups = ends // CHUNK_BYTES
     bounds = np.flatnonzero(np.diff(groups)) + 1
     for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), stop - start], strict=True):
-        yield arr.slice(start + a, b - a), False
+        yield arr.slice(start + a, b - a), flags[start + a : start + b]
 
 
 def _cut_long_row(row: pa.Array) -> Iterator[tuple[pa.Array, bool]]:
@@ -473,12 +691,13 @@ def _cut_long_row(row: pa.Array) -> Iterator[tuple[pa.Array, bool]]:
 
 def _next_whitespace(data: np.ndarray, start: int, hi: int) -> int:
     """First whitespace byte at or after `start` (or `hi`): tokens never straddle a cut."""
-    window = 1 << 16
+    window = 256  # words are short: look close first, then further
     while start < hi:
         found = np.flatnonzero(_WS_BYTES[data[start : min(start + window, hi)]])
         if len(found):
             return start + int(found[0])
         start += window
+        window = min(window * 2, 1 << 16)
     return hi
 
 
