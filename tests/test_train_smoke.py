@@ -220,3 +220,62 @@ def test_trains_on_cuda(planted, tmp_path):
     vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
     assert metrics["engine"] == "autograd"
     assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
+
+
+def write_planted_suites(folder: Path, planted) -> Path:
+    """questions-words.txt and wordsim353.tsv in the standard formats, over planted words."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [": planted-forms"] + [" ".join(q) for q in planted.analogies()]
+    (folder / "questions-words.txt").write_text("\n".join(lines) + "\n")
+    pairs = ["# w1\tw2\tscore"]
+    for e in range(planted.entities):
+        pairs.append(f"{planted.word(e, 0)}\t{planted.word(e, 1)}\t9.0")
+        pairs.append(f"{planted.word(e, 0)}\tc{e}_0\t7.0")
+        pairs.append(f"{planted.word(e, 0)}\t{planted.word((e + 1) % planted.entities, 1)}\t1.0")
+    (folder / "wordsim353.tsv").write_text("\n".join(pairs) + "\n")
+    return folder
+
+
+def test_eval_curves_and_projector_reach_tensorboard(planted, tmp_path):
+    """What `tensorboard --logdir <run>/tb` shows, read back with TensorBoard's own readers."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    suites = write_planted_suites(tmp_path / "suites", planted)
+    cfg = planted_cfg(planted, "trainer.epochs=3", "trainer.engine=autograd",
+                      f"eval.dir={suites}", "trainer.eval_every=20")
+    metrics = train(cfg, tmp_path / "run")
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    analogy = "eval/analogy/questions-words/accuracy"
+    assert {analogy, "eval/similarity/wordsim353/spearman"} <= tags
+    curve = [e.value for e in acc.Scalars(analogy)]
+    assert len(curve) >= 2 and curve[-1] >= 0.5  # evaluated during training and at the end
+    assert metrics[analogy] == pytest.approx(curve[-1])
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["eval/similarity/wordsim353/spearman"] > 0.3  # 3 tied score levels
+    projector = (tmp_path / "run" / "tb" / "projector_config.pbtxt").read_text()
+    assert "metadata.tsv" in projector and "tensors.tsv" in projector
+    meta = next((tmp_path / "run" / "tb").glob("*/input_vectors/metadata.tsv")).read_text()
+    assert meta.splitlines()[0] == "word\tcount" and len(meta.splitlines()) == 51
+
+
+def test_hydra_multirun_sweeps_every_combination(planted, tmp_path):
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "w2v.train", "-m", "model=skipgram,cbow", "model.dim=8,16",
+           "data=local", f"data.path={planted.path}", "data.min_count=1", "trainer.epochs=1",
+           "trainer.progress=false", "trainer.threads=1", "eval.projector_words=0",
+           f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(runs) == 4
+    dims = set()
+    for run in runs:
+        vec = torch.load(run / "vectors.pt", weights_only=True)
+        dims.add(vec["vectors"].shape[1])
+        assert (run / "metrics.json").is_file() and (run / "tb").is_dir()
+    assert dims == {8, 16}
