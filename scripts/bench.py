@@ -71,7 +71,7 @@ def worker_w2v(args) -> dict:
     from w2v.train import train
 
     cache = tempfile.mkdtemp(prefix="w2v-bench-cache-")
-    data = DataConfig(path=str(args.corpus), min_count=SETTINGS["min_count"], cache_dir=cache)
+    data = DataConfig(path=str(args.corpus), min_count=args.min_count, cache_dir=cache)
     t0 = time.perf_counter()
     corpus = build_corpus(data, progress=False)
     cold = time.perf_counter() - t0
@@ -122,7 +122,7 @@ def worker_gensim(args) -> dict:
     model = Word2Vec(
         sg=int(args.model == "skipgram"), vector_size=SETTINGS["dim"], window=SETTINGS["window"],
         negative=SETTINGS["negative"], hs=0, sample=SETTINGS["sample"],
-        min_count=SETTINGS["min_count"], ns_exponent=SETTINGS["ns_exponent"],
+        min_count=args.min_count, ns_exponent=SETTINGS["ns_exponent"],
         alpha=SETTINGS["lr"], min_alpha=SETTINGS["min_lr"], workers=args.threads,
         epochs=args.epochs, seed=SETTINGS["seed"], cbow_mean=1,
     )
@@ -189,8 +189,9 @@ def scaled_corpus(corpus: Path, scale: int, tmp: Path) -> Path:
     return out
 
 
-def run_worker(side: str, corpus: Path, args) -> dict:
+def run_worker(side: str, corpus: Path, args, min_count: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--corpus", str(corpus),
+           "--min-count", str(min_count),
            "--model", args.model, "--epochs", str(args.epochs), "--threads", str(args.threads),
            "--device", args.device, "--engine", args.engine, "--eval-dir", str(args.eval_dir),
            "--batch-size", str(args.batch_size)]
@@ -248,6 +249,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--sides", default="w2v,gensim")
     p.add_argument("--quality", action="store_true", help="score analogy/WS353/SimLex too")
+    p.add_argument("--fixed-vocab", action="store_true",
+                   help="with --scale K, use min_count 5*K so the vocabulary stays the same")
+    p.add_argument("--min-count", type=int, default=SETTINGS["min_count"], help=argparse.SUPPRESS)
     p.add_argument("--rss-epochs", type=int, default=0,
                    help="train this many epochs and report RSS across them (long-run check)")
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -270,10 +274,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="w2v-bench-") as tmp:
         for scale in [int(s) for s in args.scale.split(",")]:
             corpus = scaled_corpus(args.corpus, scale, Path(tmp))
+            # K copies let words seen once reach min_count 5, tripling the vocabulary at K=8;
+            # --fixed-vocab scales min_count with K so only the corpus length changes.
+            min_count = SETTINGS["min_count"] * (scale if args.fixed_vocab else 1)
             runs: dict[str, list[dict]] = {s: [] for s in sides}
             for r in range(args.repeat):
                 for side in sides if r % 2 == 0 else sides[::-1]:
-                    runs[side].append(run_worker(side, corpus, args))
+                    runs[side].append(run_worker(side, corpus, args, min_count))
                     print(f"  scale {scale} run {r + 1} {side}: "
                           f"{runs[side][-1]['words_per_sec']:,.0f} words/s", file=sys.stderr)
             results[scale] = {s: median_of(v) for s, v in runs.items()}
@@ -281,7 +288,8 @@ def main() -> None:
               f"{args.device}, median of {args.repeat}, corpus {args.corpus.name}")
     print(header)
     for scale, res in results.items():
-        print(f"\nscale x{scale} ({res[sides[0]]['words']:,} words)")
+        print(f"\nscale x{scale} ({res[sides[0]]['words']:,} words, vocabulary "
+              f"{res[sides[0]]['vocab']:,})")
         print(table("figure", res.get("w2v"), res.get("gensim")))
         for side, r in res.items():
             if "rss_trace_mib" in r and r["rss_trace_mib"]:
