@@ -189,18 +189,13 @@ def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
     source = describe_source(cfg)
     ds = load_text_dataset(cfg, progress=progress)
     scan = _scan(ds, cfg, tmp, progress)
-    _check_text(scan, source)
+    replaced = _check_text(scan, source)
     vocab = _choose_vocab(scan, cfg, tokenizer, source)
     _encode(scan, vocab, tmp, progress)
     scan.raw_path.unlink()
     scan.ends_path.unlink()
     documents = len(np.load(tmp / "doc_offsets.npy", mmap_mode="r")) - 1
     vocab.save(tmp / "vocab.json")
-    replaced = int(sum(c for w, c in zip(scan.words, scan.counts.tolist(), strict=True)
-                       if "\ufffd" in w))
-    if replaced:
-        log.warning("%s: %d tokens contain undecodable bytes (replaced with U+FFFD)", source,
-                    replaced)
     meta = {
         "format": CACHE_FORMAT,
         "source": source,
@@ -308,17 +303,27 @@ class _ScanState:
         self.pruned += 1
 
 
-def _check_text(scan: _Scan, source: str) -> None:
+def _check_text(scan: _Scan, source: str) -> int:
     """Refuse binary files and other encodings: a few undecodable bytes (mixed encodings) are
-    replaced and warned about, but a corpus where many tokens hold them is not UTF-8 text."""
-    bad = sum(c for w, c in zip(scan.words, scan.counts.tolist(), strict=True)
-              if "\ufffd" in w or "\x00" in w)
+    replaced and warned about, but a corpus where many tokens hold them is not UTF-8 text.
+    Returns the number of tokens holding a replaced byte. One pass over the distinct words."""
+    replaced = bad = 0
+    for w, c in zip(scan.words, scan.counts.tolist(), strict=True):
+        if "\ufffd" in w:
+            replaced += c
+            bad += c
+        elif "\x00" in w:
+            bad += c
     if bad > MAX_UNDECODABLE * scan.raw_tokens:
         raise W2VError(
             f"{source} is not UTF-8 text: {bad:,} of {scan.raw_tokens:,} tokens hold undecodable "
             "bytes or NULs (a binary file, or another encoding such as UTF-16 or Latin-1); "
             "re-encode it as UTF-8 (iconv -t utf-8) or point data.path at text files"
         )
+    if replaced:
+        log.warning("%s: %d tokens contain undecodable bytes (replaced with U+FFFD)", source,
+                    replaced)
+    return replaced
 
 
 def _choose_vocab(scan: _Scan, cfg: DataConfig, tokenizer: Tokenizer, source: str) -> Vocab:
