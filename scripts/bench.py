@@ -65,9 +65,9 @@ def worker_w2v(args) -> dict:
     import datasets  # noqa: F401  (imported lazily by a cold build: keep imports out of its time)
     from gensim.models import KeyedVectors
 
-    from w2v import fused
     from w2v.config import Config, DataConfig, EvalConfig, ExportConfig, ModelConfig, TrainerConfig
     from w2v.corpus import build_corpus
+    from w2v.engines import fused
     from w2v.train import train
 
     cache = tempfile.mkdtemp(prefix="w2v-bench-cache-")

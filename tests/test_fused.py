@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from w2v import fused
+from w2v.engines import fused
 from w2v.errors import W2VError
 
 # --------------------------------------------------------------------------- helpers

@@ -130,8 +130,8 @@ def mapped_file(address: int) -> str | None:
 
 
 def test_fused_engine_trains_on_the_memory_map_in_place(tmp_path, planted):
-    from w2v import fused
     from w2v.distributed import World, shard
+    from w2v.engines import fused
 
     c = build_corpus(DataConfig(path=str(planted.path), streaming=True), progress=False)
     part = shard(c, World(rank=1, size=2))

@@ -17,7 +17,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -29,11 +28,11 @@ from tqdm.auto import tqdm
 from w2v import checkpoint as ckpt
 from w2v import distributed
 from w2v.atomic import atomic_write_text
-from w2v.batches import Batches
 from w2v.config import Config, register_configs
-from w2v.corpus import Corpus, build_corpus
+from w2v.corpus import build_corpus
+from w2v.engines import Step, choose_engine, make_engine
 from w2v.errors import W2VError, report_errors
-from w2v.model import Word2Vec, build_model
+from w2v.model import build_model
 
 
 class TrainingInterrupted(Exception):
@@ -44,150 +43,12 @@ class TrainingInterrupted(Exception):
         self.code = code
 
 
-@dataclass
-class Step:
-    """What one step reports; `loss_sum` may stay on the device until log time."""
-
-    step: int  # index within the epoch
-    steps: int  # steps in this epoch
-    loss_sum: torch.Tensor | float
-    examples: int | torch.Tensor  # a device tensor for fixed-shape GPU batches
-
-
-# ---------------------------------------------------------------------------------------------
-# Engines: how one step updates the model.
-
-
-class AutogradEngine:
-    """Batched forward/backward with a torch optimizer (CPU or CUDA, dense or sparse)."""
-
-    name = "autograd"
-
-    def __init__(self, model: Word2Vec, corpus: Corpus, cfg: Config, device: torch.device):
-        self.model, self.cfg = model, cfg
-        self.optimizer = make_optimizer(model, cfg)
-        vocab = corpus.vocab
-        self.batches = Batches(
-            corpus.ids,
-            corpus.doc_offsets,
-            vocab.keep_probs(cfg.model.sample),
-            vocab.noise_probs(cfg.model.ns_exponent) if cfg.model.loss == "negative" else None,
-            window=cfg.model.window,
-            negative=cfg.model.negative,
-            arch=cfg.model.arch,
-            batch_size=cfg.trainer.batch_size,
-            device=device,
-            seed=cfg.trainer.seed,
-        )
-
-    def begin_epoch(self, epoch: int) -> int:
-        """Redraw the epoch's subsampling and order; return its number of steps."""
-        self.view = self.batches.view(epoch)
-        return self.batches.steps(self.view)
-
-    def step(self, epoch: int, step: int, steps: int, lr: float, lr_end: float) -> Step:
-        if step * self.batches.batch_size >= len(self.view.order):
-            return Step(step, steps, 0.0, 0)  # this rank's shard is done (distributed)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        batch = self.batches.batch(self.view, epoch, step)
-        if self.batches.compact and batch.examples == 0:  # an int when compact: no sync
-            return Step(step, steps, 0.0, 0)
-        loss = self.model(batch.inputs, batch.targets, batch.mask, batch.negatives,
-                          batch.weights)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        loss = loss.detach()
-        total = loss if self.model.reduction == "sum" else loss * batch.examples
-        return Step(step, steps, total, batch.examples)
-
-    def state_dict(self) -> dict | None:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict | None) -> None:
-        if state is not None:
-            self.optimizer.load_state_dict(state)
-
-
-class FusedEngine:
-    """word2vec's per-pair loop compiled with numba, Hogwild over threads, on the model's
-    own weight tensors (see w2v/fused.py). One step is one job of whole documents."""
-
-    name = "fused"
-
-    def __init__(self, model: Word2Vec, corpus: Corpus, cfg: Config):
-        from w2v import fused
-
-        self.fused, self.model, self.cfg = fused, model, cfg
-        vocab = corpus.vocab
-        self.ids = corpus.ids.numpy()
-        self.doc_offsets = corpus.doc_offsets.numpy()
-        self.keep = vocab.keep_probs(cfg.model.sample)
-        if cfg.model.loss == "negative":
-            self.tables = {"noise": fused.build_noise_table(
-                vocab.noise_probs(cfg.model.ns_exponent))}
-        else:
-            self.tables = {"huffman": vocab.huffman()}
-        self.in_w = model.input.weight.data.numpy()  # (V, D) views: updated in place
-        self.out_w = model.output.weight.data.numpy()  # (V_out, D)
-        self.bounds = fused.plan_jobs(self.doc_offsets, cfg.trainer.chunk_words)  # (J+1,)
-
-    def begin_epoch(self, epoch: int) -> int:
-        return len(self.bounds) - 1
-
-    def step(self, epoch: int, step: int, steps: int, lr: float, lr_end: float) -> Step:
-        if step >= len(self.bounds) - 1:
-            return Step(step, steps, 0.0, 0)  # this rank's shard is done (distributed)
-        m = self.cfg.model
-        doc_start, doc_end = self.bounds[step], self.bounds[step + 1]
-        stats = self.fused.train_job(
-            self.in_w, self.out_w, self.ids, self.doc_offsets, int(doc_start), int(doc_end),
-            self.keep, arch=m.arch, loss=m.loss, window=m.window, negative=m.negative,
-            cbow_mean=m.cbow_mean, lr_start=lr, lr_end=lr_end, seed=self.cfg.trainer.seed,
-            epoch=epoch, threads=self.cfg.trainer.threads, **self.tables,
-        )
-        return Step(step, steps, stats.loss_sum, stats.pairs)
-
-    def state_dict(self) -> None:
-        return None  # plain SGD: nothing beyond the weights
-
-    def load_state_dict(self, state) -> None:
-        pass
-
-
-def make_optimizer(model: Word2Vec, cfg: Config) -> torch.optim.Optimizer:
-    name, lr = cfg.trainer.optimizer, cfg.trainer.lr
-    params = list(model.parameters())
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    if name == "sparse_adam":
-        return torch.optim.SparseAdam(params, lr=lr)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.AdamW(params, lr=lr)
-
-
 def choose_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise W2VError("trainer.device=cuda but no CUDA GPU is visible; use trainer.device=cpu")
     return torch.device(name)
-
-
-def choose_engine(cfg: Config, device: torch.device) -> str:
-    t, m = cfg.trainer, cfg.model
-    fusable = device.type == "cpu" and t.optimizer == "sgd" and m.loss in ("negative", "hs")
-    if t.engine == "auto":
-        return "fused" if fusable and not m.sparse else "autograd"
-    if t.engine == "fused" and not fusable:
-        raise W2VError(
-            "trainer.engine=fused runs plain SGD on the CPU with model.loss=negative or hs; "
-            f"got device={device.type}, optimizer={t.optimizer}, loss={m.loss}: "
-            "use trainer.engine=autograd"
-        )
-    return t.engine
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,12 +111,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
                 "longer documents or lower data.min_count"
             )
         shard = distributed.shard(corpus, world)
-        reduction = "sum" if t.optimizer == "sgd" else "mean"
-        model = build_model(cfg.model, corpus.vocab, reduction=reduction).to(device)
-        if engine_name == "fused":
-            engine = FusedEngine(model, shard, cfg)
-        else:
-            engine = AutogradEngine(model, shard, cfg, device)
+        model = build_model(cfg.model, corpus.vocab).to(device)
+        engine = make_engine(engine_name, model, shard, cfg, device)
 
         position = ckpt.Position()
         if t.resume:
@@ -285,9 +142,7 @@ class Loop:
         self.lr_at = lr_schedule(cfg)
         self.ckpt_dir = run_dir / "checkpoints"
         self.params = [p.data for p in model.parameters()]
-        # SGD steps are per-example: the ranks' changes add up, as Hogwild threads' do.
-        combine = "sum" if cfg.trainer.optimizer == "sgd" else "mean"
-        self.sync = distributed.Sync(world, self.params, combine, cfg.trainer.sync_every)
+        self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.train_seconds = 0.0
         self.eval_metrics: dict[str, float] = {}
         self.last_loss = float("nan")

@@ -1,5 +1,6 @@
 """The fused CPU engine: word2vec's per-pair loop compiled with numba, Hogwild over threads.
 
+    engine = FusedEngine(model, corpus, cfg, torch.device("cpu"))   # what train.py uses
     stats = train_job(model.input.weight.data.numpy(), model.output.weight.data.numpy(),
                       ids, doc_offsets, 0, n_docs, vocab.keep_probs(1e-3), arch="skipgram",
                       loss="negative", noise=build_noise_table(vocab.noise_probs(0.75)),
@@ -16,7 +17,7 @@ Why numba rather than a torch C++ extension: it compiles at first use and caches
 code on disk (`cache=True`), so users need no compiler, and it ships wheels wherever torch does.
 The first call in a fresh install compiles every variant at once: about 10 s on an idle 2-core
 machine (20 s on a busy one); later processes load the cache in under a second. `warmup()` does
-either eagerly and returns the time taken, so a trainer can report it before its first job.
+either eagerly and returns the time taken.
 
 Semantics (word2vec.c / gensim 4 `train_batch_sg` / `train_batch_cbow`):
 - per document, each token is kept with probability `keep_prob[id]` (fresh randomness per
@@ -55,6 +56,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from w2v.engines import Step
 from w2v.errors import W2VError
 
 MAX_EXP = 6.0
@@ -562,3 +564,51 @@ def warmup() -> float:
             train_job(in_w, out_w, ids, offsets, 0, 1, keep, arch=arch, loss=loss, window=2,
                       noise=noise, huffman=huff, lr_start=0.025, lr_end=0.0001, seed=0)
     return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+class FusedEngine:
+    """train.py's view of this module: one step is one job of whole documents
+    (trainer.chunk_words words), run over trainer.threads threads on the model's weights."""
+
+    name = "fused"
+    reduction = "sum"  # every example is a full SGD step, as in word2vec.c
+    combine = "sum"  # ranks add their changes, as threads sharing one model do
+
+    def __init__(self, model, corpus, cfg, device=None):
+        self.model, self.cfg = model, cfg
+        vocab = corpus.vocab
+        self.ids = corpus.ids.numpy()
+        self.doc_offsets = corpus.doc_offsets.numpy()
+        self.keep = vocab.keep_probs(cfg.model.sample)
+        if cfg.model.loss == "negative":
+            self.tables = {"noise": build_noise_table(vocab.noise_probs(cfg.model.ns_exponent))}
+        else:
+            self.tables = {"huffman": vocab.huffman()}
+        self.bounds = plan_jobs(self.doc_offsets, cfg.trainer.chunk_words)  # (J+1,)
+
+    def begin_epoch(self, epoch: int) -> int:
+        return len(self.bounds) - 1
+
+    def step(self, epoch: int, step: int, steps: int, lr: float, lr_end: float) -> Step:
+        if step >= len(self.bounds) - 1:
+            return Step(step, steps, 0.0, 0)  # this rank's shard is done (distributed)
+        m = self.cfg.model
+        doc_start, doc_end = self.bounds[step], self.bounds[step + 1]
+        # Views taken per step, never kept: whatever replaced the weights since is what trains.
+        stats = train_job(
+            self.model.input.weight.data.numpy(), self.model.output.weight.data.numpy(),
+            self.ids, self.doc_offsets, int(doc_start), int(doc_end),
+            self.keep, arch=m.arch, loss=m.loss, window=m.window, negative=m.negative,
+            cbow_mean=m.cbow_mean, lr_start=lr, lr_end=lr_end, seed=self.cfg.trainer.seed,
+            epoch=epoch, threads=self.cfg.trainer.threads, **self.tables,
+        )
+        return Step(step, steps, stats.loss_sum, stats.pairs)
+
+    def state_dict(self) -> None:
+        return None  # plain SGD: nothing beyond the weights
+
+    def load_state_dict(self, state) -> None:
+        pass

@@ -1,0 +1,84 @@
+"""The autograd engine: batched Word2Vec.forward + loss.backward() + a torch optimizer.
+
+    engine = AutogradEngine(model, corpus, cfg, torch.device("cpu"))
+
+The reference engine: any device, any loss (negative sampling, hierarchical or full softmax),
+any optimizer (SGD, SparseAdam with sparse gradients, Adam, AdamW). Batches come from
+w2v.batches (subsampling, dynamic windows and negatives drawn on the device).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from w2v.batches import Batches
+from w2v.engines import Step
+
+
+class AutogradEngine:
+    """Batched forward/backward with a torch optimizer (CPU or CUDA, dense or sparse)."""
+
+    name = "autograd"
+
+    def __init__(self, model, corpus, cfg, device: torch.device):
+        self.model, self.cfg = model, cfg
+        sgd = cfg.trainer.optimizer == "sgd"
+        # With SGD every example takes a full word2vec step and ranks' changes add up, as
+        # Hogwild threads' do; Adam-family steps are normalised, so they take means.
+        self.reduction = self.combine = "sum" if sgd else "mean"
+        model.reduction = self.reduction
+        self.optimizer = make_optimizer(model, cfg)
+        vocab = corpus.vocab
+        self.batches = Batches(
+            corpus.ids,
+            corpus.doc_offsets,
+            vocab.keep_probs(cfg.model.sample),
+            vocab.noise_probs(cfg.model.ns_exponent) if cfg.model.loss == "negative" else None,
+            window=cfg.model.window,
+            negative=cfg.model.negative,
+            arch=cfg.model.arch,
+            batch_size=cfg.trainer.batch_size,
+            device=device,
+            seed=cfg.trainer.seed,
+        )
+
+    def begin_epoch(self, epoch: int) -> int:
+        """Redraw the epoch's subsampling and order; return its number of steps."""
+        self.view = self.batches.view(epoch)
+        return self.batches.steps(self.view)
+
+    def step(self, epoch: int, step: int, steps: int, lr: float, lr_end: float) -> Step:
+        if step * self.batches.batch_size >= len(self.view.order):
+            return Step(step, steps, 0.0, 0)  # this rank's shard is done (distributed)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.batches.batch(self.view, epoch, step)
+        if self.batches.compact and batch.examples == 0:  # an int when compact: no sync
+            return Step(step, steps, 0.0, 0)
+        loss = self.model(batch.inputs, batch.targets, batch.mask, batch.negatives,
+                          batch.weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        loss = loss.detach()
+        total = loss if self.reduction == "sum" else loss * batch.examples
+        return Step(step, steps, total, batch.examples)
+
+    def state_dict(self) -> dict | None:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state is not None:
+            self.optimizer.load_state_dict(state)
+
+
+def make_optimizer(model, cfg) -> torch.optim.Optimizer:
+    name, lr = cfg.trainer.optimizer, cfg.trainer.lr
+    params = list(model.parameters())
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "sparse_adam":
+        return torch.optim.SparseAdam(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.AdamW(params, lr=lr)
