@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from w2v.atomic import atomic_open  # noqa: E402
-from w2v.errors import W2VError, report_errors  # noqa: E402
+from w2v.cli import report_errors  # noqa: E402
+from w2v.errors import W2VError  # noqa: E402
 
 COMMIT = "37f90ec121eb7cd401448a947e80953e0c53ccdc"
 BASE = f"https://raw.githubusercontent.com/piskvorky/gensim/{COMMIT}/gensim/test/test_data"

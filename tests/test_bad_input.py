@@ -29,11 +29,12 @@ import torch
 from tests.conftest import write_planted_corpus
 from tests.test_train_smoke import planted_cfg
 from w2v import checkpoint
+from w2v.cli import precheck
 from w2v.config import DataConfig, ExportConfig, register_configs
 from w2v.corpus import build_corpus
 from w2v.errors import W2VError
 from w2v.export import export_checkpoint, load_embedding, load_vectors, save_vectors
-from w2v.train import choose_device, precheck, train
+from w2v.train import choose_device, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -388,7 +389,7 @@ def _long_row_dataset(mib: int):
 
 def _tokenize_peak(mib: int) -> tuple[int, int, int]:
     """(row bytes, tokens, peak bytes allocated by Arrow + numpy/Python while tokenizing)."""
-    from w2v.data import iter_token_chunks
+    from w2v.tokens import iter_token_chunks
 
     ds, nbytes = _long_row_dataset(mib)
     pool = pa.proxy_memory_pool(pa.default_memory_pool())  # counts only what follows

@@ -105,12 +105,36 @@ def test_rerun_hits_the_cache_without_datasets(tmp_path, planted, monkeypatch):
     def no_load(*args, **kwargs):
         raise AssertionError("a cache hit must not load the dataset")
 
-    monkeypatch.setattr(corpus_mod, "load_text_dataset", no_load)
+    monkeypatch.setattr("w2v.sources.load_text_dataset", no_load)
     again = build_corpus(cfg, progress=False)
     assert again.cache_hit and again.path == first.path
     assert torch.equal(again.ids, first.ids) and again.vocab.words == first.vocab.words
     # Memory-mapped from the cache file, not read into memory.
     assert isinstance(np.load(again.path / "ids.npy", mmap_mode="r"), np.memmap)
+
+
+def test_a_cache_hit_imports_neither_datasets_nor_pyarrow(tmp_path, planted):
+    """A training run on a cached corpus must not pay for `datasets` and pyarrow (about a
+    second and a large part of its memory): a fresh process imports the trainer, hits the
+    cache, and neither library is in sys.modules."""
+    cache = tmp_path / "cache"
+    cfg = DataConfig(path=str(planted.path), cache_dir=str(cache))
+    built = build_corpus(cfg, progress=False)
+    code = (
+        "import sys, w2v.train\n"
+        "from w2v.config import DataConfig\n"
+        "from w2v.corpus import build_corpus\n"
+        f"c = build_corpus(DataConfig(path={str(planted.path)!r}, cache_dir={str(cache)!r}),"
+        " progress=False)\n"
+        "assert c.cache_hit and len(c.ids) > 0\n"
+        "print(sorted(m for m in ('datasets', 'pyarrow') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+    assert len(built.ids) > 0
 
 
 def test_cache_key_follows_settings_and_file(tmp_path):
@@ -242,7 +266,7 @@ def test_max_vocab_size_prunes_like_word2vec(tmp_path, monkeypatch):
     # One token per chunk and per group, so pruning is checked after every token (word2vec.c's
     # granularity); the real build checks after each group of about GROUP_TOKENS tokens.
     monkeypatch.setattr(corpus_mod, "GROUP_TOKENS", 1)
-    monkeypatch.setattr("w2v.data.CHUNK_BYTES", 1)
+    monkeypatch.setattr("w2v.tokens.CHUNK_BYTES", 1)
     rng = np.random.default_rng(0)
     tokens = [f"w{r}" for r in np.minimum(rng.zipf(1.3, 1500), 400)]
     lines = [" ".join(tokens[i : i + 50]) for i in range(0, len(tokens), 50)]

@@ -1,4 +1,5 @@
-"""data.py: every local format through `datasets`, the Hub failing fast, chunked tokenization."""
+"""The data stages: every local format through `datasets` (sources.py), the Hub failing fast,
+plain text in bounded blocks (textlines.py), chunked tokenization (tokens.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from w2v import data
+from w2v import sources, textlines, tokens
 from w2v.config import DataConfig
 from w2v.errors import W2VError
 from w2v.vocab import Tokenizer
@@ -33,7 +34,7 @@ def _hf_cache(tmp_path, monkeypatch):
 def tokens_of(ds, column="text", lowercase=True, pattern=None, max_doc_words=10_000):
     """All tokens and the (pseudo-)documents, decoded from iter_token_chunks."""
     toks, ends, pos = [], [], 0
-    for chunk in data.iter_token_chunks(ds, column, lowercase, pattern, max_doc_words,
+    for chunk in tokens.iter_token_chunks(ds, column, lowercase, pattern, max_doc_words,
                                         progress=False):
         words = chunk.words.to_pylist()
         toks += [words[c] for c in chunk.codes]
@@ -53,7 +54,7 @@ def expected_docs(rows, tokenizer=None, m=10_000):
 
 
 def load(path, **kw) -> datasets.Dataset:
-    return data.load_text_dataset(DataConfig(path=str(path), **kw), progress=False)
+    return sources.load_text_dataset(DataConfig(path=str(path), **kw), progress=False)
 
 
 # --- local formats ------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ def test_save_to_disk_folder_and_split(tmp_path):
 def test_streaming_gives_the_same_tokens(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text("\n".join(ROWS * 50))
-    streamed = data.load_text_dataset(DataConfig(path=str(path), streaming=True), False)
+    streamed = sources.load_text_dataset(DataConfig(path=str(path), streaming=True), False)
     assert isinstance(streamed, datasets.IterableDataset)
     assert tokens_of(streamed) == tokens_of(load(path))
 
@@ -133,7 +134,7 @@ _example = iter(range(10**9))
 def text_rows(path):
     """The reader's rows as lines (rows flagged LINE_CONTINUES joined with the next)."""
     lines, line = [], ""
-    for table in data.text_line_tables(path):
+    for table in textlines.text_line_tables(path):
         for text, goes_on in zip(*table.to_pydict().values(), strict=True):
             line += text
             if not goes_on:
@@ -153,9 +154,9 @@ def test_plain_text_rows_equal_the_text_builders(tmp_path_factory, raw, read, se
     path = tmp_path_factory.mktemp(f"t{next(_example)}") / f"c.{suffix}"
     path.write_bytes(gzip.compress(raw) if suffix.endswith("gz") else raw)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data, "READ_BYTES", read)
-        mp.setattr(data, "SEGMENT_BYTES", segment)
-        mp.setattr(data, "CHUNK_BYTES", 5)
+        mp.setattr(textlines, "READ_BYTES", read)
+        mp.setattr(textlines, "SEGMENT_BYTES", segment)
+        mp.setattr(tokens, "CHUNK_BYTES", 5)
         # datasets' text builder: open(encoding="utf-8", errors="replace"), rows = readlines()
         with open(path.with_suffix(".plain"), "wb") as f:
             f.write(raw)
@@ -168,13 +169,13 @@ def test_plain_text_rows_equal_the_text_builders(tmp_path_factory, raw, read, se
         want = [t for line in lines for t in tok(line)], [d for d in expected_docs(lines, tok, m)
                                                           if d]
         for streaming in (False, True):
-            ds = data.load_text_dataset(DataConfig(path=str(path), streaming=streaming), False)
+            ds = sources.load_text_dataset(DataConfig(path=str(path), streaming=streaming), False)
             assert tokens_of(ds, lowercase=lowercase, max_doc_words=m) == want
 
 
 def test_plain_text_rows_equal_datasets_text_builder_itself(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "READ_BYTES", 7)
-    monkeypatch.setattr(data, "SEGMENT_BYTES", 5)
+    monkeypatch.setattr(textlines, "READ_BYTES", 7)
+    monkeypatch.setattr(textlines, "SEGMENT_BYTES", 5)
     raw = (b"\xef\xbb\xbfThe caf\xc3\xa9\r\nsat\ron a\xff mat\x00\n\n\xe3\x80\x80 x\xc3 "
            b"\xf0\x9f\x98\x1cend" + b" long" * 30 + b"\r")
     path = tmp_path / "c.txt"
@@ -186,15 +187,15 @@ def test_plain_text_rows_equal_datasets_text_builder_itself(tmp_path, monkeypatc
 
 
 def test_long_lines_are_stored_as_bounded_rows_cut_at_whitespace(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SEGMENT_BYTES", 1000)
-    monkeypatch.setattr(data, "READ_BYTES", 4096)
+    monkeypatch.setattr(textlines, "SEGMENT_BYTES", 1000)
+    monkeypatch.setattr(textlines, "READ_BYTES", 4096)
     words = [f"w{i % 97}" for i in range(20_000)]
     path = tmp_path / "c.txt"
     path.write_text("short line\n" + " ".join(words) + "\nend\n")
     rows = load(path).to_dict()
     assert max(map(len, rows["text"])) < 1010 and len(rows["text"]) > 50
     # A cut is always just before whitespace, and only the long line's rows go on.
-    flagged = [i for i, f in enumerate(rows[data.LINE_CONTINUES]) if f]
+    flagged = [i for i, f in enumerate(rows[textlines.LINE_CONTINUES]) if f]
     assert all(rows["text"][i + 1][0] == " " for i in flagged)
     assert flagged == list(range(1, len(rows["text"]) - 2))
     toks, docs = tokens_of(load(path), max_doc_words=3000)
@@ -217,10 +218,10 @@ def test_plain_text_arrow_cache_is_reused_and_follows_the_file(tmp_path):
 def test_source_fingerprint_changes_with_the_file(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text("a b c\n")
-    before = data.source_fingerprint(DataConfig(path=str(path)))
+    before = sources.source_fingerprint(DataConfig(path=str(path)))
     path.write_text("a b c d\n")
-    assert data.source_fingerprint(DataConfig(path=str(path))) != before
-    hub = data.source_fingerprint(DataConfig(hub_id="afmck/text8"))
+    assert sources.source_fingerprint(DataConfig(path=str(path))) != before
+    hub = sources.source_fingerprint(DataConfig(hub_id="afmck/text8"))
     assert hub == {"hub_id": "afmck/text8", "hub_config": None, "split": "train",
                    "revision": None}
 
@@ -265,14 +266,14 @@ def test_hub_unreachable_fails_fast_naming_data_path(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", "http://127.0.0.1:9")
     start = time.perf_counter()
     with pytest.raises(W2VError, match="cannot reach 127.0.0.1.*data.path"):
-        data.load_text_dataset(DataConfig(name="text8", hub_id="afmck/text8"), False)
+        sources.load_text_dataset(DataConfig(name="text8", hub_id="afmck/text8"), False)
     assert time.perf_counter() - start < 10
 
 
 def test_hub_offline_mode_uses_only_the_cache(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(W2VError, match="offline mode.*data.path"):
-        data.load_text_dataset(DataConfig(hub_id="Salesforce/wikitext",
+        sources.load_text_dataset(DataConfig(hub_id="Salesforce/wikitext",
                                           hub_config="wikitext-2-raw-v1"), False)
     assert datasets.config.HF_HUB_OFFLINE is True  # restored, not left changed
 
@@ -283,15 +284,15 @@ def test_unknown_hub_id_names_data_path(monkeypatch):
     def not_found(*args, **kwargs):
         raise DatasetNotFoundError("Dataset 'nobody/nothing' doesn't exist on the Hub")
 
-    monkeypatch.setattr(data, "hub_reachable", lambda endpoint: True)
+    monkeypatch.setattr(sources, "hub_reachable", lambda endpoint: True)
     monkeypatch.setattr(datasets, "load_dataset", not_found)
     with pytest.raises(W2VError, match="'nobody/nothing' is not on the Hugging Face.*data.path"):
-        data.load_text_dataset(DataConfig(hub_id="nobody/nothing"), False)
+        sources.load_text_dataset(DataConfig(hub_id="nobody/nothing"), False)
 
 
 def test_hub_probe_is_bounded():
     start = time.perf_counter()
-    assert not data.hub_reachable("http://127.0.0.1:9", timeout=1.0)
+    assert not sources.hub_reachable("http://127.0.0.1:9", timeout=1.0)
     assert time.perf_counter() - start < 2
 
 
@@ -307,7 +308,7 @@ rows_strategy = st.lists(st.lists(pieces, max_size=40).map("".join), min_size=1,
 def test_chunked_tokens_equal_tokenizer(rows, lowercase, m):
     # Tiny chunks force long rows to be cut (at whitespace) into many pieces.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(data, "CHUNK_BYTES", 7)
+        mp.setattr(tokens, "CHUNK_BYTES", 7)
         ds = datasets.Dataset.from_dict({"text": rows})
         toks, docs = tokens_of(ds, lowercase=lowercase, max_doc_words=m)
     tok = Tokenizer(lowercase=lowercase)
@@ -325,10 +326,10 @@ def test_regex_tokens_equal_tokenizer(rows):
 
 
 def test_long_row_is_cut_into_bounded_pieces(monkeypatch):
-    monkeypatch.setattr(data, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(tokens, "CHUNK_BYTES", 1000)
     words = [f"w{i % 97}" for i in range(5000)]
     ds = datasets.Dataset.from_dict({"text": [" ".join(words)]})
-    chunks = list(data.iter_token_chunks(ds, "text", max_doc_words=1234, progress=False))
+    chunks = list(tokens.iter_token_chunks(ds, "text", max_doc_words=1234, progress=False))
     assert len(chunks) > 10 and max(c.nbytes for c in chunks) < 1100
     toks = [w for c in chunks for w in np.array(c.words.to_pylist())[c.codes].tolist()]
     assert toks == words
@@ -338,7 +339,7 @@ def test_long_row_is_cut_into_bounded_pieces(monkeypatch):
 
 def test_doc_ends_cuts_every_m_raw_words_across_pieces():
     # A 10-word row in pieces of 4, 4, 2 words with m=3: ends after words 3, 6, 9 and 10.
-    assert data.doc_ends(np.array([4]), 0, True, 3).tolist() == [3]
-    assert data.doc_ends(np.array([4]), 4, True, 3).tolist() == [2]
-    assert data.doc_ends(np.array([2]), 8, False, 3).tolist() == [1, 2]
-    assert data.doc_ends(np.array([2, 0, 5]), 0, False, 3).tolist() == [2, 5, 7]
+    assert tokens.doc_ends(np.array([4]), 0, True, 3).tolist() == [3]
+    assert tokens.doc_ends(np.array([4]), 4, True, 3).tolist() == [2]
+    assert tokens.doc_ends(np.array([2]), 8, False, 3).tolist() == [1, 2]
+    assert tokens.doc_ends(np.array([2, 0, 5]), 0, False, 3).tolist() == [2, 5, 7]

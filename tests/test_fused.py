@@ -11,11 +11,12 @@ import torch
 
 from w2v.engines import fused
 from w2v.errors import W2VError
+from w2v.vocab import Huffman
 
 # --------------------------------------------------------------------------- helpers
 
 
-def huffman(counts: np.ndarray) -> fused.HuffmanArrays:
+def huffman(counts: np.ndarray) -> Huffman:
     """A Huffman tree as word2vec.c lays it out: points from the root (inner node V-2) down,
     codes[b] the branch taken at points[b] (the smaller of two merged nodes is branch 0)."""
     v = len(counts)
@@ -41,7 +42,7 @@ def huffman(counts: np.ndarray) -> fused.HuffmanArrays:
     for w, path in enumerate(paths):
         for m, (code, point) in enumerate(path):
             codes[w, m], points[w, m] = code, point
-    return fused.HuffmanArrays(codes, points, np.array([len(p) for p in paths], np.int32))
+    return Huffman(codes, points, np.array([len(p) for p in paths], np.int32))
 
 
 def encode(path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

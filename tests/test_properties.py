@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from w2v import data
+from w2v import tokens as tokens_mod
 from w2v.batches import Batches
 from w2v.config import DataConfig
 from w2v.corpus import build_corpus
@@ -58,7 +58,7 @@ def test_corpus_counts_order_limits_and_documents(lines, min_count, max_vocab, l
     counts = Counter(tokens)
     # (a corpus with no word at min_count is refused: tests/test_bad_input.py)
     assume(tokens and max(counts.values()) >= min_count)
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(data, "CHUNK_BYTES",
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(tokens_mod, "CHUNK_BYTES",
                                                                  chunk_bytes):
         path = Path(tmp) / "corpus.txt"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -110,9 +110,11 @@ def test_every_pair_is_within_the_window_of_the_subsampled_document(lengths, win
                 keep_prob, np.full(vocab, 1.0 / vocab), window=window, negative=2, arch=arch,
                 batch_size=batch_size, seed=seed)
     for epoch in range(2):
-        pos = _positions(b.view(epoch).ids)  # position of each kept token in the kept stream
+        view = b.view(epoch)
+        pos = _positions(view.ids)  # position of each kept token in the kept stream
         centres = 0
-        for _, batch in b.epoch(epoch):
+        for step in range(b.steps(view)):
+            batch = b.batch(view, epoch, step)
             if arch == "skipgram":
                 pairs = zip(batch.inputs.tolist(), batch.targets.tolist())
             else:

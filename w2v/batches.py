@@ -2,8 +2,13 @@
 
     batches = Batches(corpus.ids, corpus.doc_offsets, keep, noise, window=5, negative=5,
                       arch="skipgram", batch_size=4096, device="cpu", seed=1)
-    for step, batch in batches.epoch(0):
-        loss = model(batch.inputs, batch.targets, batch.mask, batch.negatives)
+    view = batches.view(epoch)                      # the epoch's subsampling and order
+    for step in range(batches.steps(view)):
+        b = batches.batch(view, epoch, step)
+        loss = model(b.inputs, b.targets, b.mask, b.negatives, b.weights)
+
+(what engines/autograd.py does; `weights` is None for compact CPU batches, and on a GPU it
+zeroes the padding slots of fixed-shape batches, which would otherwise be trained.)
 
 Each epoch, as word2vec does:
   1. subsampling is redrawn: token t is kept with probability keep[ids[t]];
@@ -21,7 +26,6 @@ the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,12 +119,6 @@ class Batches:
 
     def steps(self, view: EpochView) -> int:
         return -(-len(view.order) // self.batch_size)
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[int, Batch]]:
-        """Yield (step, batch) for the epoch, from `start_step` on (for resume)."""
-        view = self.view(epoch)
-        for step in range(start_step, self.steps(view)):
-            yield step, self.batch(view, epoch, step)
 
     def batch(self, view: EpochView, epoch: int, step: int) -> Batch:
         gen = self.generator(epoch, step)

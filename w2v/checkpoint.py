@@ -49,11 +49,7 @@ def save(ckpt_dir: Path, model, engine, vocab, cfg, pos: Position) -> Path:
         "format": FORMAT,
         "model": model.state_dict(),
         "optimizer": engine.state_dict(),
-        "vocab": {
-            "words": list(vocab.words),
-            "counts": torch.as_tensor(vocab.counts, dtype=torch.long),
-            "tokenizer": vocab.tokenizer.to_dict(),
-        },
+        "vocab": vocab.to_dict(),
         "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
         "position": asdict(pos),
         "rng": {"torch": torch.get_rng_state()},
@@ -65,24 +61,24 @@ def save(ckpt_dir: Path, model, engine, vocab, cfg, pos: Position) -> Path:
 
 
 def load(path: str | Path) -> dict:
-    """Load a checkpoint safely; any damage becomes one clear W2VError."""
+    """Load a checkpoint safely (resume and export both read through here); any damage
+    becomes one clear W2VError."""
     path = Path(path)
     if not path.is_file():
-        raise W2VError(f"checkpoint {path} does not exist; give an existing file or 'latest'")
+        raise W2VError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise W2VError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}): it is truncated, "
-            "corrupt or not a w2v checkpoint (only plain tensors are loaded, never pickled "
-            "code); resume from an earlier checkpoint"
+            f"checkpoint {path} cannot be read ({type(err).__name__}): it is not a w2v "
+            "checkpoint, or it is truncated or corrupt (only plain tensors are loaded, never "
+            "pickled code); use an earlier checkpoint"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise W2VError(f"{path} is not a w2v checkpoint (format {FORMAT} expected)")
     damage = archive_damage(path)
     if damage:
-        raise W2VError(f"checkpoint {path} is corrupt: {damage}; resume from an earlier "
-                       "checkpoint")
+        raise W2VError(f"checkpoint {path} is corrupt: {damage}; use an earlier checkpoint")
     return state
 
 
@@ -111,6 +107,9 @@ def restore(path: Path, model, engine, vocab, cfg) -> Position:
 def resolve(resume: str, run_dir: Path) -> Path:
     """`latest` means the newest checkpoint in this run dir; anything else is a path."""
     if resume != "latest":
+        if not Path(resume).is_file():
+            raise W2VError(f"trainer.resume={resume}: the checkpoint does not exist; give an "
+                           "existing file or 'latest'")
         return Path(resume)
     found = latest(Path(run_dir) / "checkpoints")
     if found is None:

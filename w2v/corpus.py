@@ -3,11 +3,12 @@
     python -c "from w2v.config import DataConfig; from w2v.corpus import build_corpus; \
 print(build_corpus(DataConfig(path='corpus.txt')).ids[:10])"
 
-One pass over the text (data.py) gives every token a raw id, its word's first-occurrence rank,
-written to a temp file while counts accumulate; the vocabulary (vocab.py) is then chosen from
-the counts, and one vectorised lookup (-1 = out of vocabulary) turns raw ids into vocab ids,
-dropping OOV tokens. Pseudo-documents (rows cut every data.max_doc_words raw words, see
-data.py) keep their boundaries through the drop; documents left empty are dropped.
+One pass over the text (sources.py loads it, tokens.py tokenizes it) gives every token a raw
+id, its word's first-occurrence rank, written to a temp file while counts accumulate; the
+vocabulary (vocab.py) is then chosen from the counts, and one vectorised lookup (-1 = out of
+vocabulary) turns raw ids into vocab ids, dropping OOV tokens. Pseudo-documents (rows cut every
+data.max_doc_words raw words, see tokens.py) keep their boundaries through the drop; documents
+left empty are dropped.
 
 Memory does not grow with the corpus: text is tokenized in ~1 MB chunks, counted in groups of
 GROUP_TOKENS tokens, and raw ids and document ends go straight to temp files; the encode step
@@ -25,6 +26,9 @@ max_vocab, max_vocab_size (when set), max_doc_words, the text column and CACHE_F
 writes into a temp folder renamed into place at the end, so an interrupted build never leaves a
 cache a later run trusts.
 cache_root: data.cache_dir, else $W2V_CACHE, else ~/.cache/w2v.
+
+A cache hit imports neither `datasets` nor pyarrow (about 1 s and 100+ MiB): the build
+machinery is imported by the build alone.
 """
 
 from __future__ import annotations
@@ -40,25 +44,20 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
 from w2v.atomic import atomic_write_text
 from w2v.config import DataConfig
-from w2v.data import (
-    TokenChunk,
-    describe_source,
-    iter_token_chunks,
-    load_text_dataset,
-    source_fingerprint,
-)
 from w2v.errors import W2VError
+from w2v.sources import describe_source, source_fingerprint
 from w2v.vocab import Tokenizer, Vocab, select_ids
+
+if TYPE_CHECKING:
+    from w2v.tokens import TokenChunk
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +184,8 @@ class _Scan:
     documents: int  # entries in ends_path
     pruned: int = 0  # times the counts were pruned (data.max_vocab_size)
 def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
+    from w2v.sources import load_text_dataset
+
     tokenizer = Tokenizer(cfg.lowercase, cfg.token_pattern)
     source = describe_source(cfg)
     ds = load_text_dataset(cfg, progress=progress)
@@ -213,6 +214,8 @@ def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
 
 
 def _scan(ds: Any, cfg: DataConfig, tmp: Path, progress: bool) -> _Scan:
+    from w2v.tokens import iter_token_chunks
+
     state = _ScanState(raw=open(tmp / "raw.i32", "wb"),  # noqa: SIM115 (closed below)
                        ends=open(tmp / "ends.i64", "wb"),  # noqa: SIM115
                        max_size=cfg.max_vocab_size)
@@ -256,6 +259,9 @@ class _ScanState:
 
     def add(self, group: list[TokenChunk]) -> None:
         """Give a group of chunks' tokens raw ids: append them, count them, note doc ends."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         if not group:
             return
         # The chunks' word lists overlap heavily; Arrow merges them in C first (the first

@@ -1,28 +1,28 @@
-"""The one exception type users see, and the CLI edge that prints it as one line."""
+"""The one exception type users see, and the one way a library's error is cut to one line.
+
+    raise W2VError(f"cannot read {path}: {one_line(err)}; re-export it") from err
+
+Printing it at the command-line edge (`error: ...`, exit 2) is w2v/cli.py's `report_errors`.
+"""
 
 from __future__ import annotations
-
-import functools
-import sys
-from collections.abc import Callable
-from typing import TypeVar
-
-F = TypeVar("F", bound=Callable[..., object])
 
 
 class W2VError(Exception):
     """An error the user caused and can fix: the message names the problem and the fix."""
 
 
-def report_errors(fn: F) -> F:
-    """Wrap a CLI entry point: a W2VError becomes `error: <message>` on stderr and exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except W2VError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
+def one_line(err: BaseException) -> str:
+    """A library's error as one line: the first line of its message, then that of its cause
+    when it was raised from one (Hydra's "Error merging override x=y" says what, its cause
+    why). Later lines are details (OmegaConf's full_key/object_type, Hydra's search path,
+    torch's advice) that would bury the message."""
+    parts: list[str] = []
+    for e in (err, err.__cause__):
+        if e is None:
+            continue
+        text = str(e).strip()
+        line = text.splitlines()[0].strip() if text else type(e).__name__
+        if line not in parts:
+            parts.append(line)
+    return "; ".join(parts)

@@ -27,9 +27,10 @@ from omegaconf import MISSING
 from scipy import stats
 
 from w2v.atomic import atomic_write_text
+from w2v.cli import Usage, parse_cli, report_errors
 from w2v.config import EvalConfig
-from w2v.errors import W2VError, report_errors
-from w2v.export import load_vectors, parse_cli
+from w2v.errors import W2VError
+from w2v.export import load_vectors
 from w2v.vectors import KeyedVectors
 
 # Files run_suites looks for in EvalConfig.dir: name -> kind.
@@ -268,9 +269,26 @@ class EvaluateArgs:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+USAGE = Usage(
+    module="w2v.evaluate",
+    synopsis="vectors=PATH [eval.dir=DIR] [key=value ...]",
+    about="""
+        Score vectors (vectors.pt, or word2vec text/binary from any tool) on the word-similarity
+        (Spearman) and analogy (3CosAdd accuracy) suites, as gensim scores them: the standard
+        files found in eval.dir (questions-words.txt, wordsim353.tsv, simlex999.txt) and any
+        listed in eval.analogies / eval.similarities. scripts/fetch_eval.py downloads them.
+    """,
+    examples=(
+        "vectors=outputs/<run>/vectors.pt eval.dir=../shared/data/eval",
+        "vectors=GoogleNews-vectors-negative300.bin eval.dir=eval/ json=scores.json",
+        "vectors=vectors.txt eval.analogies=[my-analogies.txt] eval.restrict_vocab=100000",
+    ),
+)
+
+
 @report_errors
 def main(argv: list[str] | None = None) -> None:
-    args = parse_cli(EvaluateArgs, sys.argv[1:] if argv is None else argv)
+    args = parse_cli(EvaluateArgs, sys.argv[1:] if argv is None else argv, USAGE)
     metrics = run_suites(load_vectors(args.vectors), args.eval)
     if metrics:
         print(format_table(metrics))

@@ -25,14 +25,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 from torch import nn
 
+from w2v import checkpoint as ckpt
 from w2v.atomic import archive_damage, atomic_open, atomic_torch_save
+from w2v.cli import Usage, parse_cli, report_errors
 from w2v.config import ExportConfig
-from w2v.errors import W2VError, report_errors
+from w2v.errors import W2VError, one_line
 from w2v.vectors import KeyedVectors, _tokenizer_dict
+from w2v.vocab import Vocab
 
 FORMAT = "w2v.vectors/1"
 # Recorded for vectors read from other tools' files: the words are used exactly as written.
@@ -84,7 +86,7 @@ def _load_pt(path: Path) -> KeyedVectors:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged archive
         raise W2VError(f"{path} is not a readable vectors.pt file ({err.__class__.__name__}: "
-                       f"{str(err).splitlines()[0] if str(err) else ''}); re-export it") from err
+                       f"{one_line(err)}); re-export it") from err
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         hint = " (a training checkpoint: run python -m w2v.export first)" if got and str(
@@ -341,54 +343,48 @@ def export_run(run_dir: str | Path, model: nn.Module, vocab: Any, cfg: ExportCon
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: ExportConfig) -> list[Path]:
-    """The same files from a checkpoint (docs/design.md: model state_dict + vocab dict)."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise W2VError(f"checkpoint {checkpoint} does not exist")
+    """The same files from a training checkpoint (read by checkpoint.load, format checked)."""
+    state = ckpt.load(checkpoint)
     try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        state, vocab = ckpt["model"], ckpt["vocab"]
-        inp = state["input.weight"]
-    except Exception as err:
+        vocab = Vocab.from_dict(state["vocab"])  # older checkpoints: words, counts, tokenizer
+        weights = state["model"]
+        inp = weights["input.weight"]
+    except (KeyError, TypeError, ValueError) as err:
         raise W2VError(f"{checkpoint} is not a w2v checkpoint (needs 'model' with "
                        f"'input.weight' and 'vocab'): {err.__class__.__name__}") from err
-    damage = archive_damage(checkpoint)
-    if damage:
-        raise W2VError(f"checkpoint {checkpoint} is corrupt: {damage}; export an earlier one")
-    return export_tensors(out_dir, vocab["words"], vocab["counts"], vocab["tokenizer"],
-                          inp, state.get("output.weight"), cfg)
+    return export_tensors(out_dir, vocab.words, vocab.counts, vocab.tokenizer,
+                          inp, weights.get("output.weight"), cfg)
 
 
 # ---- CLI -----------------------------------------------------------------------------------
 
 
-def parse_cli(schema: type, argv: list[str]) -> Any:
-    """`key=value` arguments -> an instance of the dataclass `schema` (types checked)."""
-    bad = [a for a in argv if "=" not in a]
-    if bad:
-        raise W2VError(f"expected key=value arguments, got {bad[0]!r}")
-    try:
-        conf = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(argv))
-        return OmegaConf.to_object(conf)
-    except OmegaConfBaseException as err:
-        # OmegaConf's messages are multi-line (full_key, object_type...): keep the first.
-        raise W2VError(f"bad argument: {str(err).splitlines()[0]}") from err
-
-
 @dataclass
-class ExportArgs:
+class ExportArgs(ExportConfig):
+    """ExportConfig's keys (text, binary, average_output) and where to read and write."""
+
     checkpoint: str = MISSING
     out: str = MISSING
-    text: bool = True
-    binary: bool = False
-    average_output: bool = False
+
+
+USAGE = Usage(
+    module="w2v.export",
+    synopsis="checkpoint=PATH out=DIR [key=value ...]",
+    about="""
+        Write vectors.pt (and the word2vec text/binary formats) from a training checkpoint,
+        as a finished run writes them into its run dir.
+    """,
+    examples=(
+        "checkpoint=outputs/<run>/checkpoints/step-00001000.pt out=outputs/<run>",
+        "checkpoint=outputs/<run>/checkpoints/step-00001000.pt out=vecs binary=true text=false",
+    ),
+)
 
 
 @report_errors
 def main(argv: list[str] | None = None) -> None:
-    args = parse_cli(ExportArgs, sys.argv[1:] if argv is None else argv)
-    cfg = ExportConfig(text=args.text, binary=args.binary, average_output=args.average_output)
-    for path in export_checkpoint(args.checkpoint, args.out, cfg):
+    args = parse_cli(ExportArgs, sys.argv[1:] if argv is None else argv, USAGE)
+    for path in export_checkpoint(args.checkpoint, args.out, args):
         print(path)
 
 

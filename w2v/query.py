@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from w2v.errors import W2VError, report_errors
-from w2v.export import load_vectors, parse_cli
+from w2v.cli import HELP_FLAGS, Usage, parse_cli, report_errors
+from w2v.errors import W2VError
+from w2v.export import load_vectors
 from w2v.vectors import KeyedVectors
 
 _ANALOGY = re.compile(r"^\s*(\S+?)\s*:\s*(\S+?)\s*::\s*(\S+?)\s*:\s*\?\s*$")
@@ -67,13 +68,30 @@ def _interactive(kv: KeyedVectors, args: QueryArgs) -> None:
             print(f"error: {err}")
 
 
+USAGE = Usage(
+    module="w2v.query",
+    synopsis="vectors=PATH [topn=N] [restrict_vocab=N] [QUERY ...]",
+    about="""
+        Nearest neighbours of a word, or the answers to an analogy 'a b c' / 'a:b::c:?'
+        (a is to b as c is to ?, 3CosAdd), from vectors.pt or word2vec text/binary files.
+        Each QUERY argument is one query; with none, queries are read from a prompt until
+        Ctrl-D. Words are lowercased when the vectors were trained lowercased.
+    """,
+    examples=(
+        "vectors=outputs/<run>/vectors.pt king",
+        "vectors=outputs/<run>/vectors.pt topn=5 \"man:king::woman:?\" \"paris france rome\"",
+        "vectors=outputs/<run>/vectors.pt",
+    ),
+)
+
+
 @report_errors
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    # key=value arguments are options; everything else is a query.
-    options = [a for a in argv if re.match(r"^[A-Za-z_]+=", a)]
+    # key=value arguments (and --help) are options; everything else is a query.
+    options = [a for a in argv if re.match(r"^[A-Za-z_]+=", a) or a in HELP_FLAGS]
     queries = [a for a in argv if a not in options]
-    args = parse_cli(QueryArgs, options)
+    args = parse_cli(QueryArgs, options, USAGE)
     kv = load_vectors(args.vectors)
     if not queries:
         _interactive(kv, args)

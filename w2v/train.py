@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 from w2v import checkpoint as ckpt
 from w2v import distributed
 from w2v.atomic import atomic_write_text
-from w2v.config import Config, register_configs
+from w2v.cli import CONF_DIR, Usage, report_errors, run_hydra, to_config
+from w2v.config import Config
 from w2v.corpus import build_corpus
 from w2v.engines import Step, choose_engine, make_engine
-from w2v.errors import W2VError, report_errors
+from w2v.errors import W2VError
 from w2v.model import build_model
 
 
@@ -359,29 +360,35 @@ def _numeric(metrics: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # The Hydra entry point: thin, so tests can call train() without Hydra.
 
+USAGE = Usage(
+    module="w2v.train",
+    synopsis="[group=option ...] [key=value ...]",
+    about="""
+        Train word2vec (skip-gram or CBOW) on a corpus; the run writes vectors.pt,
+        vectors.txt, metrics.json, TensorBoard logs (tb/) and checkpoints into its Hydra run
+        dir (outputs/<date>/<time>/, or hydra.run.dir=...). Every setting is a Hydra override.
+    """,
+    examples=(
+        "data.path=corpus.txt",
+        "model=cbow model.dim=200 trainer.epochs=10 data.path=corpus.txt",
+        "data=wikitext2 data.path=wiki.train.raw",
+        "+experiment=text8_prefix_bench model=cbow",
+        "model.loss=hs trainer.engine=autograd trainer.device=cuda",
+        "-m model=skipgram,cbow model.dim=50,100",
+        "trainer.resume=latest hydra.run.dir=outputs/2024-01-01/12-00-00",
+        "--cfg job",
+    ),
+)
 
-def to_config(cfg: DictConfig) -> Config:
-    """Compose-time validation: the dataclasses' __post_init__ checks every range."""
-    try:
-        # Hydra lets `+trainer.lrr=0.1` add a key the schema lacks (and to_object would keep it
-        # silently): merging into the schema refuses it, as it refuses `trainer.lrr=0.1`.
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
-        return OmegaConf.to_object(cfg)
-    except W2VError as err:
-        # OmegaConf re-raises our error with its node details appended: keep our line.
-        raise W2VError(str(err).splitlines()[0]) from None
 
-
-@hydra.main(config_path="../conf", config_name="config", version_base=None)
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+@report_errors
 def _hydra_main(dict_cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
+    cfg = to_config(dict_cfg)
     try:
-        cfg = to_config(dict_cfg)
         metrics = train(cfg, HydraConfig.get().runtime.output_dir)
-    except W2VError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     except TrainingInterrupted as stop:
         print(str(stop), file=sys.stderr)
         sys.exit(stop.code)
@@ -391,45 +398,9 @@ def _hydra_main(dict_cfg: DictConfig) -> float | None:
     return metrics["final_loss"]
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
-
-def precheck(overrides: list[str]) -> None:
-    """Compose and validate a single run's overrides before Hydra starts, so an unknown key,
-    a wrong type or an out-of-range value is one `error:` line and exit 2, not Hydra's report.
-    Multirun sweeps and Hydra's own flags are left to Hydra."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    if any(a.startswith("-") for a in overrides):
-        return
-    mine = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            to_config(compose("config", overrides=mine))
-    except (HydraException, OmegaConfBaseException) as err:
-        hint = " (python -m w2v.train --cfg job lists every key)"
-        raise W2VError(_one_line(err) + hint) from None
-
-
-def _one_line(err: BaseException) -> str:
-    """Hydra's and OmegaConf's multi-line reports, cut to their informative lines."""
-    parts = []
-    for e in (err, err.__cause__):
-        for line in str(e or "").splitlines():
-            if line.startswith("Config search path"):
-                break
-            if line.strip() and not line.startswith(" ") and line not in parts:
-                parts.append(line.strip())
-    return "; ".join(parts)
-
-
 @report_errors
 def main() -> None:
-    register_configs()
-    precheck(sys.argv[1:])
-    _hydra_main()
+    run_hydra(_hydra_main, USAGE)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ from numba import njit, prange
 
 from w2v.engines import Step
 from w2v.errors import W2VError
+from w2v.vocab import Huffman
 
 MAX_EXP = 6.0
 EXP_TABLE_SIZE = 1000
@@ -100,15 +101,6 @@ class NoiseTable:
 
     threshold: np.ndarray  # uint32 (V,)
     alias: np.ndarray  # int32 (V,)
-
-
-@dataclass(frozen=True)
-class HuffmanArrays:
-    """A vocabulary's Huffman tree as word2vec.c builds it (see w2v.vocab.Vocab.huffman)."""
-
-    codes: np.ndarray  # int8 (V, L) 0/1, padded
-    points: np.ndarray  # int32 (V, L) inner-node ids (rows of out_w), padded
-    lengths: np.ndarray  # int32 (V,)
 
 
 # ----------------------------------------------------------------------------- random numbers
@@ -426,12 +418,12 @@ def _weights(w, name: str) -> np.ndarray:
     return w
 
 
-_NO_HUFFMAN = HuffmanArrays(np.zeros((1, 1), np.int8), np.zeros((1, 1), np.int32),
+_NO_HUFFMAN = Huffman(np.zeros((1, 1), np.int8), np.zeros((1, 1), np.int32),
                             np.zeros(1, np.int32))
 _NO_NOISE = NoiseTable(np.zeros(1, np.uint32), np.zeros(1, np.int32))
 
 
-def _check_huffman(huff: HuffmanArrays, vocab_size: int, out_rows: int) -> None:
+def _check_huffman(huff: Huffman, vocab_size: int, out_rows: int) -> None:
     """The kernels trust these arrays, so a tree from another vocabulary is caught here."""
     depth = huff.codes.shape[1]
     ok = (huff.lengths.shape[0] == vocab_size and huff.codes.shape == huff.points.shape
@@ -467,7 +459,7 @@ def train_job(
     negative: int = 5,
     cbow_mean: bool = True,
     noise: NoiseTable | None = None,
-    huffman=None,
+    huffman: Huffman | None = None,
     lr_start: float,
     lr_end: float,
     seed: int,
@@ -478,10 +470,9 @@ def train_job(
 
     ids int32 (N,) and doc_offsets int64 (D+1,) are the corpus (numpy or torch); keep_prob
     float32 (V,) the subsampling keep probabilities (1 everywhere for no subsampling). noise
-    (from build_noise_table) is needed for loss="negative", huffman (anything with codes,
-    points, lengths: vocab.huffman()) for loss="hs"; out_w then has V-1 rows. The learning
-    rate goes linearly from lr_start to lr_end over the job's tokens. Randomness depends on
-    (seed, epoch, document index) only.
+    (from build_noise_table) is needed for loss="negative", huffman (vocab.huffman()) for
+    loss="hs"; out_w then has V-1 rows. The learning rate goes linearly from lr_start to
+    lr_end over the job's tokens. Randomness depends on (seed, epoch, document index) only.
     """
     if arch not in ("skipgram", "cbow"):
         raise W2VError(f"model.arch={arch!r} is unknown to the fused engine: skipgram or cbow")
@@ -518,7 +509,7 @@ def train_job(
     else:
         if huffman is None:
             raise W2VError("fused engine: loss=hs needs the Huffman tree (vocab.huffman())")
-        huff = HuffmanArrays(_as(huffman.codes, np.int8, "codes", 2),
+        huff = Huffman(_as(huffman.codes, np.int8, "codes", 2),
                              _as(huffman.points, np.int32, "points", 2),
                              _as(huffman.lengths, np.int32, "lengths", 1))
         _check_huffman(huff, in_w.shape[0], out_w.shape[0])
@@ -548,7 +539,10 @@ def train_job(
 
 
 def warmup() -> float:
-    """Compile (first run) or load from the cache every kernel variant; returns seconds."""
+    """Compile (first run) or load from the cache every kernel variant; returns seconds.
+
+    Training never calls it (its first job compiles what it uses); scripts/bench.py does, so
+    that compile time stays out of the measured training time."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
     in_w = rng.standard_normal((4, 3)).astype(np.float32)
@@ -556,7 +550,7 @@ def warmup() -> float:
     offsets = np.array([0, 6], np.int64)
     keep = np.ones(4, np.float32)
     noise = build_noise_table(np.ones(4))
-    huff = HuffmanArrays(np.zeros((4, 2), np.int8), np.zeros((4, 2), np.int32),
+    huff = Huffman(np.zeros((4, 2), np.int8), np.zeros((4, 2), np.int32),
                          np.full(4, 2, np.int32))
     for arch in ("skipgram", "cbow"):
         for loss in ("negative", "hs"):

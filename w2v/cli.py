@@ -1,0 +1,285 @@
+"""Command-line plumbing for every entry point: --help, key=value arguments, Hydra overrides
+checked before Hydra starts, and user errors printed as one line.
+
+    python -m w2v.train --help
+
+The entry points (`train` and `data` under Hydra; `query`, `evaluate`, `export` with plain
+key=value arguments) validate the same way: an unknown key is named with the nearest known one
+("did you mean trainer.epochs?"), a wrong type or an out-of-range value is one `error:` line
+and exit 2, never a traceback. `-h`/`--help` prints the entry point's own usage (for the Hydra
+ones: the config groups without the schema nodes, and every key); Hydra's own page is
+`--hydra-help`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from w2v.config import Config, register_configs
+from w2v.errors import W2VError, one_line
+
+# The Hydra config directory (the defaults list and the groups): the one place it is named.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+HELP_FLAGS = ("-h", "--help")
+
+F = TypeVar("F", bound=Callable[..., object])
+T = TypeVar("T")
+
+
+def report_errors(fn: F) -> F:
+    """Wrap an entry point: a W2VError becomes `error: <message>` on stderr and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except W2VError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """An entry point's --help page: what it does and how to call it."""
+
+    module: str  # "w2v.export": run as `python -m w2v.export`, or the w2v-export script
+    synopsis: str  # the arguments, after the program's name
+    about: str
+    examples: tuple[str, ...]  # command lines after the program's name
+
+    @property
+    def prog(self) -> str:
+        script = "w2v-" + self.module.rsplit(".", 1)[-1]
+        return script if Path(sys.argv[0]).name == script else f"python -m {self.module}"
+
+    def render(self, sections: Iterable[tuple[str, list[str]]]) -> str:
+        lines = [f"usage: {self.prog} {self.synopsis}", "", textwrap.dedent(self.about).strip(),
+                 ""]
+        for title, body in sections:
+            lines += [f"{title}:", *(f"  {b}" for b in body), ""]
+        lines += ["examples:", *(f"  {self.prog} {e}" for e in self.examples)]
+        return "\n".join(lines)
+
+
+def wants_help(argv: Iterable[str]) -> bool:
+    return any(a in HELP_FLAGS for a in argv)
+
+
+# --- key=value entry points (query, evaluate, export) ------------------------------------------
+
+
+def parse_cli(schema: type[T], argv: list[str], usage: Usage) -> T:
+    """`key=value` arguments -> an instance of the dataclass `schema`, keys and types checked.
+
+    -h/--help prints the usage with every key and its default, and exits 0."""
+    if wants_help(argv):
+        print(usage.render([("keys (default)", _key_lines(schema))]))
+        sys.exit(0)
+    hint = f" ({usage.prog} --help lists every key)"
+    bad = [a for a in argv if "=" not in a]
+    if bad:
+        raise W2VError(f"expected key=value arguments, got {bad[0]!r}{hint}")
+    check_keys(schema, [a.split("=", 1)[0] for a in argv], hint)
+    try:
+        conf = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(argv))
+    except OmegaConfBaseException as err:
+        raise W2VError(f"bad argument: {one_line(err)}{hint}") from None
+    return _to_object(conf, hint)
+
+
+def _to_object(conf: DictConfig, hint: str) -> Any:
+    """The dataclass instance, with every check of the schemas' __post_init__ run."""
+    try:
+        return OmegaConf.to_object(conf)
+    except W2VError as err:
+        # OmegaConf re-raises our error with its node details appended: keep our line.
+        raise W2VError(one_line(err)) from None
+    except OmegaConfBaseException as err:  # a missing mandatory value
+        raise W2VError(f"bad argument: {one_line(err)}{hint}") from None
+
+
+def check_keys(schema: type, keys: Iterable[str], hint: str = "") -> None:
+    """Refuse a key the dataclass `schema` does not have, naming the nearest one it has."""
+    for key in keys:
+        missing = _unknown_part(schema, key)
+        if missing is None:
+            continue
+        part, owner = missing
+        near = _nearest(key, list(_defaults(schema)))
+        fix = f": did you mean {near}?" if near else ""
+        raise W2VError(f"unknown key {key} (Key '{part}' not in '{owner}'){fix}{hint}")
+
+
+def _unknown_part(schema: type, key: str) -> tuple[str, str] | None:
+    """(the first part of `key` the schema lacks, the class lacking it), or None if known."""
+    node: type | None = schema
+    for part in key.split("."):
+        if node is None:
+            return None  # below a value: OmegaConf names what is wrong with it
+        fields = {f.name: f for f in dataclasses.fields(node)}
+        if part not in fields:
+            return part, node.__name__
+        value = _default(fields[part])
+        node = type(value) if dataclasses.is_dataclass(value) else None
+    return None
+
+
+def _nearest(key: str, known: list[str]) -> str | None:
+    """The known key closest to `key`: as a whole (traner.epochs), else by its last part
+    (+lrr -> trainer.lr)."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    leaves: dict[str, str] = {}
+    for k in known:
+        leaves.setdefault(k.rsplit(".", 1)[-1], k)
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(leaves), n=1, cutoff=0.75)
+    return leaves[close[0]] if close else None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def _defaults(schema: type, prefix: str = "") -> dict[str, Any]:
+    """Every leaf key of the dataclass `schema`, dotted, with its default."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(schema):
+        value = _default(f)
+        if dataclasses.is_dataclass(value):
+            out.update(_defaults(type(value), f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = value
+    return out
+
+
+def _key_lines(schema: type) -> list[str]:
+    defaults = _defaults(schema)
+    width = max(len(k) for k in defaults)
+    return [f"{k:<{width}}  {_shown(v)}" for k, v in defaults.items()]
+
+
+def _shown(value: Any) -> str:
+    if value == MISSING:
+        return "(required)"
+    env = re.fullmatch(r"\$\{oc\.env:(\w+),(.*)\}", str(value))
+    if env:  # ${oc.env:W2V_EVAL_DIR,null}
+        return f"${env[1]}, else {env[2]}"
+    if value is None:
+        return "null"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# --- Hydra entry points (train, data) ----------------------------------------------------------
+
+
+def run_hydra(app: Callable[[], Any], usage: Usage) -> None:
+    """A Hydra entry point's main: its own --help, the schemas registered, the overrides
+    checked (one error line), then Hydra runs `app`, the module's @hydra.main function."""
+    argv = sys.argv[1:]
+    if wants_help(argv):
+        print(hydra_help(usage))
+        return
+    register_configs()
+    precheck(argv, usage.prog)
+    app()
+
+
+def precheck(overrides: list[str], prog: str = "python -m w2v.train") -> None:
+    """Check a single run's overrides and compose them before Hydra starts, so an unknown key
+    or option, a wrong type or an out-of-range value is one `error:` line and exit 2, not
+    Hydra's report. Multirun sweeps and Hydra's own flags are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    if any(a.startswith("-") for a in overrides):
+        return
+    hint = f" ({prog} --cfg job lists every key)"
+    mine = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
+    try:
+        check_overrides(mine, hint)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            to_config(compose("config", overrides=mine))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise W2VError(one_line(err) + hint) from None
+
+
+def check_overrides(overrides: list[str], hint: str = "") -> None:
+    """Group options must exist in conf/ (schema nodes are not options), keys in Config."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    options = config_groups()
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.key_or_group
+        if o.is_delete() or o.package is not None:
+            continue
+        if key in options:
+            values = getattr(o.value(), "list", []) if o.is_sweep_override() else [o.value()]
+            for value in values:
+                if isinstance(value, str) and value not in options[key][0]:
+                    raise W2VError(
+                        f"{key}={value} is not an option: no '{key}/{value}' in {CONF_DIR}; "
+                        f"the {key} options are {', '.join(options[key][0])}"
+                    )
+            continue
+        check_keys(Config, [key], hint)
+
+
+def config_groups() -> dict[str, tuple[list[str], str | None]]:
+    """Each config group in conf/: its options (the YAML files; the schemas registered in
+    the ConfigStore are not options) and its default from the defaults list (or None)."""
+    defaults: dict[str, str] = {}
+    for entry in OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"))["defaults"]:
+        if isinstance(entry, dict):
+            defaults.update(entry)
+    return {d.name: (sorted(p.stem for p in d.glob("*.yaml")), defaults.get(d.name))
+            for d in sorted(CONF_DIR.iterdir()) if d.is_dir()}
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """A composed config -> Config, every range checked by the schemas' __post_init__."""
+    try:
+        # Hydra lets `+trainer.lrr=0.1` add a key the schema lacks (and to_object would keep it
+        # silently): merging into the schema refuses it, as it refuses `trainer.lrr=0.1`.
+        conf = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
+    except OmegaConfBaseException as err:
+        raise W2VError(f"bad config: {one_line(err)}") from None
+    return _to_object(conf, "")
+
+
+def hydra_help(usage: Usage) -> str:
+    """The --help page of a Hydra entry point: groups and options, keys, examples."""
+    groups = []
+    for name, (options, default) in config_groups().items():
+        shown = [f"{o} (default)" if o == default else o for o in options]
+        groups.append(f"{'' if default else '+'}{name + ':':<12} {', '.join(shown)}")
+    keys = []
+    for f in dataclasses.fields(Config):
+        names = " ".join(k.split(".", 1)[1] for k in _defaults(Config) if
+                         k.startswith(f.name + "."))
+        keys += textwrap.wrap(names, 96, initial_indent=f"{f.name + '.*':<12} ",
+                              subsequent_indent=" " * 13)
+    hydra = [f"{usage.prog} --cfg job          print the composed config, every key and value",
+             f"{usage.prog} -m key=a,b ...     a multirun sweep",
+             f"{usage.prog} --hydra-help       Hydra's own flags"]
+    return usage.render([("config groups (group=option)", groups),
+                         (f"keys (key=value; {usage.prog} --cfg job shows their values)", keys),
+                         ("Hydra", hydra)])
