@@ -328,6 +328,34 @@ def test_export_cli_from_a_checkpoint(tmp_path):
     assert kv.words == WORDS and torch.equal(kv.vectors, model.input.weight.detach())
 
 
+def test_export_reads_checkpoints_as_train_writes_them(tmp_path):
+    """One checkpoint reader: a checkpoint from checkpoint.save (its vocab is Vocab.to_dict())
+    exports through checkpoint.load, which checks the format; a file without it is refused."""
+    from w2v import checkpoint
+    from w2v.config import Config, ModelConfig
+    from w2v.export import export_checkpoint
+    from w2v.model import Word2Vec
+    from w2v.vocab import Tokenizer, Vocab
+
+    vocab = Vocab(WORDS, counts(), Tokenizer(lowercase=False), min_count=3, max_vocab=50)
+    model = Word2Vec(len(WORDS), 7, arch="skipgram")
+    engine = SimpleNamespace(state_dict=lambda: None)
+    cfg = Config(model=ModelConfig(arch="skipgram", dim=7))
+    path = checkpoint.save(tmp_path / "ckpt", model, engine, vocab, cfg, checkpoint.Position())
+    assert torch.load(path, weights_only=True)["vocab"] == vocab.to_dict()
+    paths = export_checkpoint(path, tmp_path / "out", ExportConfig())
+    assert [p.name for p in paths] == ["vectors.pt", "vectors.txt"]
+    kv = load_vectors(tmp_path / "out" / "vectors.pt")
+    assert kv.words == WORDS and kv.counts.tolist() == counts().tolist()
+    assert torch.equal(kv.vectors, model.input.weight.detach())
+    assert kv.tokenizer == {"lowercase": False, "pattern": None}
+    state = torch.load(path, weights_only=True)
+    del state["format"]
+    torch.save(state, tmp_path / "no-format.pt")
+    with pytest.raises(W2VError, match="is not a w2v checkpoint"):
+        export_checkpoint(tmp_path / "no-format.pt", tmp_path / "out2", ExportConfig())
+
+
 def test_export_cli_errors_are_one_line(tmp_path, capsys):
     torch.save({"format": "w2v.checkpoint/1", "model": {}}, tmp_path / "broken.pt")
     for argv, msg in (([f"checkpoint={tmp_path / 'nope.pt'}", f"out={tmp_path}"],

@@ -93,12 +93,21 @@ def parse_cli(schema: type[T], argv: list[str], usage: Usage) -> T:
     bad = [a for a in argv if "=" not in a]
     if bad:
         raise W2VError(f"expected key=value arguments, got {bad[0]!r}{hint}")
-    check_keys(schema, [a.split("=", 1)[0] for a in argv], hint)
+    given = [a.split("=", 1)[0] for a in argv]
+    check_keys(schema, given, hint)
+    required = [k for k, v in _defaults(schema).items() if v == MISSING and k not in given]
+    if required:
+        raise W2VError(f"{required[0]}=... is required (usage: {usage.prog} {usage.synopsis})")
     try:
         conf = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(argv))
     except OmegaConfBaseException as err:
-        raise W2VError(f"bad argument: {one_line(err)}{hint}") from None
+        raise W2VError(_bad(err, hint)) from None
     return _to_object(conf, hint)
+
+
+def _bad(err: OmegaConfBaseException, hint: str) -> str:
+    key = getattr(err, "full_key", None)  # OmegaConf names the key in its details, not line 1
+    return f"bad argument{f' {key}' if key else ''}: {one_line(err)}{hint}"
 
 
 def _to_object(conf: DictConfig, hint: str) -> Any:
@@ -109,7 +118,7 @@ def _to_object(conf: DictConfig, hint: str) -> Any:
         # OmegaConf re-raises our error with its node details appended: keep our line.
         raise W2VError(one_line(err)) from None
     except OmegaConfBaseException as err:  # a missing mandatory value
-        raise W2VError(f"bad argument: {one_line(err)}{hint}") from None
+        raise W2VError(_bad(err, hint)) from None
 
 
 def check_keys(schema: type, keys: Iterable[str], hint: str = "") -> None:
@@ -118,32 +127,39 @@ def check_keys(schema: type, keys: Iterable[str], hint: str = "") -> None:
         missing = _unknown_part(schema, key)
         if missing is None:
             continue
-        part, owner = missing
-        near = _nearest(key, list(_defaults(schema)))
+        prefix, part, owner = missing
+        near = _nearest(schema, key, prefix, part, owner)
         fix = f": did you mean {near}?" if near else ""
-        raise W2VError(f"unknown key {key} (Key '{part}' not in '{owner}'){fix}{hint}")
+        raise W2VError(f"unknown key {key} (Key '{part}' not in '{owner.__name__}'){fix}{hint}")
 
 
-def _unknown_part(schema: type, key: str) -> tuple[str, str] | None:
-    """(the first part of `key` the schema lacks, the class lacking it), or None if known."""
+def _unknown_part(schema: type, key: str) -> tuple[str, str, type] | None:
+    """(the known dotted prefix, the first part of `key` the schema lacks, the dataclass
+    lacking it), or None when the key is known."""
     node: type | None = schema
+    prefix = ""
     for part in key.split("."):
         if node is None:
             return None  # below a value: OmegaConf names what is wrong with it
         fields = {f.name: f for f in dataclasses.fields(node)}
         if part not in fields:
-            return part, node.__name__
+            return prefix, part, node
         value = _default(fields[part])
         node = type(value) if dataclasses.is_dataclass(value) else None
+        prefix += part + "."
     return None
 
 
-def _nearest(key: str, known: list[str]) -> str | None:
-    """The known key closest to `key`: as a whole (traner.epochs), else by its last part
-    (+lrr -> trainer.lr)."""
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return close[0]
+def _nearest(schema: type, key: str, prefix: str, part: str, owner: type) -> str | None:
+    """The known key nearest to `key`: the unknown part replaced by a field of its own group
+    (trainer.epoch -> trainer.epochs, traner.lr -> trainer.lr), else a key whose last part is
+    close to the key's (+lrr -> trainer.lr)."""
+    known = _defaults(schema)
+    rest = key[len(prefix) + len(part):]
+    siblings = [f.name for f in dataclasses.fields(owner)]
+    for name in difflib.get_close_matches(part, siblings, n=3, cutoff=0.6):
+        if prefix + name + rest in known:
+            return prefix + name + rest
     leaves: dict[str, str] = {}
     for k in known:
         leaves.setdefault(k.rsplit(".", 1)[-1], k)
@@ -174,7 +190,8 @@ def _defaults(schema: type, prefix: str = "") -> dict[str, Any]:
 def _key_lines(schema: type) -> list[str]:
     defaults = _defaults(schema)
     width = max(len(k) for k in defaults)
-    return [f"{k:<{width}}  {_shown(v)}" for k, v in defaults.items()]
+    required = sorted(defaults, key=lambda k: defaults[k] != MISSING)  # required keys first
+    return [f"{k:<{width}}  {_shown(defaults[k])}" for k in required]
 
 
 def _shown(value: Any) -> str:
@@ -268,9 +285,12 @@ def to_config(cfg: DictConfig) -> Config:
 def hydra_help(usage: Usage) -> str:
     """The --help page of a Hydra entry point: groups and options, keys, examples."""
     groups = []
-    for name, (options, default) in config_groups().items():
+    # Groups in the defaults list first; the others (+experiment=...) are added to it.
+    for name, (options, default) in sorted(config_groups().items(),
+                                           key=lambda item: item[1][1] is None):
         shown = [f"{o} (default)" if o == default else o for o in options]
-        groups.append(f"{'' if default else '+'}{name + ':':<12} {', '.join(shown)}")
+        label = ("" if default else "+") + name + ":"
+        groups.append(f"{label:<12} {', '.join(shown)}")
     keys = []
     for f in dataclasses.fields(Config):
         names = " ".join(k.split(".", 1)[1] for k in _defaults(Config) if

@@ -27,8 +27,8 @@ writes into a temp folder renamed into place at the end, so an interrupted build
 cache a later run trusts.
 cache_root: data.cache_dir, else $W2V_CACHE, else ~/.cache/w2v.
 
-A cache hit imports neither `datasets` nor pyarrow (about 1 s and 100+ MiB): the build
-machinery is imported by the build alone.
+A cache hit imports neither `datasets` nor pyarrow: the build machinery is imported by the
+build alone (pyarrow was 36 MiB of the peak RSS of importing w2v.train and opening a cache).
 """
 
 from __future__ import annotations

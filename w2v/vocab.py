@@ -28,7 +28,7 @@ VOCAB_FORMAT = "w2v.vocab/1"
 class Tokenizer:
     """Lowercase (optional), then `text.split()`, or `re.findall(pattern, text)` with a pattern.
 
-    data.py tokenizes large corpora with a vectorised path that must agree with this call
+    tokens.py tokenizes large corpora with a vectorised path that must agree with this call
     exactly; this is the reference (tests check the two agree).
     """
 
