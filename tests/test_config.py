@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from w2v.cli import CONF_DIR
 from w2v.config import Config, register_configs
 from w2v.errors import W2VError
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = CONF_DIR
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml"))
           for g in ("data", "model", "trainer")}
 COMBOS = list(itertools.product(GROUPS["data"], GROUPS["model"], GROUPS["trainer"]))

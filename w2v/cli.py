@@ -117,7 +117,7 @@ def _to_object(conf: DictConfig, hint: str) -> Any:
     except W2VError as err:
         # OmegaConf re-raises our error with its node details appended: keep our line.
         raise W2VError(one_line(err)) from None
-    except OmegaConfBaseException as err:  # a missing mandatory value
+    except OmegaConfBaseException as err:  # e.g. a mandatory value left missing
         raise W2VError(_bad(err, hint)) from None
 
 
