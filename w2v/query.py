@@ -5,7 +5,8 @@
 A query is one word (its nearest neighbours), or an analogy written `a b c` or `a:b::c:?`
 (a is to b as c is to ?, answered with 3CosAdd). Vectors trained with data.phrases phrase the
 query first, as training did: `"new york"` is the one word `new_york`. With no query arguments
-it reads queries from a prompt until EOF (Ctrl-D) or Ctrl-C. Options: topn=N (default 10), restrict_vocab=N.
+it reads queries from a prompt until EOF (Ctrl-D) or Ctrl-C. Options: topn=N (default 10),
+restrict_vocab=N.
 """
 
 from __future__ import annotations
