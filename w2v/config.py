@@ -283,6 +283,9 @@ class Config:
             raise W2VError(
                 "trainer.optimizer=sparse_adam needs sparse gradients: set model.sparse=true"
             )
+        if self.data.vocab_update and not self.trainer.init_from:
+            raise W2VError("data.vocab_update=true extends the vocabulary of trainer.init_from; "
+                           "set trainer.init_from to the vectors to continue from")
 
 
 def register_configs() -> None:

@@ -81,6 +81,12 @@ def _table(t: Any, rows: int, name: str) -> torch.Tensor:
 
 
 def _load_pt(path: Path) -> KeyedVectors:
+    obj = read_vectors_pt(path)
+    return KeyedVectors(obj["words"], obj["vectors"], obj["counts"].numpy(), obj["tokenizer"])
+
+
+def read_vectors_pt(path: Path) -> dict:
+    """vectors.pt as its plain dict (format checked, damage refused; see docs/design.md)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged archive
@@ -94,7 +100,7 @@ def _load_pt(path: Path) -> KeyedVectors:
     damage = archive_damage(path)
     if damage:
         raise W2VError(f"{path} is corrupt: {damage}; re-export it")
-    return KeyedVectors(obj["words"], obj["vectors"], obj["counts"].numpy(), obj["tokenizer"])
+    return obj
 
 
 # ---- word2vec text and binary --------------------------------------------------------------
