@@ -463,6 +463,14 @@ def _to_npy(src: Path, dst: Path, n: int) -> None:
     out.flush()
 
 
+def _phrase_lines(meta: dict) -> list[str]:
+    if not meta.get("phrases"):
+        return []
+    found = ", ".join(f"{p['phrases']:,}" for p in meta["phrases"])
+    return [f"phrases:         {found} found (per pass); {meta['text_tokens']:,} words before "
+            "joining"]
+
+
 def summary(corpus: Corpus, top: int = 10) -> str:
     """A few lines for the CLI: sizes, the most frequent words, time and cache."""
     v = corpus.vocab
@@ -475,6 +483,7 @@ def summary(corpus: Corpus, top: int = 10) -> str:
         f"retained tokens: {len(corpus.ids):,}",
         f"raw tokens:      {corpus.raw_tokens:,}",
         f"documents:       {corpus.num_docs:,}",
+        *_phrase_lines(corpus.meta),
         f"top words:       {words}",
         f"seconds:         {corpus.seconds:.2f} ({how})",
         f"cache:           {corpus.path} ({'hit' if corpus.cache_hit else 'built now'})",

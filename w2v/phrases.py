@@ -320,7 +320,8 @@ def _count_pairs(stream: Stream, kind: np.ndarray, conn: _Connectors, cfg: Phras
     state = np.array([-1, 0, 0, 1, 0], dtype=np.int64)  # prev, code, run length, base**run, pos
     n = min(BLOCK, max(stream.length, 1))
     k1, g = np.empty(n, np.int64), np.empty(n, np.int64)
-    long_at, long_lo = np.empty(n, np.int64), np.empty(n, np.int64)
+    # Without connector words no run is ever long: no room needed for long runs then.
+    long_at, long_lo = (np.empty(n if conn.words else 1, np.int64) for _ in range(2))
     table = _Table(cfg.max_vocab_size, with_gap=bool(conn.words))
     ep = 0
     for b0 in range(0, stream.length, BLOCK):
