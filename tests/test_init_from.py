@@ -264,3 +264,19 @@ def test_torchrun_ranks_start_from_the_same_file(corpora, tmp_path):
     index = {w: i for i, w in enumerate(new["words"])}
     for w in A_ONLY:
         assert torch.equal(new["vectors"][index[w]], old["vectors"][index[w]])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_continue_on_cuda_from_a_cpu_run(corpora, tmp_path):
+    a, b = corpora
+    train(cfg_for(a), tmp_path / "a")
+    old = torch.load(tmp_path / "a" / "vectors.pt", weights_only=True)
+    train(cfg_for(b, "trainer=gpu", "trainer.progress=false", "trainer.batch_size=256",
+                  f"trainer.init_from={tmp_path}/a/vectors.pt", "data.vocab_update=true"),
+          tmp_path / "b")
+    new = torch.load(tmp_path / "b" / "vectors.pt", weights_only=True)
+    assert new["words"][: len(old["words"])] == old["words"]
+    index = {w: i for i, w in enumerate(new["words"])}
+    for w in A_ONLY:
+        assert torch.equal(new["vectors"][index[w]], old["vectors"][index[w]])
