@@ -182,7 +182,7 @@ def test_hierarchical_softmax_tree_and_output_rows(corpora, tmp_path):
 @pytest.mark.parametrize("over, match", [
     (("model.dim=12",), r"holds 24-dimensional vectors but model.dim=12; set model.dim=24"),
     (("model.loss=hs",), r"holds per-word output vectors .* model.loss=hs cannot use"),
-])
+], ids=["dim", "output-layer"])
 def test_shapes_that_cannot_fit_are_one_line_errors(corpora, tmp_path, over, match):
     a, b = corpora
     train(cfg_for(a, "export.text=true"), tmp_path / "a")
