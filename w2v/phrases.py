@@ -352,8 +352,9 @@ def _run_after(tokens: np.ndarray, lo: int, kind: np.ndarray) -> tuple[int, ...]
 
 class _Table:
     """Distinct pair counts, kept as arrays sorted by (key, gap); blocks' counts are gathered
-    and merged when they reach the table's size (amortised sorting), then pruned as
-    word2vec.c's ReduceVocab when over `max_size`."""
+    and merged when they reach the table's size (amortised sorting) or twice `max_size`, then
+    pruned as word2vec.c's ReduceVocab while over `max_size`. So at most about 2 * max_size
+    rows (16 bytes each, 24 with connector words) plus one block's are held."""
 
     def __init__(self, max_size: int | None, with_gap: bool) -> None:
         self.max_size, self.with_gap = max_size, with_gap
@@ -368,7 +369,8 @@ class _Table:
             return
         self.parts.append(_distinct(key.copy(), None if gap is None else gap.copy(), None))
         self.rows += len(self.parts[-1][0])
-        if self.rows - self.table_rows >= max(self.table_rows, MERGE_MIN):
+        if (self.rows - self.table_rows >= max(self.table_rows, MERGE_MIN)
+                or (self.max_size is not None and self.rows > 2 * self.max_size)):
             self._merge()
 
     def _merge(self) -> None:
