@@ -145,15 +145,17 @@ def init_weights(model: Word2Vec, init: InitFrom, vocab: Vocab, cfg: Config) -> 
     if vocab.words[:v] != init.vocab.words:
         raise W2VError(f"the vocabulary does not start with trainer.init_from's {v} words; "
                        "build the corpus with base=init.vocab")  # a programming error
+    output = "input vectors only"
     with torch.no_grad():
         model.input.weight[:v].copy_(init.vectors)
-        if init.output is None:
-            return
-        if cfg.model.loss != "hs":
+        if init.output is not None and cfg.model.loss != "hs":
             model.output.weight[:v].copy_(init.output)
-        elif len(vocab) == v and np.array_equal(vocab.counts, init.vocab.counts):
+            output = "input and output vectors"
+        elif init.output is not None and len(vocab) == v and np.array_equal(
+                vocab.counts, init.vocab.counts):
             model.output.weight.copy_(init.output)  # same counts: the same Huffman tree
-        else:
-            log.info("trainer.init_from with model.loss=hs: the Huffman tree is rebuilt from "
-                     "the updated counts, so the output layer (tree nodes) starts from zeros")
-    log.info("initialised %d of %d words from %s", v, len(vocab), init.path)
+            output = "input vectors and Huffman-tree nodes"
+        elif init.output is not None:
+            output = ("input vectors; the Huffman tree is rebuilt from the updated counts, so "
+                      "the output layer (tree nodes) starts from zeros")
+    log.info("initialised %d of %d words from %s: %s", v, len(vocab), init.path, output)
