@@ -27,6 +27,58 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, key, "one of " + ", ".join(allowed), value)
 
 
+SCORINGS = ("default", "npmi")
+CONNECTOR_PRESETS = ("none", "english")
+
+
+@dataclass
+class PhrasesConfig:
+    """Multi-word tokens, as word2phrase and gensim's Phrases find them (w2v/phrases.py).
+
+    passes=0 (the default) turns phrase detection off. Each pass joins frequent collocations
+    (`new york` -> `new_york`); a second pass runs on the phrased text, reaching 3-4 words.
+    """
+
+    passes: int = 0
+    min_count: int = 5
+    # A bigram becomes a phrase when its score is above this (scoring: default > 0, npmi in
+    # [-1, 1]).
+    threshold: float = 10.0
+    # default: word2phrase's (count(ab) - min_count) * N / (count(a) * count(b)), N = gensim's
+    # number of distinct unigrams and bigrams; npmi: normalised pointwise mutual information.
+    scoring: str = "default"
+    delimiter: str = "_"
+    # Words allowed inside a phrase without breaking it (gensim's connector_words), so that
+    # bank_of_america can form: a preset (none, english: gensim's ENGLISH_CONNECTOR_WORDS),
+    # plus any words listed in connector_words.
+    connectors: str = "none"
+    connector_words: list[str] = field(default_factory=list)
+    # gensim's Phrases max_vocab_size (its default): bounds the bigram counts held at once;
+    # above it, bigrams counted min_reduce times or fewer are forgotten (1, then 2, ...).
+    max_vocab_size: int | None = 40_000_000
+
+    def __post_init__(self) -> None:
+        _require(self.passes >= 0, "data.phrases.passes", "an integer >= 0 (0: off)",
+                 self.passes)
+        _require(self.min_count >= 1, "data.phrases.min_count", "an integer >= 1",
+                 self.min_count)
+        _choice("data.phrases.scoring", self.scoring, SCORINGS)
+        if self.scoring == "default":
+            _require(self.threshold > 0, "data.phrases.threshold",
+                     "> 0 with data.phrases.scoring=default", self.threshold)
+        else:
+            _require(-1 <= self.threshold <= 1, "data.phrases.threshold",
+                     "in [-1, 1] with data.phrases.scoring=npmi", self.threshold)
+        _require(bool(self.delimiter) and not any(ch.isspace() for ch in self.delimiter),
+                 "data.phrases.delimiter", "a non-empty string without whitespace",
+                 self.delimiter)
+        _choice("data.phrases.connectors", self.connectors, CONNECTOR_PRESETS)
+        _require(all(w and not any(ch.isspace() for ch in w) for w in self.connector_words),
+                 "data.phrases.connector_words", "a list of single words", self.connector_words)
+        _require(self.max_vocab_size is None or self.max_vocab_size >= 1,
+                 "data.phrases.max_vocab_size", "null or an integer >= 1", self.max_vocab_size)
+
+
 @dataclass
 class DataConfig:
     """Where the corpus comes from and how it becomes tokens and a vocabulary."""
@@ -59,6 +111,12 @@ class DataConfig:
     # more distinct words than this, forget those counted min_reduce times or fewer (1, then
     # 2, ...), bounding the counting dict on corpora with huge vocabularies. null: no limit.
     max_vocab_size: int | None = None
+    # Multi-word tokens (new_york), found between tokenizing and the vocabulary; off by default.
+    phrases: PhrasesConfig = field(default_factory=PhrasesConfig)
+    # With trainer.init_from (gensim's build_vocab(update=True)): true appends this corpus's new
+    # words (min_count, max_vocab as usual) after the old vocabulary, old ids kept, counts
+    # summed; false keeps the old vocabulary as it is and drops this corpus's other words.
+    vocab_update: bool = False
 
     def __post_init__(self) -> None:
         _require(self.min_count >= 1, "data.min_count", "an integer >= 1", self.min_count)
@@ -147,6 +205,10 @@ class TrainerConfig:
     ckpt_every: int = 1000
     # A checkpoint path, `latest` (the newest in this run dir's checkpoints/), or null.
     resume: str | None = None
+    # Start a new run from existing vectors (vectors.pt, a checkpoint, or word2vec .txt/.bin)
+    # instead of random ones: input vectors, and output weights where the file has them.
+    # Unlike `resume`, the schedule, optimizer and position start afresh (see data.vocab_update).
+    init_from: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -221,6 +283,9 @@ class Config:
             raise W2VError(
                 "trainer.optimizer=sparse_adam needs sparse gradients: set model.sparse=true"
             )
+        if self.data.vocab_update and not self.trainer.init_from:
+            raise W2VError("data.vocab_update=true extends the vocabulary of trainer.init_from; "
+                           "set trainer.init_from to the vectors to continue from")
 
 
 def register_configs() -> None:

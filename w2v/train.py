@@ -33,6 +33,7 @@ from w2v.config import Config
 from w2v.corpus import build_corpus
 from w2v.engines import Step, choose_engine, make_engine
 from w2v.errors import W2VError
+from w2v.init_from import init_weights, load_init
 from w2v.model import build_model
 
 
@@ -99,10 +100,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     try:
         if world.main:
             run_dir.mkdir(parents=True, exist_ok=True)
+        # Continued training: the old vocabulary decides the ids, so it is read first.
+        init = load_init(cfg) if t.init_from else None
         # Rank 0 builds (or finds) the cached index tensors; the others then open the cache.
         if not world.main:
             distributed.barrier(world)
-        corpus = build_corpus(cfg.data, progress=t.progress and world.main)
+        corpus = build_corpus(cfg.data, progress=t.progress and world.main,
+                              base=init.vocab if init else None)
         if world.main:
             distributed.barrier(world)
         if not bool((corpus.doc_offsets.diff() >= 2).any()):  # else the loss is NaN throughout
@@ -113,6 +117,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
             )
         shard = distributed.shard(corpus, world)
         model = build_model(cfg.model, corpus.vocab).to(device)
+        if init is not None and not t.resume:  # a resumed run's weights are its checkpoint's
+            init_weights(model, init, corpus.vocab, cfg)
         engine = make_engine(engine_name, model, shard, cfg, device)
 
         position = ckpt.Position()
