@@ -338,9 +338,12 @@ def _hs_example(h, hrow, target, out_w, neu1e, codes, points, lengths, lr):
     """Hierarchical softmax for hidden vector h[hrow] (D,) along target's Huffman path."""
     dim = h.shape[1]
     loss = 0.0
-    for m in range(lengths[target]):
+    depth = lengths[target]
+    for m in range(depth):
         node = np.int64(points[target, m])
         code = codes[target, m]
+        if m + 1 < depth:
+            _prefetch_row(out_w, points[target, m + 1])  # the next node's row, one step ahead
         f = np.float32(0.0)
         for k in range(dim):
             f += h[hrow, k] * out_w[node, k]
