@@ -476,3 +476,24 @@ def test_a_fused_checkpoint_is_refused_by_the_autograd_engine(planted, tmp_path)
     with pytest.raises(W2VError, match="trainer.engine=fused"):
         train(planted_cfg(planted, "trainer.engine=autograd", "trainer.epochs=2",
                           "trainer.resume=latest"), tmp_path)
+
+
+def test_an_error_in_a_thread_reaches_the_caller_and_stops_the_others(monkeypatch):
+    threads = fused.Threads(3, jobs=1)
+    calls = []
+
+    def failing(*args):
+        calls.append(args[-1])
+        if args[-1] == np.int64(1):
+            raise MemoryError("thread 1")
+        while threads.control[fused._STOP] == 0:  # the others run until told to stop
+            pass
+
+    monkeypatch.setattr(fused, "_work", failing)
+    task = fused.Task(np.zeros(1, np.int32), np.array([0, 1]), (), np.array([0, 1]))
+    w = np.zeros((1, 1), np.float32)
+    threads.start(w, w, task, 0, 1, lr_start=0.1, lr_end=0.1, lr_base=0, lr_total=1, seed=0,
+                  epoch=0)
+    with pytest.raises(MemoryError, match="thread 1"):
+        threads.wait(1)
+    assert not threads.running and sorted(calls) == [0, 1, 2]

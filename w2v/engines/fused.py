@@ -739,6 +739,8 @@ class Threads:
         while self.running and self.done_below() < doc and not self._errors:
             time.sleep(pause)
             pause = min(2 * pause, longest)
+        if self._errors:
+            self.stop()  # stops the others and raises the first thread's error
 
     def stop(self) -> int:
         """Stop claiming documents, finish those in hand, join; returns the next document:
