@@ -165,7 +165,8 @@ class Loop:
                 stop_now = stop.signum is not None
                 if due or stop_now:
                     # The fused engine's threads run on past a step: make the model whole for
-                    # the checkpoint, evaluation, sync or epoch end that follows.
+                    # the checkpoint, evaluation, sync or epoch end that follows. (Under
+                    # torchrun it pauses after every step itself, as any sync may be due.)
                     self.engine.pause()
                 stopping = self.sync(stop_now, force=due)
                 words = _share(self.corpus.raw_tokens, step, steps)
