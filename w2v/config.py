@@ -9,6 +9,7 @@ out-of-range value fails when the config is composed, with the key named:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,13 +193,17 @@ class TrainerConfig:
     # takes a full word2vec step, so a word repeated many times in one batch sums that many
     # stale steps: keep batches moderate with SGD, or use sparse_adam/adam for big GPU batches.
     batch_size: int = 1024
-    # Words per fused-engine job (the unit of progress, logging and lr decay).
+    # Words per fused-engine step (a job of whole documents: the unit of steps for logging,
+    # evaluation and checkpoints). Its threads do not stop at job ends, so it does not limit
+    # how many threads have work.
     chunk_words: int = 100_000
     # Distributed runs (torchrun): steps between combining the ranks' models (one dense
     # all_reduce of both tables each time); epoch ends, checkpoints and evaluations always do.
     sync_every: int = 1
     device: str = "auto"
-    threads: int = 2
+    # Fused-engine threads (and torch's intra-op threads). null: the cores this process may
+    # use (os.sched_getaffinity), divided among the torchrun ranks on this node.
+    threads: int | None = None
     seed: int = 1
     log_every: int = 50
     eval_every: int = 0
@@ -224,12 +229,27 @@ class TrainerConfig:
                  self.chunk_words)
         _require(self.sync_every >= 1, "trainer.sync_every", "an integer >= 1",
                  self.sync_every)
-        _require(self.threads >= 1, "trainer.threads", "an integer >= 1", self.threads)
+        _require(self.threads is None or self.threads >= 1, "trainer.threads",
+                 "null (every core) or an integer >= 1", self.threads)
+        if self.threads is None:
+            self.threads = available_cores()
         _require(self.log_every >= 1, "trainer.log_every", "an integer >= 1", self.log_every)
         _require(self.eval_every >= 0, "trainer.eval_every", "an integer >= 0 (0: at the end only)",
                  self.eval_every)
         _require(self.ckpt_every >= 0, "trainer.ckpt_every", "an integer >= 0 (0: epochs only)",
                  self.ckpt_every)
+
+    def lr_at(self, epoch: int, fraction: float) -> float:
+        """word2vec's learning rate: linear from lr to min_lr over all words of all epochs,
+        `fraction` of the way through `epoch` (0-based)."""
+        return self.lr - (self.lr - self.min_lr) * (epoch + fraction) / self.epochs
+
+
+def available_cores() -> int:
+    """The cores this process may run on, shared among the torchrun ranks of this node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (cores or 1) // max(ranks, 1))
 
 
 @dataclass

@@ -13,6 +13,7 @@ import torch
 
 from w2v.batches import Batches
 from w2v.engines import Step
+from w2v.errors import W2VError
 
 
 class AutogradEngine:
@@ -64,10 +65,16 @@ class AutogradEngine:
         total = loss if self.reduction == "sum" else loss * batch.examples
         return Step(step, steps, total, batch.examples)
 
+    def pause(self) -> None:
+        pass  # every step ends with the weights updated
+
     def state_dict(self) -> dict | None:
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict | None) -> None:
+        if state is not None and state.get("engine") == "fused":
+            raise W2VError("this checkpoint was written by the fused engine, whose steps are "
+                           "jobs of documents, not batches: resume it with trainer.engine=fused")
         if state is not None:
             self.optimizer.load_state_dict(state)
 
