@@ -29,6 +29,7 @@ cache_root: data.cache_dir, else $W2V_CACHE, else ~/.cache/w2v.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
-from w2v.atomic import atomic_write_text
+from w2v.atomic import atomic_write_text, umask
 from w2v.config import DataConfig
 from w2v.data import (
     TokenChunk,
@@ -132,18 +133,25 @@ def build_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
 
 
 def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float) -> None:
-    """Build in a temp folder renamed to `path` at the end: never a half-written cache."""
+    """Build in a temp folder renamed to `path` at the end: never a half-written cache, and
+    a failed or interrupted (Ctrl-C) build leaves nothing, not even the cache root it made."""
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         _build(cfg, tmp, progress, start)
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700: give the cache the usual mode
         try:
             os.rename(tmp, path)
         except OSError:
             if not (path / "meta.json").is_file():  # not a concurrent build finishing first
                 raise
+        made = []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # deepest first; rmdir leaves a folder someone else filled
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def load_corpus(path: str | os.PathLike) -> Corpus:

@@ -59,7 +59,7 @@ import pyarrow.compute as pc
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from w2v.config import Config, DataConfig, register_configs
+from w2v.config import Config, DataConfig, config_dir, register_configs
 from w2v.errors import W2VError, report_errors
 
 if TYPE_CHECKING:  # `datasets` costs ~1 s to import; a cached corpus never needs it.
@@ -750,9 +750,9 @@ def _tokenize_python(arr: pa.Array, lowercase: bool, split: Callable[[str], list
 # --- the stage alone ---------------------------------------------------------------------------
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base=None)
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base=None)
 @report_errors
-def main(cfg: Config) -> None:
+def _hydra_main(cfg: Config) -> None:
     cfg = OmegaConf.to_object(cfg)
     # The CLI runs the whole data stage through to the cached index tensors, which corpus.py
     # owns; imported here only, so data.py itself stays upstream of corpus.py.
@@ -762,6 +762,12 @@ def main(cfg: Config) -> None:
     print(summary(corpus))
 
 
-if __name__ == "__main__":
+@report_errors
+def main() -> None:
+    """`python -m w2v.data ...` and the w2v-data console script."""
     register_configs()
+    _hydra_main()
+
+
+if __name__ == "__main__":
     main()
