@@ -39,7 +39,7 @@ FORMAT = "w2v.vectors/1"
 IDENTITY_TOKENIZER = {"lowercase": False, "pattern": None}
 PAD, UNK = "<pad>", "<unk>"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save files are zip archives
-TEXT_BLOCK_ROWS = 4096  # rows formatted at once when writing the word2vec text format
+TEXT_BLOCK_ROWS = 256  # rows formatted at once for the word2vec text format (~4 MB of Python)
 
 
 # ---- vectors.pt ----------------------------------------------------------------------------

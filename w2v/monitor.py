@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -137,8 +138,7 @@ class TensorBoard:
     raises a failure at the next call, so every call goes through `_guard`."""
 
     def __init__(self, logdir: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
+        SummaryWriter = _summary_writer()  # noqa: N806 (a class)
         self.logdir = logdir
         if threading.excepthook is not _quiet_writer_thread:
             _quiet_writer_thread.previous = threading.excepthook
@@ -158,6 +158,24 @@ class TensorBoard:
                 f"cannot write TensorBoard logs to {self.logdir}: {err.strerror or err}; free "
                 "some space or choose a writable hydra.run.dir (checkpoints so far are intact)"
             ) from err
+
+
+def _summary_writer() -> type:
+    """torch.utils.tensorboard.SummaryWriter, imported without boto3.
+
+    TensorBoard's file layer imports boto3 whenever it is installed, to read and write s3://
+    paths; a run's logs go to its local run dir, and boto3 costs ~10 MiB and ~0.4 s. It is
+    hidden for this one import when nothing has imported it yet (tensorboard then keeps
+    `boto3 = None` and S3 paths unsupported); the process can import it normally after."""
+    hidden = [m for m in ("boto3", "botocore") if m not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  (an import of it fails)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+    return SummaryWriter
 
 
 def _quiet_writer_thread(args) -> None:
