@@ -34,8 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_CORPUS = SHARED / "text8-prefix" / "text8-prefix"
 DEFAULT_EVAL = SHARED / "eval"
+# The starting learning rate, the same on both sides, is --lr or w2v's default for the
+# architecture (w2v.config.ARCH_LR, word2vec.c's: 0.025 skip-gram, 0.05 CBOW; gensim's own
+# default is 0.025 for both); the workers get it as --lr.
 SETTINGS = dict(dim=100, window=5, negative=5, sample=1e-3, min_count=5, ns_exponent=0.75,
-                lr=0.025, min_lr=0.0001, seed=1)
+                min_lr=0.0001, seed=1)
 
 
 # ------------------------------------------------------------------------------ the workers
@@ -85,7 +88,7 @@ def worker_w2v(args) -> dict:
         model=ModelConfig(arch=args.model, dim=SETTINGS["dim"], window=SETTINGS["window"],
                           negative=SETTINGS["negative"], sample=SETTINGS["sample"],
                           ns_exponent=SETTINGS["ns_exponent"]),
-        trainer=TrainerConfig(epochs=args.epochs, lr=SETTINGS["lr"], min_lr=SETTINGS["min_lr"],
+        trainer=TrainerConfig(epochs=args.epochs, lr=args.lr, min_lr=SETTINGS["min_lr"],
                               threads=args.threads, seed=SETTINGS["seed"], device=args.device,
                               engine=args.engine, progress=False, ckpt_every=0,
                               batch_size=args.batch_size),
@@ -123,7 +126,7 @@ def worker_gensim(args) -> dict:
         sg=int(args.model == "skipgram"), vector_size=SETTINGS["dim"], window=SETTINGS["window"],
         negative=SETTINGS["negative"], hs=0, sample=SETTINGS["sample"],
         min_count=args.min_count, ns_exponent=SETTINGS["ns_exponent"],
-        alpha=SETTINGS["lr"], min_alpha=SETTINGS["min_lr"], workers=args.threads,
+        alpha=args.lr, min_alpha=SETTINGS["min_lr"], workers=args.threads,
         epochs=args.epochs, seed=SETTINGS["seed"], cbow_mean=1,
     )
     sentences = Text8Corpus(str(args.corpus))
@@ -194,7 +197,7 @@ def run_worker(side: str, corpus: Path, args, min_count: int) -> dict:
            "--min-count", str(min_count),
            "--model", args.model, "--epochs", str(args.epochs), "--threads", str(args.threads),
            "--device", args.device, "--engine", args.engine, "--eval-dir", str(args.eval_dir),
-           "--batch-size", str(args.batch_size)]
+           "--batch-size", str(args.batch_size), "--lr", str(args.lr)]
     cmd += ["--quality"] if args.quality else []
     cmd += ["--rss-trace"] if args.rss_trace else []
     env = dict(os.environ, PYTHONHASHSEED="0")
@@ -241,6 +244,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["skipgram", "cbow"], default="skipgram")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=None,
+                   help="starting learning rate for both sides (default: word2vec.c's for "
+                        "the architecture, 0.025 skip-gram, 0.05 CBOW)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--scale", default="1", help="comma list of corpus repeats, e.g. 1,4,8")
     p.add_argument("--repeat", type=int, default=1)
@@ -269,6 +275,11 @@ def main() -> None:
         sys.exit(f"error: corpus {args.corpus} not found; pass --corpus PATH")
     if args.rss_epochs:
         args.epochs, args.rss_trace = args.rss_epochs, True
+    if args.lr is None:
+        sys.path.insert(0, str(ROOT))  # this process only: the workers' imports stay their own
+        from w2v.config import ARCH_LR
+
+        args.lr = ARCH_LR[args.model]
     sides = [s for s in args.sides.split(",") if s]
     results = {}
     with tempfile.TemporaryDirectory(prefix="w2v-bench-") as tmp:
@@ -284,8 +295,8 @@ def main() -> None:
                     print(f"  scale {scale} run {r + 1} {side}: "
                           f"{runs[side][-1]['words_per_sec']:,.0f} words/s", file=sys.stderr)
             results[scale] = {s: median_of(v) for s, v in runs.items()}
-    header = (f"{args.model}, {args.epochs} epoch(s), {args.threads} thread(s), device "
-              f"{args.device}, median of {args.repeat}, corpus {args.corpus.name}")
+    header = (f"{args.model}, lr {args.lr}, {args.epochs} epoch(s), {args.threads} thread(s), "
+              f"device {args.device}, median of {args.repeat}, corpus {args.corpus.name}")
     print(header)
     for scale, res in results.items():
         print(f"\nscale x{scale} ({res[sides[0]]['words']:,} words, vocabulary "
