@@ -169,13 +169,13 @@ def _warn_costly(cfg: Config, device: torch.device, vocab_size: int) -> None:
     m = cfg.model
     if m.loss != "softmax" or device.type != "cpu":
         return
-    ratio = vocab_size / (m.negative + 1)
+    rows = m.negative + 1  # the output rows one negative-sampling example touches
     log.warning(
-        "model.loss=softmax on the CPU scores all %s words for every example, about %s times "
-        "the work of model.loss=negative (%d samples); expect a few hundred words/s on a "
-        "corpus like text8 (hours per epoch). Use model.loss=negative (the default) or "
-        "model.loss=hs, or trainer.device=cuda", f"{vocab_size:,}", f"{ratio:,.0f}",
-        m.negative + 1)
+        "model.loss=softmax on the CPU scores all %s words of the vocabulary for every "
+        "example: about %s times the work of model.loss=negative (%d output rows); with tens "
+        "of thousands of words that is a few hundred words/s, hours per epoch of a text8-sized "
+        "corpus. Use model.loss=negative (the default) or model.loss=hs, or trainer.device=cuda",
+        f"{vocab_size:,}", f"{vocab_size / rows:,.0f}", rows)
 
 
 class Loop:
