@@ -4,6 +4,7 @@ working from any directory in a fresh environment without the dev extra."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.metadata as md
 import json
 import os
@@ -100,10 +101,8 @@ def _runtime_closure(requirements: list[str]) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):  # a platform package not here
             todo += md.distribution(name).requires or []
-        except md.PackageNotFoundError:
-            pass  # an optional platform package not installed here
     return seen
 
 
