@@ -101,3 +101,16 @@ def test_ctrl_c_inside_datasets_leaves_no_half_made_arrow_cache(tmp_path, monkey
     assert not (tmp_path / "w2v").exists()
     monkeypatch.undo()
     assert corpus_mod.build_corpus(cfg, progress=False).raw_tokens == 200
+
+
+def test_a_second_ctrl_c_stops_a_long_step_at_once():
+    """The first SIGINT asks the loop to checkpoint after the step; a second one (the user
+    will not wait out a 20 s first compile) stops at once."""
+    from w2v.train import StopFlag
+
+    with StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signum == signal.SIGINT  # the loop sees it between steps
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here

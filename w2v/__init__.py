@@ -47,6 +47,7 @@ def _interrupted_while_starting(kind, value, tb) -> None:
     if issubclass(kind, KeyboardInterrupt):
         from w2v.errors import INTERRUPTED
 
+        sys.stdout.flush()
         sys.stderr.write(INTERRUPTED + "\n")
         sys.stderr.flush()
         os._exit(130)  # nothing to clean up yet; SystemExit cannot be raised from here

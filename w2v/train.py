@@ -58,7 +58,9 @@ def choose_device(name: str) -> torch.device:
 
 
 class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps. A second Ctrl-C stops at
+    once (KeyboardInterrupt: one line, exit 130, the checkpoints so far intact), for a step
+    that takes long, such as the fused engine's first compile in a fresh install."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -70,6 +72,8 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.signum == signal.SIGINT == signum:
+            raise KeyboardInterrupt
         self.signum = signum
 
     def __exit__(self, *exc) -> None:
