@@ -148,7 +148,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
 
         writer = TensorBoard(run_dir / "tb") if world.main else None
         loop = Loop(cfg, run_dir, model, engine, corpus, writer, position, world)
-        with StopFlag() as stop:
+        # Log lines print above the progress bar, not through it.
+        with StopFlag() as stop, logging_redirect_tqdm():
             loop.run(stop)
         return loop.finish()
     finally:
@@ -204,43 +205,41 @@ class Loop:
                    disable=not (t.progress and main), desc=f"{cfg.model.arch}/{self.engine.name}")
         curve = LossCurve(t, self.writer, bar, total, self.pos.words_done, self._check_finite)
         clock = Clock(self.pos)
-        with logging_redirect_tqdm():  # log lines print above the bar, not through it
-            for epoch in range(self.pos.epoch, t.epochs):
-                steps = distributed.agree_steps(self.world, self.engine.begin_epoch(epoch))
-                first = self.pos.step if epoch == self.pos.epoch else 0
-                epoch_total = Interval()
-                for step in range(first, steps):
-                    lr, lr_end = (self.lr_at(epoch, step / steps),
-                                  self.lr_at(epoch, (step + 1) / steps))
-                    s = self.engine.step(epoch, step, steps, lr, lr_end)
-                    g = self.pos.global_step + 1  # the global step this one completes
-                    due = step + 1 == steps or any(n and g % n == 0 for n in (t.eval_every,
-                                                                               t.ckpt_every))
-                    stopping = self.sync(stop.signum is not None, force=due)
-                    words = _share(self.corpus.raw_tokens, step, steps)
-                    self.pos.advance(epoch, step + 1, words)
-                    clock.tick()
-                    epoch_total.add(s, words)
-                    bar.update(words)
-                    if main:
-                        curve.add(s, words)
-                        if curve.due(self.pos.words_done):  # reads the loss: one device sync
-                            curve.write(self.pos.words_done, lr_end)
-                    if main and t.eval_every and g % t.eval_every == 0:
-                        self._evaluate()
-                    if t.ckpt_every and g % t.ckpt_every == 0:
-                        self._checkpoint()
-                    if stopping:
-                        bar.close()
-                        self._interrupted(stop.signum)
-                if main and float(epoch_total.examples):
-                    mean = epoch_total.mean()
-                    self._check_finite(mean)
-                    self.pos.epoch_loss = mean
-                    curve.epoch_end(epoch, t.epochs, mean, epoch_total.words_per_sec(),
-                                    self.lr_at(epoch + 1, 0.0))
-                self.pos.next_epoch()
-                self._checkpoint()
+        for epoch in range(self.pos.epoch, t.epochs):
+            steps = distributed.agree_steps(self.world, self.engine.begin_epoch(epoch))
+            first = self.pos.step if epoch == self.pos.epoch else 0
+            epoch_total = Interval()
+            for step in range(first, steps):
+                lr, lr_end = self.lr_at(epoch, step / steps), self.lr_at(epoch, (step + 1) / steps)
+                s = self.engine.step(epoch, step, steps, lr, lr_end)
+                g = self.pos.global_step + 1  # the global step this one completes
+                due = step + 1 == steps or any(n and g % n == 0 for n in (t.eval_every,
+                                                                           t.ckpt_every))
+                stopping = self.sync(stop.signum is not None, force=due)
+                words = _share(self.corpus.raw_tokens, step, steps)
+                self.pos.advance(epoch, step + 1, words)
+                clock.tick()
+                epoch_total.add(s, words)
+                bar.update(words)
+                if main:
+                    curve.add(s, words)
+                    if curve.due(self.pos.words_done):  # reads the loss: one device sync
+                        curve.write(self.pos.words_done, lr_end)
+                if main and t.eval_every and g % t.eval_every == 0:
+                    self._evaluate()
+                if t.ckpt_every and g % t.ckpt_every == 0:
+                    self._checkpoint()
+                if stopping:
+                    bar.close()
+                    self._interrupted(stop.signum)
+            if main and float(epoch_total.examples):
+                mean = epoch_total.mean()
+                self._check_finite(mean)
+                self.pos.epoch_loss = mean
+                curve.epoch_end(epoch, t.epochs, mean, epoch_total.words_per_sec(),
+                                self.lr_at(epoch + 1, 0.0))
+            self.pos.next_epoch()
+            self._checkpoint()
         bar.close()
 
     def _check_finite(self, loss: float) -> None:
