@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -420,7 +421,8 @@ def _resume(cfg: Config, dict_cfg: DictConfig, run_dir: Path, overrides: list[st
         print(f"{run_dir} is finished ({resume.position.epoch} epochs, checkpoint "
               f"{resume.path.name}); nothing to do: its vectors and metrics.json are there")
         return None
-    rundir.record(run_dir, resume, overrides)
+    if os.environ.get("RANK", "0") == "0":  # torchrun: every rank resumes, rank 0 records it
+        rundir.record(run_dir, resume, overrides)
     return resume.config
 
 
