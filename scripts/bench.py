@@ -38,8 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_CORPUS = SHARED / "text8-prefix" / "text8-prefix"
 DEFAULT_EVAL = SHARED / "eval"
+# The starting learning rate, the same on both sides, is --lr or w2v's default for the
+# architecture (w2v.config.ARCH_LR, word2vec.c's: 0.025 skip-gram, 0.05 CBOW; gensim's own
+# default is 0.025 for both); the workers get it as --lr.
 SETTINGS = dict(dim=100, window=5, negative=5, sample=1e-3, min_count=5, ns_exponent=0.75,
-                lr=0.025, min_lr=0.0001, seed=1)
+                min_lr=0.0001, seed=1)
 
 
 # ------------------------------------------------------------------------------ the workers
@@ -89,7 +92,7 @@ def worker_w2v(args) -> dict:
         model=ModelConfig(arch=args.model, dim=SETTINGS["dim"], window=SETTINGS["window"],
                           negative=SETTINGS["negative"], sample=SETTINGS["sample"],
                           ns_exponent=SETTINGS["ns_exponent"]),
-        trainer=TrainerConfig(epochs=args.epochs, lr=SETTINGS["lr"], min_lr=SETTINGS["min_lr"],
+        trainer=TrainerConfig(epochs=args.epochs, lr=args.lr, min_lr=SETTINGS["min_lr"],
                               threads=args.threads, seed=SETTINGS["seed"], device=args.device,
                               engine=args.engine, progress=False, ckpt_every=0,
                               batch_size=args.batch_size),
@@ -127,7 +130,7 @@ def worker_gensim(args) -> dict:
         sg=int(args.model == "skipgram"), vector_size=SETTINGS["dim"], window=SETTINGS["window"],
         negative=SETTINGS["negative"], hs=0, sample=SETTINGS["sample"],
         min_count=args.min_count, ns_exponent=SETTINGS["ns_exponent"],
-        alpha=SETTINGS["lr"], min_alpha=SETTINGS["min_lr"], workers=args.threads,
+        alpha=args.lr, min_alpha=SETTINGS["min_lr"], workers=args.threads,
         epochs=args.epochs, seed=SETTINGS["seed"], cbow_mean=1,
     )
     sentences = Text8Corpus(str(args.corpus))
@@ -193,12 +196,20 @@ def scaled_corpus(corpus: Path, scale: int, tmp: Path) -> Path:
     return out
 
 
+def arch_lr(model: str) -> float:
+    """word2vec.c's starting lr for the architecture (what w2v's trainer.lr=null resolves to)."""
+    sys.path.insert(0, str(ROOT))  # this process only: the workers' imports stay their own
+    from w2v.config import ARCH_LR
+
+    return ARCH_LR[model]
+
+
 def run_worker(side: str, corpus: Path, args, min_count: int, model: str, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--corpus", str(corpus),
            "--min-count", str(min_count),
            "--model", model, "--epochs", str(args.epochs), "--threads", str(threads),
            "--device", args.device, "--engine", args.engine, "--eval-dir", str(args.eval_dir),
-           "--batch-size", str(args.batch_size)]
+           "--batch-size", str(args.batch_size), "--lr", str(args.lr or arch_lr(model))]
     cmd += ["--quality"] if args.quality else []
     cmd += ["--rss-trace"] if args.rss_trace else []
     env = dict(os.environ, PYTHONHASHSEED="0")
@@ -245,6 +256,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="skipgram", help="skipgram, cbow, or a comma list")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=None,
+                   help="starting learning rate for both sides (default: word2vec.c's for "
+                        "the architecture, 0.025 skip-gram, 0.05 CBOW)")
     p.add_argument("--threads", default="2", help="threads (gensim workers), or a comma list "
                    "such as 1,2,4,8,16 for a sweep")
     p.add_argument("--scale", default="1", help="comma list of corpus repeats, e.g. 1,4,8")
@@ -300,7 +314,8 @@ def main() -> None:
                               f"{out['words_per_sec']:,.0f} words/s", file=sys.stderr)
             results[scale] = {f"{m}/{t}": {s: median_of(runs[m, t, s]) for s in sides}
                               for m, t in points}
-    print(f"{args.model}, {args.epochs} epoch(s), {args.threads} thread(s), device "
+    lr = args.lr or "word2vec.c's per arch (0.025 skip-gram, 0.05 CBOW)"
+    print(f"{args.model}, lr {lr}, {args.epochs} epoch(s), {args.threads} thread(s), device "
           f"{args.device}, median of {args.repeat}, corpus {args.corpus.name}")
     for scale, by_point in results.items():
         first = next(iter(by_point.values()))[sides[0]]

@@ -1,6 +1,11 @@
 """Download the standard evaluation suites (needs internet) and check their sha256.
 
+    python scripts/fetch_eval.py              # into the default eval.dir, found by every run
     python scripts/fetch_eval.py out=data/eval
+
+Without `out=`, the files land in the default `eval.dir` ($W2V_EVAL_DIR, else
+~/.cache/w2v/eval), where every later `python -m w2v.train` and `python -m w2v.evaluate` looks
+for them without being told.
 
 The files are gensim's test data (questions-words.txt, wordsim353.tsv, simlex999.txt) at a
 pinned commit, so everyone evaluates on the same bytes. Offline, it stops with one line.
@@ -19,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from w2v.atomic import atomic_open  # noqa: E402
 from w2v.cli import report_errors  # noqa: E402
+from w2v.config import default_eval_dir  # noqa: E402
 from w2v.errors import W2VError  # noqa: E402
 
 COMMIT = "37f90ec121eb7cd401448a947e80953e0c53ccdc"
@@ -60,9 +66,11 @@ def fetch_all(out: Path, base: str = BASE) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
     unknown = set(args) - {"out", "base"}
-    if unknown or "out" not in args:
-        raise W2VError("usage: python scripts/fetch_eval.py out=DIR [base=URL]")
-    for path in fetch_all(Path(args["out"]), args.get("base", BASE)):
+    if unknown:
+        raise W2VError("usage: python scripts/fetch_eval.py [out=DIR] [base=URL] (default "
+                       f"out: {default_eval_dir()})")
+    out = Path(args.get("out") or default_eval_dir()).expanduser()
+    for path in fetch_all(out, args.get("base", BASE)):
         print(path)
 
 

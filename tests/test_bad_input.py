@@ -570,28 +570,46 @@ def test_damaged_word2vec_file_is_refused(trained_run, tmp_path, suffix, how):
 
 
 def _resume_cfg(run, *overrides, planted=None):
-    return planted_cfg(planted or run.planted, "trainer.epochs=2",
+    return planted_cfg(planted or run.planted, "trainer.epochs=1",
                        f"data.cache_dir={run.cache}", "eval.projector_words=0", *overrides)
 
 
-@pytest.mark.parametrize("override,expect", [
-    ("model.dim=16", "resume with the same model.* settings"),
-    ("model.loss=hs", "resume with the same model.* settings"),
+@pytest.mark.parametrize("override,key", [
+    ("model.dim=16", "model.dim=16 (the run has 24)"),
+    ("model.loss=hs", "model.loss='hs' (the run has 'negative')"),
+    ("trainer.epochs=3", "trainer.epochs=3 (the run has 1)"),
 ])
-def test_resume_from_a_checkpoint_of_another_shape(trained_run, tmp_path, override, expect):
+def test_resume_with_another_model_or_schedule_is_refused_by_name(trained_run, tmp_path,
+                                                                   override, key):
     before = snapshot(trained_run.run)
     cfg = _resume_cfg(trained_run, override, f"trainer.resume={trained_run.ckpt}")
     with pytest.raises(W2VError) as err:
         train(cfg, tmp_path / "run")
-    assert "holds tensors of shapes" in one_line(err) and expect in one_line(err)
+    assert one_line(err).startswith(f"cannot resume from {trained_run.ckpt} with {key}")
     assert_intact(before, trained_run.run)
+    assert not (tmp_path / "run").exists()
 
 
-def test_resume_from_a_checkpoint_of_another_vocabulary(trained_run, tmp_path):
+def test_resume_with_another_corpus_is_refused_by_name(trained_run, tmp_path):
     other = write_planted_corpus(tmp_path / "other.txt", entities=5, sentences=300, seed=3)
     cfg = _resume_cfg(trained_run, f"trainer.resume={trained_run.ckpt}", planted=other)
     with pytest.raises(W2VError) as err:
         train(cfg, tmp_path / "run")
+    assert f"data.path='{other.path}' (the run has '{trained_run.planted.path}')" in one_line(err)
+
+
+def test_resume_after_the_corpus_changed_in_place(tmp_path):
+    """Same settings, but the file under data.path now holds other text: the vocabulary check
+    (the checkpoint's words against the corpus's) refuses it."""
+    corpus = write_planted_corpus(tmp_path / "c.txt", sentences=300)
+    cfg = planted_cfg(corpus, "trainer.epochs=2", "eval.projector_words=0")
+    train(cfg, tmp_path / "run")
+    first = checkpoint.latest(tmp_path / "run" / "checkpoints")
+    write_planted_corpus(tmp_path / "c.txt", entities=5, sentences=300, seed=3)
+    resumed = planted_cfg(corpus, "trainer.epochs=2", "eval.projector_words=0",
+                          f"trainer.resume={first}")
+    with pytest.raises(W2VError) as err:
+        train(resumed, tmp_path / "again")
     assert "different vocabulary" in one_line(err) and "same data" in one_line(err)
 
 
@@ -638,6 +656,8 @@ def test_pickle_payloads_are_refused_by_every_loader(trained_run, tmp_path, caps
 
     marker = tmp_path / "pwned"
     files = _evil_files(tmp_path / "files", marker)
+    pairs = tmp_path / "pairs.tsv"  # a suite, so that evaluate gets as far as loading
+    pairs.write_text("a b 1.0\n", encoding="utf-8")
     for path in files.values():
         for loader in (checkpoint.load, load_vectors, load_embedding):
             with pytest.raises(W2VError):
@@ -645,7 +665,7 @@ def test_pickle_payloads_are_refused_by_every_loader(trained_run, tmp_path, caps
         with pytest.raises(W2VError):
             export_checkpoint(path, tmp_path / "out", ExportConfig())
         for main, argv in ((export.main, [f"checkpoint={path}", f"out={tmp_path / 'out'}"]),
-                           (evaluate.main, [f"vectors={path}"]),
+                           (evaluate.main, [f"vectors={path}", f"eval.similarities=[{pairs}]"]),
                            (query.main, [f"vectors={path}", "a"])):
             with pytest.raises(SystemExit) as stop:
                 main(argv)

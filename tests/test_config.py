@@ -95,3 +95,13 @@ def test_sparse_needs_an_optimizer_that_takes_sparse_gradients():
 def test_unknown_keys_and_wrong_types_fail_at_composition(override):
     with pytest.raises(Exception, match=override.split("=")[0].replace(".", r"\.")):
         compose_cfg([override])
+
+
+def test_the_learning_rate_defaults_to_the_architectures():
+    """word2vec.c's -alpha: 0.025 for skip-gram, 0.05 for CBOW; trainer.lr=null means that
+    default, resolved when the config is built (so checkpoints and metrics hold the number)."""
+    assert compose_cfg([]).trainer.lr == 0.025
+    assert compose_cfg(["model=cbow"]).trainer.lr == 0.05
+    assert compose_cfg(["model=cbow", "trainer.lr=0.01"]).trainer.lr == 0.01
+    with pytest.raises(W2VError, match=r"trainer\.min_lr"):
+        compose_cfg(["model=cbow", "trainer.min_lr=0.06"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -212,11 +213,19 @@ def test_run_suites_finds_the_standard_files(real):
         assert key in metrics and np.isfinite(metrics[key])
 
 
-def test_run_suites_without_suites_says_so(capsys):
+def test_run_suites_without_suites_says_so(caplog, monkeypatch, tmp_path):
     kv, _ = small_kv()
-    assert run_suites(kv, EvalConfig(dir=None)) == {}
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no suites found" in err
+    monkeypatch.delenv("W2V_EVAL_DIR", raising=False)
+    caplog.set_level(logging.INFO, logger="w2v.evaluate")
+    # The default eval.dir (nothing fetched there yet) is no error: no suites, one log line.
+    assert run_suites(kv, EvalConfig()) == {}
+    assert [r.getMessage() for r in caplog.records if "no suites found" in r.getMessage()]
+    caplog.clear()
+    assert run_suites(kv, EvalConfig(dir=None)) == {}  # null: no evaluation, nothing to say
+    assert not caplog.records
+    # A folder the user names must exist.
+    with pytest.raises(W2VError, match="is not a folder"):
+        run_suites(kv, EvalConfig(dir=str(tmp_path / "nowhere")))
 
 
 def test_run_suites_all_oov_pairs_report_oov_not_nan(tmp_path):
@@ -271,8 +280,26 @@ def test_evaluate_cli_subprocess(small_pt, tmp_path):
     res = run_cli("-m", "w2v.evaluate", f"vectors={small_pt}", f"eval.dir={tmp_path / 'suites'}")
     assert res.returncode == 0, res.stderr
     assert "similarity/wordsim353/spearman" in res.stdout
+    # No suite anywhere (nothing fetched into the default eval.dir): an error, not a silent 0.
     res = run_cli("-m", "w2v.evaluate", f"vectors={small_pt}")
-    assert res.returncode == 0 and "no suites found" in res.stderr and not res.stdout
+    assert res.returncode == 2 and not res.stdout
+    assert res.stderr.startswith("error: no suites found") and res.stderr.count("\n") == 1
+
+
+def test_suites_fetched_once_are_found_by_default(tmp_path, eval_dir, small_pt, monkeypatch):
+    """scripts/fetch_eval.py without out= puts the suites where w2v.evaluate (and every
+    training run) looks by default: $W2V_EVAL_DIR, else <cache root>/eval."""
+    monkeypatch.delenv("W2V_EVAL_DIR", raising=False)
+    fetch_eval = load_fetch_eval()
+    fetch_eval.main([f"base={eval_dir.as_uri()}"])
+    default = Path(os.environ["W2V_CACHE"]) / "eval"
+    assert EvalConfig().dir == str(default)
+    assert sorted(p.name for p in default.iterdir()) == sorted(fetch_eval.SUITES)
+    res = run_cli("-m", "w2v.evaluate", f"vectors={small_pt}")  # no eval.dir given
+    assert res.returncode == 0, res.stderr
+    assert "similarity/wordsim353/spearman" in res.stdout
+    monkeypatch.setenv("W2V_EVAL_DIR", str(tmp_path / "mine"))  # the override wins
+    assert EvalConfig().dir == str(tmp_path / "mine")
 
 
 def test_query_cli_non_interactive(small_pt):
@@ -336,3 +363,22 @@ def test_fetch_eval_from_a_mirror_checks_sha256(tmp_path, eval_dir, capsys):
     with pytest.raises(SystemExit):
         fetch_eval.main([f"out={tmp_path / 'out'}", f"base={mirror.as_uri()}"])
     assert "sha256" in capsys.readouterr().err
+
+
+def test_spearman_equals_scipys_with_ties_and_constants():
+    """w2v.evaluate.spearman replaces scipy.stats.spearmanr (no scipy at run time): the same
+    numbers on ties (average ranks), float32 model scores, tiny and constant inputs."""
+    from scipy import stats
+
+    from w2v.evaluate import spearman
+
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10, 353, 999):
+        gold = rng.integers(0, 6, n).astype(float)  # human scores: many ties
+        model = np.round(rng.standard_normal(n), 2).astype(np.float32)  # some ties too
+        assert spearman(gold, model) == pytest.approx(stats.spearmanr(gold, model).statistic,
+                                                      abs=1e-12)
+        smooth = rng.standard_normal(n)
+        assert spearman(smooth, model) == pytest.approx(
+            stats.spearmanr(smooth, model).statistic, abs=1e-12)
+    assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))

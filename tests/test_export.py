@@ -280,6 +280,48 @@ def test_pretrained_embedding_trains_a_downstream_classifier(tmp_path):
     assert torch.equal(model.emb.weight[:v], vec)  # frozen: the pretrained rows are untouched
 
 
+def test_load_embedding_passes_the_from_pretrained_options_through(tmp_path):
+    vec = table() * 10  # rows with norms well above 1
+    save_vectors(tmp_path / "v.pt", WORDS, counts(), vec, TOKENIZER)
+    emb, _ = load_embedding(tmp_path / "v.pt", max_norm=1.0, norm_type=2.0,
+                            scale_grad_by_freq=True, sparse=True)
+    assert (emb.max_norm, emb.norm_type, emb.scale_grad_by_freq, emb.sparse) == (
+        1.0, 2.0, True, True)
+    emb(torch.tensor([0, 1]))  # max_norm renormalises the looked-up rows in place
+    assert emb.weight[:2].norm(dim=1).max() <= 1.0 + 1e-5
+    assert torch.equal(emb.weight[2:], vec[2:])
+
+
+def test_a_sparse_pretrained_embedding_trains_with_sparse_adam(tmp_path):
+    """sparse=True: the gradient holds only the rows a batch used, so torch.optim.SparseAdam
+    can train a large-vocabulary embedding; rows no batch uses stay as loaded."""
+    g = torch.Generator().manual_seed(0)
+    v, d = 200, 8
+    vec = torch.randn(v, d, generator=g)
+    save_vectors(tmp_path / "v.pt", [f"w{i}" for i in range(v)], None, vec, TOKENIZER)
+    emb, index = load_embedding(tmp_path / "v.pt", freeze=False, sparse=True, padding=True)
+    head = nn.Linear(d, 2)
+    used = torch.arange(0, 100)  # the batches draw from the first half of the vocabulary only
+    ids = used[torch.randint(0, 100, (128, 5), generator=g)]
+    y = (ids % 2 == 0).sum(1).gt(2).long()  # a label the embedding must learn to carry
+    sparse_opt = torch.optim.SparseAdam(list(emb.parameters()), lr=0.05)
+    dense_opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    losses = []
+    for _ in range(60):
+        loss = nn.functional.cross_entropy(head(emb(ids).mean(1)), y)
+        sparse_opt.zero_grad()
+        dense_opt.zero_grad()
+        loss.backward()
+        assert emb.weight.grad.is_sparse
+        sparse_opt.step()
+        dense_opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert not torch.equal(emb.weight[:100], vec[:100])
+    assert torch.equal(emb.weight[100:v], vec[100:])  # untouched rows: sparse updates only
+    assert torch.equal(emb.weight[index["<pad>"]], torch.zeros(d))
+
+
 # ---- a run's exports and the CLI -----------------------------------------------------------
 
 

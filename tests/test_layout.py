@@ -35,6 +35,8 @@ ORDER = [
     "engines",  # the package and its engines (autograd, fused, ...) are one stage
     "distributed",  # torchrun: corpus shards and combining the ranks' models
     "checkpoint",  # model + engine state, read by resume and by export
+    "monitor",  # what a run reports: the loss curve, TensorBoard, the console/train.log format
+    "rundir",  # resume from a run dir: the checkpoint's config reconciled, the run folder kept
     # STYLE.md lists train, export, vectors, evaluate; the imports say otherwise twice:
     "vectors",  # KeyedVectors, the type export.load_vectors returns: before export
     "export",

@@ -5,6 +5,9 @@
 """
 
 import importlib
+import os
+import sys
+from pathlib import Path
 
 __version__ = "0.1.0"
 __all__ = ["KeyedVectors", "Word2Vec", "load_embedding", "load_tokenizer", "load_vectors",
@@ -21,3 +24,40 @@ def __getattr__(name: str):
     if name in _HOMES:
         return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'w2v' has no attribute {name!r}")
+
+
+def _program_is_w2v(argv: list[str]) -> bool:
+    """Whether this process is one of our programs (`python [opts] -m w2v.<x>` or a w2v-*
+    console script), judged from the interpreter's own command line."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-m":
+            return next(args, "").split(".")[0] == "w2v"
+        if arg.startswith("-m"):
+            return arg[2:].split(".")[0] == "w2v"
+        if arg in ("-X", "-W", "--check-hash-based-pycs"):
+            next(args, None)  # an option's own argument
+        elif not arg.startswith("-"):
+            return Path(arg).name.startswith("w2v-")
+        elif arg.startswith("-c"):
+            return False
+    return False
+
+
+def _interrupted_while_starting(kind, value, tb) -> None:
+    """Ctrl-C while a w2v program imports its libraries (torch, numba: seconds) happens
+    before any entry point can catch it: one line and exit 130, not a 40-line traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        from w2v.errors import INTERRUPTED
+
+        sys.stdout.flush()
+        sys.stderr.write(INTERRUPTED + "\n")
+        sys.stderr.flush()
+        os._exit(130)  # nothing to clean up yet; SystemExit cannot be raised from here
+    _interrupted_while_starting.previous(kind, value, tb)
+
+
+# Only when w2v is the program: importing w2v as a library changes nothing in the host.
+if _program_is_w2v(getattr(sys, "orig_argv", [])):
+    _interrupted_while_starting.previous = sys.excepthook
+    sys.excepthook = _interrupted_while_starting

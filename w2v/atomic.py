@@ -26,6 +26,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # mkstemp creates 0600; the file we rename into place gets what open() would give
+        # it (0666 less the umask), as files written by other tools do.
+        os.fchmod(fd, 0o666 & ~umask())
     except OSError as err:
         raise W2VError(f"cannot write {path}: {err.strerror}; choose a writable location") from err
     try:
@@ -43,6 +46,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc); elsewhere
+    set and restored at once (os.umask has no read-only form)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

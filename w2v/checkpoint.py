@@ -26,12 +26,17 @@ _NAME = re.compile(r"step-(\d+)\.pt$")
 
 @dataclass
 class Position:
-    """Where training stands: the next step to run in `epoch`, and totals so far."""
+    """Where training stands: the next step to run in `epoch`, and totals so far.
+
+    The totals add up over every part of a run (an interrupted run and its resumes), so
+    words/s is the words of the work kept over the seconds it took."""
 
     epoch: int = 0
     step: int = 0
     global_step: int = 0
     words_done: int = 0
+    train_seconds: float = 0.0  # time in the loop, summed over the run's parts
+    epoch_loss: float | None = None  # mean loss of the last completed epoch
 
     def advance(self, epoch: int, next_step: int, words: int) -> None:
         self.epoch, self.step = epoch, next_step
@@ -60,14 +65,11 @@ def save(ckpt_dir: Path, model, engine, vocab, cfg, pos: Position) -> Path:
     return path
 
 
-def load(path: str | Path) -> dict:
-    """Load a checkpoint safely (resume and export both read through here); any damage
-    becomes one clear W2VError."""
-    path = Path(path)
+def _read(path: Path, mmap: bool) -> dict:
     if not path.is_file():
         raise W2VError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise W2VError(
             f"checkpoint {path} cannot be read ({type(err).__name__}): it is not a w2v "
@@ -76,6 +78,24 @@ def load(path: str | Path) -> dict:
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise W2VError(f"{path} is not a w2v checkpoint (format {FORMAT} expected)")
+    return state
+
+
+def peek(path: str | Path) -> tuple[dict, Position]:
+    """A checkpoint's config (a plain dict) and position, its tensors left unread (memory-
+    mapped): what a resume checks before building anything. `load` checks the whole file."""
+    path = Path(path)
+    state = _read(path, mmap=True)
+    try:
+        return dict(state["config"]), Position(**state["position"])
+    except (KeyError, TypeError) as err:
+        raise W2VError(f"{path} is not a w2v checkpoint (no config or position: {err})") from None
+
+
+def load(path: str | Path) -> dict:
+    """Load a checkpoint safely; any damage becomes one clear W2VError."""
+    path = Path(path)
+    state = _read(path, mmap=False)
     damage = archive_damage(path)
     if damage:
         raise W2VError(f"checkpoint {path} is corrupt: {damage}; use an earlier checkpoint")

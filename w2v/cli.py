@@ -27,11 +27,13 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from w2v.config import Config, register_configs
-from w2v.errors import W2VError, one_line
+from w2v.config import Config, config_dir, register_configs
+from w2v.errors import INTERRUPTED, W2VError, one_line
 
 # The Hydra config directory (the defaults list and the groups): the one place it is named.
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# The YAML groups: inside the package in a wheel (w2v/conf), the repository's conf/ in a
+# checkout (config.config_dir); the one place every entry point takes them from.
+CONF_DIR = config_dir()
 HELP_FLAGS = ("-h", "--help")
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -39,7 +41,10 @@ T = TypeVar("T")
 
 
 def report_errors(fn: F) -> F:
-    """Wrap an entry point: a W2VError becomes `error: <message>` on stderr and exit 2."""
+    """Wrap an entry point: a W2VError becomes `error: <message>` on stderr and exit 2;
+    Ctrl-C before training has its own handling (a corpus build, a compile) becomes one line
+    and exit 130 (128 + SIGINT), as shells report it. What was half-written is removed on the
+    way out (atomic writes, the corpus build's temp folder, an empty run dir)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -48,6 +53,9 @@ def report_errors(fn: F) -> F:
         except W2VError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
 
@@ -208,15 +216,19 @@ def _shown(value: Any) -> str:
 # --- Hydra entry points (train, data) ----------------------------------------------------------
 
 
-def run_hydra(app: Callable[[], Any], usage: Usage) -> None:
+def run_hydra(app: Callable[[], Any], usage: Usage,
+              hydra_args: Callable[[list[str]], list[str]] | None = None) -> None:
     """A Hydra entry point's main: its own --help, the schemas registered, the overrides
-    checked (one error line), then Hydra runs `app`, the module's @hydra.main function."""
+    checked (one error line), then Hydra runs `app`, the module's @hydra.main function, on
+    the command line (as `hydra_args` rewrites it, when given: train's resume)."""
     argv = sys.argv[1:]
     if wants_help(argv):
         print(hydra_help(usage))
         return
     register_configs()
     precheck(argv, usage.prog)
+    if hydra_args is not None:
+        sys.argv[1:] = hydra_args(argv)
     app()
 
 

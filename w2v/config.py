@@ -11,12 +11,34 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from w2v.errors import W2VError
+
+
+def config_dir() -> Path:
+    """The YAML groups Hydra composes: the wheel ships them inside the package (w2v/conf, mapped
+    from the repository's top-level conf/ by pyproject.toml); a source checkout or an editable
+    install reads the repository's conf/ itself."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise W2VError(f"the configuration folder is missing from {here} (conf/config.yaml); "
+                   "reinstall w2v")
+
+
+def default_eval_dir() -> str:
+    """Where scripts/fetch_eval.py puts the evaluation suites and every run looks for them:
+    $W2V_EVAL_DIR, else <cache root>/eval (the cache root: $W2V_CACHE, else ~/.cache/w2v)."""
+    if os.environ.get("W2V_EVAL_DIR"):
+        return os.environ["W2V_EVAL_DIR"]
+    root = os.environ.get("W2V_CACHE") or "~/.cache/w2v"
+    return str(Path(root).expanduser() / "eval")
 
 
 def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
@@ -138,6 +160,10 @@ class DataConfig:
 
 
 ARCHS = ("skipgram", "cbow")
+# word2vec.c's starting learning rate per architecture (its -alpha default: 0.05 with -cbow 1,
+# else 0.025). CBOW averages its context, so each update is smaller; at 0.025 CBOW learns
+# markedly less per epoch (README "Performance"). gensim uses 0.025 for both.
+ARCH_LR = {"skipgram": 0.025, "cbow": 0.05}
 LOSSES = ("negative", "hs", "softmax")
 
 
@@ -183,7 +209,9 @@ class TrainerConfig:
     """The loop: schedule, device, engine, logging and checkpoints."""
 
     epochs: int = 5
-    lr: float = 0.025
+    # null: the architecture's word2vec default (ARCH_LR: 0.025 skip-gram, 0.05 CBOW),
+    # resolved when the config is built, so checkpoints and metrics record the number.
+    lr: float | None = None
     min_lr: float = 0.0001
     optimizer: str = "sgd"
     # fused: word2vec's per-pair loop compiled with numba, Hogwild over `threads` (CPU only).
@@ -205,7 +233,11 @@ class TrainerConfig:
     # use (os.sched_getaffinity), divided among the torchrun ranks on this node.
     threads: int | None = None
     seed: int = 1
-    log_every: int = 50
+    # The loss curve (TensorBoard train/*, the progress bar): about log_points points per run,
+    # evenly spaced in words processed, and at least one every log_seconds; the loss is read
+    # from the device only then. Whatever the engine's step size or the corpus size.
+    log_points: int = 200
+    log_seconds: float = 10.0
     eval_every: int = 0
     ckpt_every: int = 1000
     # A checkpoint path, `latest` (the newest in this run dir's checkpoints/), or null.
@@ -218,9 +250,9 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
-        _require(self.lr > 0, "trainer.lr", "> 0", self.lr)
-        _require(0 <= self.min_lr <= self.lr, "trainer.min_lr", f"in [0, trainer.lr={self.lr}]",
-                 self.min_lr)
+        _require(self.lr is None or self.lr > 0, "trainer.lr",
+                 "> 0 (or null: the model's default)", self.lr)
+        _require(self.min_lr >= 0, "trainer.min_lr", ">= 0", self.min_lr)
         _choice("trainer.optimizer", self.optimizer, OPTIMIZERS)
         _choice("trainer.engine", self.engine, ENGINES)
         _choice("trainer.device", self.device, DEVICES)
@@ -233,7 +265,9 @@ class TrainerConfig:
                  "null (every core) or an integer >= 1", self.threads)
         if self.threads is None:
             self.threads = available_cores()
-        _require(self.log_every >= 1, "trainer.log_every", "an integer >= 1", self.log_every)
+        _require(self.log_points >= 1, "trainer.log_points", "an integer >= 1",
+                 self.log_points)
+        _require(self.log_seconds > 0, "trainer.log_seconds", "> 0", self.log_seconds)
         _require(self.eval_every >= 0, "trainer.eval_every", "an integer >= 0 (0: at the end only)",
                  self.eval_every)
         _require(self.ckpt_every >= 0, "trainer.ckpt_every", "an integer >= 0 (0: epochs only)",
@@ -256,8 +290,10 @@ def available_cores() -> int:
 class EvalConfig:
     """Similarity and analogy suites, run during and after training."""
 
-    # A folder holding any of questions-words.txt, wordsim353.tsv, simlex999.txt.
-    dir: str | None = "${oc.env:W2V_EVAL_DIR,null}"
+    # A folder holding any of questions-words.txt, wordsim353.tsv, simlex999.txt; null: none.
+    # Default: default_eval_dir() ($W2V_EVAL_DIR, else ~/.cache/w2v/eval), where
+    # scripts/fetch_eval.py puts them; a run without suites there simply skips evaluation.
+    dir: str | None = field(default_factory=default_eval_dir)
     # Explicit suite files, in addition to those found in `dir`.
     analogies: list[str] = field(default_factory=list)
     similarities: list[str] = field(default_factory=list)
@@ -292,6 +328,11 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
+        t = self.trainer
+        if t.lr is None and self.model.arch in ARCH_LR:  # (arch is MISSING in a bare schema)
+            t.lr = ARCH_LR[self.model.arch]
+        if t.lr is not None:
+            _require(t.min_lr <= t.lr, "trainer.min_lr", f"in [0, trainer.lr={t.lr}]", t.min_lr)
         # Checks across groups: sparse gradients need an optimizer that accepts them.
         opt, sparse = self.trainer.optimizer, self.model.sparse
         if sparse and opt in ("adam", "adamw"):

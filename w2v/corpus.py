@@ -33,6 +33,7 @@ build alone (pyarrow was 36 MiB of the peak RSS of importing w2v.train and openi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -50,7 +51,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from w2v.atomic import atomic_write_text
+from w2v.atomic import atomic_write_text, umask
 from w2v.config import DataConfig
 from w2v.errors import W2VError
 from w2v.sources import describe_source, source_fingerprint
@@ -152,18 +153,25 @@ def build_corpus(cfg: DataConfig, progress: bool = True, base: Vocab | None = No
 
 def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float,
                 base: Vocab | None) -> None:
-    """Build in a temp folder renamed to `path` at the end: never a half-written cache."""
+    """Build in a temp folder renamed to `path` at the end: never a half-written cache, and
+    a failed or interrupted (Ctrl-C) build leaves nothing, not even the cache root it made."""
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         _build(cfg, tmp, progress, start, base)
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700: give the cache the usual mode
         try:
             os.rename(tmp, path)
         except OSError:
             if not (path / "meta.json").is_file():  # not a concurrent build finishing first
                 raise
+        made = []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # deepest first; rmdir leaves a folder someone else filled
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def load_corpus(path: str | os.PathLike) -> Corpus:

@@ -7,6 +7,8 @@ Printing it at the command-line edge (`error: ...`, exit 2) is w2v/cli.py's `rep
 
 from __future__ import annotations
 
+INTERRUPTED = "interrupted (Ctrl-C): stopped, nothing half-written kept"
+
 
 class W2VError(Exception):
     """An error the user caused and can fix: the message names the problem and the fix."""

@@ -18,20 +18,27 @@ Reported OOV figures are fractions in [0, 1] (gensim logs percentages).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import MISSING
-from scipy import stats
 
 from w2v.atomic import atomic_write_text
 from w2v.cli import Usage, parse_cli, report_errors
-from w2v.config import EvalConfig
+from w2v.config import EvalConfig, default_eval_dir
 from w2v.errors import W2VError
 from w2v.export import load_vectors
 from w2v.vectors import KeyedVectors
+
+log = logging.getLogger(__name__)
+
+NO_SUITES = ("no suites found in eval.dir={dir} (python scripts/fetch_eval.py puts the standard "
+             "ones in the default eval.dir, $W2V_EVAL_DIR or ~/.cache/w2v/eval; or set "
+             "eval.dir, eval.analogies, eval.similarities)")
 
 # Files run_suites looks for in EvalConfig.dir: name -> kind.
 STANDARD_SUITES = {
@@ -148,8 +155,32 @@ def evaluate_pairs(
         return PairsResult(spearman=float("nan"), pairs=0, oov=oov)
     i, j, gold = zip(*scored)
     model = kv.similarity_batch(torch.tensor(i), torch.tensor(j)).cpu().numpy()
-    rho = stats.spearmanr(gold, model).statistic
-    return PairsResult(spearman=float(rho), pairs=len(scored), oov=oov)
+    return PairsResult(spearman=spearman(gold, model), pairs=len(scored), oov=oov)
+
+
+def spearman(x, y) -> float:
+    """Spearman's rho as gensim reports it (scipy.stats.spearmanr): the Pearson correlation
+    of the two rankings, tied values sharing their average rank. NaN when either side is
+    constant (no ranking to correlate)."""
+    rx, ry = _ranks(x), _ranks(y)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    denom = np.sqrt((rx * rx).sum() * (ry * ry).sum())
+    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
+
+
+def _ranks(values) -> np.ndarray:
+    """1-based ranks, ties averaged (scipy.stats.rankdata's "average" method)."""
+    x = np.asarray(values)  # ranked in its own dtype: float32 ties stay ties
+    order = np.argsort(x, kind="stable")
+    ordered = x[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]  # where each run of equal values starts
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(x)]  # exclusive
+    average = (starts + ends + 1) / 2.0  # mean of the 1-based ranks start+1 .. end
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = average[np.cumsum(first) - 1]
+    return ranks
 
 
 # ---- analogies -----------------------------------------------------------------------------
@@ -214,8 +245,10 @@ def find_suites(cfg: EvalConfig) -> list[tuple[str, str, Path]]:
     found = [("analogy", Path(p).stem, Path(p)) for p in cfg.analogies]
     found += [("similarity", Path(p).stem, Path(p)) for p in cfg.similarities]
     if cfg.dir:
-        folder = Path(cfg.dir)
+        folder = Path(cfg.dir).expanduser()
         if not folder.is_dir():
+            if cfg.dir == default_eval_dir():  # nothing fetched yet: no suites, not an error
+                return found
             raise W2VError(f"eval.dir={cfg.dir} is not a folder; run scripts/fetch_eval.py "
                            "or set eval.dir=null")
         for fname, kind in STANDARD_SUITES.items():
@@ -229,8 +262,9 @@ def run_suites(kv: KeyedVectors, cfg: EvalConfig) -> dict[str, float]:
     """Every suite cfg names -> flat metrics, e.g. "analogy/questions-words/accuracy"."""
     suites = find_suites(cfg)
     if not suites:
-        print("evaluation: no suites found (set eval.dir or eval.analogies/similarities; "
-              "scripts/fetch_eval.py downloads the standard ones)", file=sys.stderr)
+        # eval.dir=null with no suite files is "no evaluation": nothing to say about it.
+        level = logging.INFO if cfg.dir else logging.DEBUG
+        log.log(level, "evaluation: %s", NO_SUITES.format(dir=cfg.dir))
         return {}
     metrics: dict[str, float] = {}
     for kind, name, path in suites:
@@ -252,6 +286,13 @@ def run_suites(kv: KeyedVectors, cfg: EvalConfig) -> dict[str, float]:
             if s.total:  # a section with no answerable question has no accuracy
                 metrics[f"{key}/section/{s.name}"] = s.correct / s.total
     return metrics
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """One line of each suite's main figure: accuracy for analogies, Spearman for pairs."""
+    parts = [f"{key.split('/')[1]} {value:.4f}" for key, value in metrics.items()
+             if key.count("/") == 2 and key.endswith(("/accuracy", "/spearman"))]
+    return ", ".join(parts)
 
 
 def format_table(metrics: dict[str, float]) -> str:
@@ -289,6 +330,8 @@ USAGE = Usage(
 @report_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_cli(EvaluateArgs, sys.argv[1:] if argv is None else argv, USAGE)
+    if not find_suites(args.eval):  # before loading the vectors: nothing to score them on
+        raise W2VError(NO_SUITES.format(dir=args.eval.dir))
     metrics = run_suites(load_vectors(args.vectors), args.eval)
     if metrics:
         print(format_table(metrics))

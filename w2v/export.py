@@ -41,6 +41,7 @@ FORMAT = "w2v.vectors/1"
 IDENTITY_TOKENIZER = {"lowercase": False, "pattern": None}
 PAD, UNK = "<pad>", "<unk>"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save files are zip archives
+TEXT_BLOCK_ROWS = 256  # rows formatted at once for the word2vec text format (~4 MB of Python)
 
 
 # ---- vectors.pt ----------------------------------------------------------------------------
@@ -141,9 +142,14 @@ def write_word2vec(path: str | Path, words: list[str], vectors: Any, binary: boo
                              for i, w in enumerate(names)))
         else:
             # One C-level '%' per row formats all D floats: ~10x faster than per-float str().
+            # Rows go out in blocks, so the Python floats and strings in memory at once are a
+            # block's (a few MB), not the whole table's (~70 MB for 22k x 100).
             fmt = " ".join(["%.9g"] * d)
-            lines = [f"{w} {fmt % tuple(row)}\n" for w, row in zip(names, table.tolist())]
-            f.write("".join(lines).encode())
+            for start in range(0, v, TEXT_BLOCK_ROWS):
+                rows = table[start : start + TEXT_BLOCK_ROWS].tolist()
+                lines = [f"{w} {fmt % tuple(row)}\n"
+                         for w, row in zip(names[start : start + TEXT_BLOCK_ROWS], rows)]
+                f.write("".join(lines).encode())
 
 
 def _header(line: bytes, path: Path) -> tuple[int, int] | None:
@@ -298,6 +304,10 @@ def load_embedding(
     padding: bool = False,
     unknown: bool = False,
     unknown_init: str = "mean",
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
 ) -> tuple[nn.Embedding, dict[str, int]]:
     """An nn.Embedding initialised from trained vectors, and its word -> row mapping.
 
@@ -305,6 +315,10 @@ def load_embedding(
     the vocabulary's ids: '<pad>' (a zero row; padding_idx, so it gets no gradient) and then
     '<unk>' (unknown_init='mean': the mean of all vectors, a neutral guess for rare words;
     'zeros': a zero row).
+
+    max_norm, norm_type, scale_grad_by_freq and sparse go to nn.Embedding.from_pretrained
+    unchanged: e.g. sparse=True (with freeze=False) gives sparse gradients for
+    torch.optim.SparseAdam or SGD, so a step updates only the rows a batch used.
     """
     kv = source if isinstance(source, KeyedVectors) else load_vectors(source)
     mapping = {w: i for i, w in enumerate(kv.words)}
@@ -327,7 +341,9 @@ def load_embedding(
         else:
             raise W2VError(f"unknown_init={unknown_init!r} is not 'mean' or 'zeros'")
     weight = torch.cat(rows)
-    emb = nn.Embedding.from_pretrained(weight, freeze=freeze, padding_idx=padding_idx)
+    emb = nn.Embedding.from_pretrained(weight, freeze=freeze, padding_idx=padding_idx,
+                                       max_norm=max_norm, norm_type=norm_type,
+                                       scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
     return emb, mapping
 
 

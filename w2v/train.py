@@ -10,31 +10,34 @@ tb/ (TensorBoard) and checkpoints/.
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
 import math
+import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from w2v import checkpoint as ckpt
-from w2v import distributed
+from w2v import distributed, rundir
 from w2v.atomic import atomic_write_text
 from w2v.cli import CONF_DIR, Usage, report_errors, run_hydra, to_config
 from w2v.config import Config
 from w2v.corpus import build_corpus
-from w2v.engines import Step, choose_engine, make_engine
+from w2v.engines import choose_engine, make_engine
 from w2v.errors import W2VError
 from w2v.init_from import init_weights, load_init
 from w2v.model import build_model
+from w2v.monitor import Interval, LossCurve, TensorBoard
+
+log = logging.getLogger("w2v.train")  # not __main__ under python -m w2v.train
 
 
 class TrainingInterrupted(Exception):
@@ -58,7 +61,9 @@ def choose_device(name: str) -> torch.device:
 
 
 class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps. A second Ctrl-C stops at
+    once (KeyboardInterrupt: one line, exit 130, the checkpoints so far intact), for a step
+    that takes long, such as the fused engine's first compile in a fresh install."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -70,6 +75,8 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.signum == signal.SIGINT == signum:
+            raise KeyboardInterrupt
         self.signum = signum
 
     def __exit__(self, *exc) -> None:
@@ -83,8 +90,20 @@ def lr_schedule(cfg: Config):
 
 
 def train(cfg: Config, run_dir: str | Path) -> dict:
-    """Train on cfg's corpus; write vectors, metrics, TensorBoard logs and checkpoints."""
+    """Train on cfg's corpus; write vectors, metrics, TensorBoard logs and checkpoints.
+
+    With trainer.resume the run continues from its checkpoint under the checkpoint's config
+    (rundir.prepare: harmless changes applied, contradicting ones refused); a finished run is
+    left untouched and its metrics returned."""
     run_dir = Path(run_dir)
+    resume = rundir.prepare(cfg, run_dir) if cfg.trainer.resume else None
+    if resume is not None:
+        if resume.finished:
+            log.info("%s is finished (%d epochs): nothing to do", run_dir, resume.position.epoch)
+            return resume.metrics
+        cfg = resume.config
+        for change in resume.changes:
+            log.info("resume changes %s", change)
     t = cfg.trainer
     torch.manual_seed(t.seed)
     torch.set_num_threads(t.threads)
@@ -93,6 +112,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     world = distributed.init_from_env(device)
     try:
         if world.main:
+            _describe(cfg, engine_name, device, world)
             run_dir.mkdir(parents=True, exist_ok=True)
         # Continued training: the old vocabulary decides the ids, so it is read first.
         init = load_init(cfg) if t.init_from else None
@@ -103,12 +123,18 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
                               base=init.vocab if init else None)
         if world.main:
             distributed.barrier(world)
+            how = "cache hit" if corpus.cache_hit else "built"
+            log.info("vocabulary: %s words (min_count %d) from %s words in %s documents "
+                     "(%s, %.2f s)", f"{len(corpus.vocab):,}", cfg.data.min_count,
+                     f"{corpus.raw_tokens:,}", f"{corpus.num_docs:,}", how, corpus.seconds)
         if not bool((corpus.doc_offsets.diff() >= 2).any()):  # else the loss is NaN throughout
             raise W2VError(
                 f"no document of {corpus.meta.get('source')} has two in-vocabulary words, so "
                 "there is no (context, centre) pair to train on; join the short rows into "
                 "longer documents or lower data.min_count"
             )
+        if world.main:
+            _warn_costly(cfg, device, len(corpus.vocab))
         shard = distributed.shard(corpus, world)
         model = build_model(cfg.model, corpus.vocab).to(device)
         if init is not None and not t.resume:  # a resumed run's weights are its checkpoint's
@@ -116,15 +142,16 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         engine = make_engine(engine_name, model, shard, cfg, device)
 
         position = ckpt.Position()
-        if t.resume:
-            path = ckpt.resolve(t.resume, run_dir)
-            position = ckpt.restore(path, model, engine, corpus.vocab, cfg)
+        if resume is not None:
+            position = ckpt.restore(resume.path, model, engine, corpus.vocab, cfg)
             if world.main:
-                print(f"resumed from {path} at epoch {position.epoch}, step {position.step}")
+                log.info("resumed from %s at epoch %d, step %d (%s words done)", resume.path,
+                         position.epoch, position.step, f"{position.words_done:,}")
 
         writer = TensorBoard(run_dir / "tb") if world.main else None
         loop = Loop(cfg, run_dir, model, engine, corpus, writer, position, world)
-        with StopFlag() as stop:
+        # Log lines print above the progress bar, not through it.
+        with StopFlag() as stop, logging_redirect_tqdm():
             try:
                 loop.run(stop)
             finally:
@@ -132,6 +159,33 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         return loop.finish()
     finally:
         distributed.shutdown(world)
+
+
+def _describe(cfg: Config, engine: str, device: torch.device, world) -> None:
+    """The run's settings in two lines, for the console and train.log."""
+    m, t = cfg.model, cfg.trainer
+    loss = f"negative {m.negative}" if m.loss == "negative" else m.loss
+    log.info("model: %s, dim %d, window %d, %s, sample %g; lr %g -> %g over %d epoch%s; "
+             "data: %s", m.arch, m.dim, m.window, loss, m.sample, t.lr, t.min_lr, t.epochs,
+             "s" * (t.epochs != 1), cfg.data.path or cfg.data.hub_id)
+    ranks = f", {world.size} ranks" if world.active else ""
+    log.info("engine: %s on %s, %d thread%s%s", engine, device, t.threads,
+             "s" * (t.threads != 1), ranks)
+
+
+def _warn_costly(cfg: Config, device: torch.device, vocab_size: int) -> None:
+    """Full softmax scores every word of the vocabulary for every example: fine on a GPU or
+    a small vocabulary, hours on a CPU for a real corpus. Say so before the hours start."""
+    m = cfg.model
+    if m.loss != "softmax" or device.type != "cpu":
+        return
+    rows = m.negative + 1  # the output rows one negative-sampling example touches
+    log.warning(
+        "model.loss=softmax on the CPU scores all %s words of the vocabulary for every "
+        "example: about %s times the work of model.loss=negative (%d output rows); with tens "
+        "of thousands of words that is a few hundred words/s, hours per epoch of a text8-sized "
+        "corpus. Use model.loss=negative (the default) or model.loss=hs, or trainer.device=cuda",
+        f"{vocab_size:,}", f"{vocab_size / rows:,.0f}", rows)
 
 
 class Loop:
@@ -147,17 +201,15 @@ class Loop:
         self.ckpt_dir = run_dir / "checkpoints"
         self.params = [p.data for p in model.parameters()]
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
-        self.train_seconds = 0.0
         self.eval_metrics: dict[str, float] = {}
-        self.last_loss = float("nan")
 
     def run(self, stop: StopFlag) -> None:
         cfg, t, main = self.cfg, self.cfg.trainer, self.world.main
-        bar = tqdm(total=self.corpus.raw_tokens * t.epochs, initial=self.pos.words_done,
-                   unit="w", unit_scale=True, disable=not (t.progress and main),
-                   desc=f"{cfg.model.arch}/{self.engine.name}")
-        interval = Interval()
-        start = time.perf_counter()
+        total = self.corpus.raw_tokens * t.epochs
+        bar = tqdm(total=total, initial=self.pos.words_done, unit="w", unit_scale=True,
+                   disable=not (t.progress and main), desc=f"{cfg.model.arch}/{self.engine.name}")
+        curve = LossCurve(t, self.writer, bar, total, self.pos.words_done, self._check_finite)
+        clock = Clock(self.pos)
         for epoch in range(self.pos.epoch, t.epochs):
             steps = distributed.agree_steps(self.world, self.engine.begin_epoch(epoch))
             first = self.pos.step if epoch == self.pos.epoch else 0
@@ -178,39 +230,29 @@ class Loop:
                 stopping = self.sync(stop_now, force=due)
                 words = _share(self.corpus.raw_tokens, step, steps)
                 self.pos.advance(epoch, step + 1, words)
-                interval.add(s, words)
+                clock.tick()
                 epoch_total.add(s, words)
                 bar.update(words)
-                if main and g % t.log_every == 0:
-                    self._log_step(interval, lr_end, bar)  # reads the loss: one sync per interval
-                    interval = Interval()
+                if main:
+                    curve.add(s, words)
+                    if curve.due(self.pos.words_done):  # reads the loss: one device sync
+                        curve.write(self.pos.words_done, lr_end)
                 if main and t.eval_every and g % t.eval_every == 0:
                     self._evaluate()
                 if t.ckpt_every and g % t.ckpt_every == 0:
                     self._checkpoint()
                 if stopping:
-                    self.train_seconds += time.perf_counter() - start
                     bar.close()
                     self._interrupted(stop.signum)
             if main and float(epoch_total.examples):
                 mean = epoch_total.mean()
                 self._check_finite(mean)
-                self.writer.add_scalar("epoch/loss", mean, epoch + 1)
-                self.last_loss = mean
+                self.pos.epoch_loss = mean
+                curve.epoch_end(epoch, t.epochs, mean, epoch_total.words_per_sec(),
+                                self.lr_at(epoch + 1, 0.0))
             self.pos.next_epoch()
             self._checkpoint()
-        self.train_seconds += time.perf_counter() - start
         bar.close()
-
-    def _log_step(self, interval: Interval, lr: float, bar) -> None:
-        mean = interval.mean()
-        self._check_finite(mean)
-        g = self.pos.global_step
-        self.writer.add_scalar("train/loss", mean, g)
-        self.writer.add_scalar("train/lr", lr, g)
-        self.writer.add_scalar("train/words_per_sec", interval.words_per_sec(), g)
-        self.last_loss = mean
-        bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.5f}", refresh=False)
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
@@ -227,6 +269,7 @@ class Loop:
             return None
         path = ckpt.save(self.ckpt_dir, self.model, self.engine, self.corpus.vocab, self.cfg,
                          self.pos)
+        log.debug("checkpoint %s", path)
         distributed.barrier(self.world)
         return path
 
@@ -237,25 +280,28 @@ class Loop:
         raise TrainingInterrupted(f"{name}: checkpoint {where}", 128 + (signum or 15))
 
     def _evaluate(self) -> dict[str, float]:
-        from w2v.evaluate import run_suites
+        from w2v.evaluate import headline, run_suites
         from w2v.vectors import KeyedVectors
 
         kv = KeyedVectors(self.corpus.vocab.words, self.model.input.weight.detach(),
                           counts=self.corpus.vocab.counts)
         metrics = run_suites(kv, self.cfg.eval)
         for key, value in metrics.items():
-            self.writer.add_scalar(f"eval/{key}", value, self.pos.global_step)
+            self.writer.add_scalar(f"eval/{key}", value, self.pos.words_done)
+        if metrics:
+            log.info("evaluation at %s words: %s", f"{self.pos.words_done:,}", headline(metrics))
         self.eval_metrics = metrics
         return metrics
 
     def finish(self) -> dict:
         synced = distributed.in_sync(self.world, self.params)
-        words = self.corpus.raw_tokens * self.cfg.trainer.epochs
+        pos = self.pos
         metrics = {
-            "words_per_sec": words / max(self.train_seconds, 1e-9),
-            "train_seconds": self.train_seconds,
+            # The words and seconds of the work this model holds, over every part of the run.
+            "words_per_sec": pos.words_done / max(pos.train_seconds, 1e-9),
+            "train_seconds": pos.train_seconds,
             "epochs": self.cfg.trainer.epochs,
-            "final_loss": self.last_loss,
+            "final_loss": pos.epoch_loss,
             "engine": self.engine.name,
             "vocab_size": len(self.corpus.vocab),
             "corpus_words": self.corpus.raw_tokens,
@@ -267,13 +313,15 @@ class Loop:
             return metrics
         from w2v.export import export_run
 
-        export_run(self.run_dir, self.model, self.corpus.vocab, self.cfg.export)
+        written = export_run(self.run_dir, self.model, self.corpus.vocab, self.cfg.export)
         self._evaluate()
         self._projector()
         metrics.update({f"eval/{k}": v for k, v in self.eval_metrics.items()})
         self.writer.add_hparams(_hparams(self.cfg), _numeric(metrics), run_name="hparams")
         self.writer.close()
-        atomic_write_text(self.run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(self.run_dir / "metrics.json", strict_json(metrics))
+        log.info("wrote %s, metrics.json, tb/ and checkpoints/ in %s",
+                 ", ".join(p.name for p in written), self.run_dir)
         return metrics
 
     def _projector(self) -> None:
@@ -286,65 +334,25 @@ class Loop:
                                   metadata_header=["word", "count"], tag="input_vectors")
 
 
-class TensorBoard:
-    """SummaryWriter whose write errors (disk full, no permission) are one W2VError.
+class Clock:
+    """Seconds in the loop, added to the position's total (which a checkpoint carries, so a
+    resumed run's words/s counts every part's time once)."""
 
-    TensorBoard writes from a background thread and raises a failure at the next call, so
-    every call goes through `_guard`."""
+    def __init__(self, pos: ckpt.Position) -> None:
+        self.pos, self.base, self.start = pos, pos.train_seconds, time.perf_counter()
 
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        if threading.excepthook is not _quiet_writer_thread:
-            _quiet_writer_thread.previous = threading.excepthook
-            threading.excepthook = _quiet_writer_thread
-        self._writer = self._guard(SummaryWriter, str(logdir))
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return functools.partial(self._guard, getattr(self._writer, name))
-
-    def _guard(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except OSError as err:
-            raise W2VError(
-                f"cannot write TensorBoard logs to {self.logdir}: {err.strerror or err}; free "
-                "some space or choose a writable hydra.run.dir (checkpoints so far are intact)"
-            ) from err
+    def tick(self) -> None:
+        self.pos.train_seconds = self.base + time.perf_counter() - self.start
 
 
-def _quiet_writer_thread(args) -> None:
-    """TensorBoard's writer thread dies printing its OSError, then hands it to our next call
-    (one error line there): print nothing for it here."""
-    if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, OSError):
-        return
-    _quiet_writer_thread.previous(args)
+def strict_json(metrics: dict) -> str:
+    """metrics.json as strict JSON: a value that is not a finite number (a loss never
+    measured, a correlation over no pairs) is null, never NaN, which strict parsers refuse."""
+    def finite(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
 
-
-_quiet_writer_thread.previous = threading.excepthook
-
-
-class Interval:
-    """Loss and words over a logging interval; the loss may stay on the device until read."""
-
-    def __init__(self) -> None:
-        self.loss: torch.Tensor | float = 0.0
-        self.examples = 0
-        self.words = 0
-        self.start = time.perf_counter()
-
-    def add(self, s: Step, words: int) -> None:
-        self.loss = self.loss + s.loss_sum
-        self.examples = self.examples + s.examples
-        self.words += words
-
-    def mean(self) -> float:
-        examples = float(self.examples)  # a tensor syncs here, once per log interval
-        return float(self.loss) / examples if examples else float("nan")
-
-    def words_per_sec(self) -> float:
-        return self.words / max(time.perf_counter() - self.start, 1e-9)
+    return json.dumps({k: finite(v) for k, v in metrics.items()}, indent=2,
+                      allow_nan=False) + "\n"
 
 
 def _share(total: int, step: int, steps: int) -> int:
@@ -396,21 +404,52 @@ USAGE = Usage(
 def _hydra_main(dict_cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    cfg = to_config(dict_cfg)
-    try:
-        metrics = train(cfg, HydraConfig.get().runtime.output_dir)
-    except TrainingInterrupted as stop:
-        print(str(stop), file=sys.stderr)
-        sys.exit(stop.code)
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    with rundir.discard_if_unused(run_dir):  # a run that fails before any output leaves none
+        try:
+            cfg = to_config(dict_cfg)
+            if cfg.trainer.resume:
+                cfg = _resume(cfg, dict_cfg, run_dir, list(hc.overrides.task))
+                if cfg is None:
+                    return None
+            metrics = train(cfg, run_dir)
+        except W2VError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        except TrainingInterrupted as stop:
+            print(str(stop), file=sys.stderr)
+            sys.exit(stop.code)
     if metrics["rank"] == 0:
-        print(f"done: {metrics['words_per_sec']:,.0f} words/s, "
-              f"final loss {metrics['final_loss']:.4f} -> {HydraConfig.get().runtime.output_dir}")
+        loss = metrics["final_loss"]
+        log.info("done: %s words/s over %.1f s of training, final loss %s -> %s",
+                 f"{metrics['words_per_sec']:,.0f}", metrics["train_seconds"],
+                 "n/a" if loss is None else f"{loss:.4f}", run_dir)
     return metrics["final_loss"]
+
+
+def _resume(cfg: Config, dict_cfg: DictConfig, run_dir: Path, overrides: list[str]
+            ) -> Config | None:
+    """The command line's resume: the run's config from its checkpoint, with the settings this
+    command line names checked against it (rundir.prepare); None when the run is finished."""
+    from hydra import compose
+
+    named = rundir.named_keys(overrides, dict_cfg, compose("config"))
+    resume = rundir.prepare(cfg, run_dir, named)
+    if resume.finished:
+        # Printed, not logged: a finished run's train.log stays as the run left it.
+        print(f"{run_dir} is finished ({resume.position.epoch} epochs, checkpoint "
+              f"{resume.path.name}); nothing to do: its vectors and metrics.json are there")
+        return None
+    if os.environ.get("RANK", "0") == "0":  # torchrun: every rank resumes, rank 0 records it
+        rundir.record(run_dir, resume, overrides)
+    return resume.config
 
 
 @report_errors
 def main() -> None:
-    run_hydra(_hydra_main, USAGE)
+    # A resume keeps the run's .hydra/ record: rundir.hydra_args adds what Hydra needs.
+    run_hydra(_hydra_main, USAGE, hydra_args=rundir.hydra_args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""Ctrl-C before training has started (imports, the corpus build, Hydra's start): one line,
+exit 130, and nothing half-made left behind: no cache folder, no datasets temp folder, no run
+folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import w2v
+from w2v import corpus as corpus_mod
+from w2v import textlines as textlines_mod
+from w2v.cli import report_errors
+from w2v.config import DataConfig
+from w2v.errors import INTERRUPTED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ctrl_c_while_the_program_imports_its_libraries(planted, tmp_path):
+    """SIGINT 0.3 s after start lands in the imports (torch alone takes longer): one line."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "W2V_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "w2v.train", "data=local",
+                             f"data.path={planted.path}", "trainer.progress=false",
+                             f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err == INTERRUPTED + "\n" and out == ""
+    assert not run.exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("argv,ours", [
+    (["python", "-m", "w2v.train", "model=cbow"], True),
+    (["python", "-X", "importtime", "-m", "w2v.evaluate"], True),
+    (["python", "-mw2v.query"], True),
+    (["/venv/bin/python", "/venv/bin/w2v-train", "trainer.epochs=1"], True),
+    (["python", "-m", "pytest", "tests"], False),
+    (["python", "train_my_model.py"], False),
+    (["python", "-c", "import w2v"], False),
+    (["python"], False),
+])
+def test_the_quiet_interrupt_is_installed_only_for_our_programs(argv, ours):
+    assert w2v._program_is_w2v(argv) is ours
+
+
+def test_entry_points_turn_ctrl_c_into_one_line_and_130(capsys):
+    @report_errors
+    def main() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == INTERRUPTED + "\n"
+
+
+def test_ctrl_c_during_the_corpus_build_leaves_no_cache(planted, tmp_path, monkeypatch):
+    root = tmp_path / "fresh" / "cache"  # neither folder exists yet
+    cfg = DataConfig(path=str(planted.path), min_count=1, cache_dir=str(root))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(corpus_mod, "_encode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        corpus_mod.build_corpus(cfg, progress=False)
+    assert not (tmp_path / "fresh").exists()  # no temp folder, no empty cache root
+    monkeypatch.undo()
+    built = corpus_mod.build_corpus(cfg, progress=False)  # and a later run builds it whole
+    assert not built.cache_hit and len(built.vocab) > 0
+
+
+def test_ctrl_c_inside_datasets_leaves_no_half_made_arrow_cache(tmp_path, monkeypatch):
+    """Interrupted while `datasets` writes its Arrow copy of the text: datasets removes its
+    `.incomplete` folder, and a rerun prepares the dataset from scratch."""
+    import datasets
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("a b c d\n" * 50, encoding="utf-8")
+    cfg = DataConfig(path=str(text), min_count=1, cache_dir=str(tmp_path / "w2v"))
+    hf = Path(datasets.config.HF_DATASETS_CACHE) / "w2v_text_lines"
+    before = set(hf.rglob("*")) if hf.exists() else set()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(textlines_mod, "_rows_table", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        corpus_mod.build_corpus(cfg, progress=False)
+    new = set(hf.rglob("*")) - before if hf.exists() else set()
+    assert not [p for p in new if ".incomplete" in p.name or p.suffix == ".arrow"], new
+    assert not (tmp_path / "w2v").exists()
+    monkeypatch.undo()
+    assert corpus_mod.build_corpus(cfg, progress=False).raw_tokens == 200
+
+
+def test_a_second_ctrl_c_stops_a_long_step_at_once():
+    """The first SIGINT asks the loop to checkpoint after the step; a second one (the user
+    will not wait out a 20 s first compile) stops at once."""
+    from w2v.train import StopFlag
+
+    with StopFlag() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signum == signal.SIGINT  # the loop sees it between steps
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here
