@@ -12,12 +12,13 @@ engine table all read it. Each engine owns its rules: how its loss is reduced (`
 and how distributed ranks combine its changes (`combine`).
 
 Engines are imported on first use, so a run never imports a backend it does not use (numba
-for `fused` only).
+for `fused`, numba.cuda for `cuda` only).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,9 +71,12 @@ class EngineSpec:
     losses: tuple[str, ...]
     sparse: bool  # whether it takes model.sparse=true
     what: str  # one line for the README and error messages
+    # Also runs on CPU tensors under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1: tests).
+    simulator: bool = False
 
     def runs(self, device: str, optimizer: str, loss: str, sparse: bool) -> bool:
-        return (device in self.devices and optimizer in self.optimizers
+        on = device in self.devices or (self.simulator and device == "cpu" and simulated())
+        return (on and optimizer in self.optimizers
                 and loss in self.losses and (self.sparse or not sparse))
 
     def describe(self) -> str:
@@ -89,10 +93,21 @@ ALL_LOSSES = ("negative", "hs", "softmax")
 ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("fused", "fused", "FusedEngine", ("cpu",), ("sgd",), ("negative", "hs"), False,
                "word2vec's per-pair loop compiled with numba, Hogwild over trainer.threads"),
+    EngineSpec("cuda", "cuda", "CudaEngine", ("cuda",), ("sgd",), ("negative", "hs"), False,
+               "word2vec's per-pair update as one GPU kernel (numba-cuda), a warp per stretch "
+               "of the corpus, atomic adds on the shared tables", simulator=True),
     EngineSpec("autograd", "autograd", "AutogradEngine", ("cpu", "cuda"), ALL_OPTIMIZERS,
                ALL_LOSSES, True,
                "batched Word2Vec.forward + loss.backward() with any torch optimizer"),
 )
+
+
+def simulated() -> bool:
+    """Whether numba's CUDA simulator is on (read, as numba does, from the environment)."""
+    try:
+        return int(os.environ.get("NUMBA_ENABLE_CUDASIM") or 0) != 0
+    except ValueError:
+        return False
 
 
 def spec(name: str) -> EngineSpec:
