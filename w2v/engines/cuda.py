@@ -106,9 +106,6 @@ def _numba_cuda():
 
     if simulated():
         _install_simulator_shuffle(numba_cuda)
-        # splitmix64 wraps around on purpose; numpy scalars (the simulator) warn about it.
-        warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning,
-                                module=__name__)
     cuda = numba_cuda
     return cuda
 
@@ -511,9 +508,12 @@ def train_slice(in_w: torch.Tensor, out_w: torch.Tensor, kept_ids: torch.Tensor,
     per_block = lanes if sim else lanes * WARPS_PER_BLOCK  # a simulated block is one warp
     blocks = max(1, -(-workers * lanes // per_block))
     if sim:
-        kernel[blocks, per_block](*args)
+        with warnings.catch_warnings():  # splitmix64 wraps around on purpose; numpy warns
+            warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+            kernel[blocks, per_block](*args)
     else:
-        stream = nb.external_stream(torch.cuda.current_stream(in_w.device).cuda_stream)
+        handle = torch.cuda.current_stream(in_w.device).cuda_stream  # 0: the legacy default
+        stream = nb.external_stream(handle) if handle else nb.default_stream()
         kernel[blocks, per_block, stream](*args)
 
 
