@@ -21,7 +21,7 @@ CPU = torch.device("cpu")
 @pytest.mark.parametrize(("overrides", "expected"), [
     ([], "fused"),
     (["model.loss=hs"], "fused"),
-    (["model.loss=softmax"], "autograd"),
+    (["model.loss=softmax", "trainer.batch_size=256"], "autograd"),
     (["trainer.optimizer=adam"], "autograd"),
     (["model.sparse=true"], "autograd"),
 ])

@@ -167,8 +167,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(planted, tmp_path, monkeyp
 def test_nan_loss_stops_with_a_clear_message(planted, tmp_path):
     from w2v.errors import W2VError
 
+    # (SGD at this lr is refused before training: see test_sgd_batches_too_large_...)
     cfg = planted_cfg(planted, "trainer.engine=autograd", "trainer.lr=1e30",
-                      "trainer.optimizer=sgd", "model.loss=softmax", "trainer.epochs=2")
+                      "trainer.optimizer=adam", "model.loss=softmax", "trainer.epochs=2")
     with pytest.raises(W2VError, match="loss became"):
         train(cfg, tmp_path)
 
@@ -257,11 +258,17 @@ def test_sgd_batches_too_large_to_train_are_refused(planted, tmp_path, monkeypat
 
 
 def test_softmax_under_trainer_gpu_trains(planted, tmp_path, monkeypatch):
-    """trainer=gpu with model.loss=softmax: the autograd engine (no kernel does softmax) at its
-    default batch, with the GPU's fixed-shape batches, run here on the CPU."""
+    """trainer=gpu with model.loss=softmax: the autograd engine (no kernel does softmax) at
+    trainer=gpu's batch, with the GPU's fixed-shape batches, run here on the CPU; the CPU
+    default batch (1,024, which explodes on text8-prefix) is refused."""
+    from w2v.errors import W2VError
+
+    with pytest.raises(W2VError, match="model.loss=softmax"):
+        train(planted_cfg(planted, "model.loss=softmax", "trainer.batch_size=1024"),
+              tmp_path / "refused")
     _fixed_shape_batches(monkeypatch)
     cfg = planted_cfg(planted, "trainer=gpu", "trainer.device=cpu", "model.loss=softmax",
-                      "trainer.batch_size=1024", "trainer.epochs=4")
+                      "trainer.batch_size=256", "trainer.epochs=4")  # trainer=gpu's batch
     metrics = train(cfg, tmp_path)
     vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
     assert metrics["engine"] == "autograd" and math.isfinite(metrics["final_loss"])
@@ -283,7 +290,7 @@ def test_trains_on_cuda(planted, tmp_path):
         assert metrics["engine"] == "cuda"
         assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
     cfg = planted_cfg(planted, "trainer=gpu", "trainer.engine=autograd", "trainer.epochs=4",
-                      "trainer.batch_size=1024", "model.sample=1e-3")
+                      "model.sample=1e-3")
     metrics = train(cfg, tmp_path / "autograd")
     vec = torch.load(tmp_path / "autograd" / "vectors.pt", weights_only=True)
     assert metrics["engine"] == "autograd"

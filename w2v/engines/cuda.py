@@ -84,6 +84,7 @@ LANES = 32  # threads per worker: one warp, so the shuffle's full mask is the wo
 WARPS_PER_SM = 16  # the default concurrency; the probe measured 2,112 (16/SM) best on an H100
 WARPS_PER_BLOCK = 4
 MIN_WARP_TOKENS = 256  # a warp's stretch is at least this many kept tokens (small corpora)
+MIN_RESIDENT_TOKENS = 1 << 20  # fewer than this on the GPU at once: refuse (free memory)
 SUBSAMPLE_BLOCK = 1 << 24  # tokens subsampled at once: bounds the temporaries (~13 B/token)
 SIM_LANES = 1  # lanes per simulated warp (tests set 4 to exercise the shuffle)
 _FULL_MASK = 0xFFFFFFFF
@@ -459,12 +460,20 @@ def default_warps(device: torch.device) -> int:
 
 
 def resident_tokens(device: torch.device, table_bytes: int) -> int:
-    """Corpus tokens that fit on the GPU now: the free memory, less room for the evaluation's
-    and torchrun's copies of the tables (3 x) and 512 MiB of working space, at 8 bytes a
-    token (the int32 ids and the epoch's compacted int32 copy)."""
+    """Corpus tokens that fit on the GPU now, at 8 bytes a token (the int32 ids and the
+    epoch's compacted int32 copy): the free memory less room for copies of the tables
+    (`table_bytes`: both), one for evaluation's normalised vectors and two for torchrun's
+    synchronisation, and 512 MiB for subsampling's temporaries and the allocator."""
     free, _ = torch.cuda.mem_get_info(device)
-    spare = free - 3 * table_bytes - (512 << 20)
-    return max(spare // 8, 0)
+    spare = free - 3 * table_bytes // 2 - (512 << 20)
+    if spare < MIN_RESIDENT_TOKENS * 8:
+        raise W2VError(
+            f"trainer.engine=cuda: the GPU has {free >> 20} MiB free, too little beside the "
+            f"model's tables ({table_bytes >> 20} MiB) for even {MIN_RESIDENT_TOKENS:,} corpus "
+            "tokens at a time; free the GPU, lower model.dim or data.max_vocab, or set "
+            "trainer.cuda_resident_tokens"
+        )
+    return spare // 8
 
 
 def _array(tensor: torch.Tensor):
