@@ -236,7 +236,8 @@ def small_planted(tmp_path_factory):
 def small_cfg(planted, *overrides):
     return planted_cfg(planted, "trainer.engine=cuda", f"trainer.device={DEVICE.type}",
                        "model.dim=12", "model.negative=3", "trainer.lr=0.1",
-                       "trainer.cuda_warps=4", "trainer.cuda_step_words=2000", *overrides)
+                       "trainer.cuda_warps=4", "trainer.cuda_step_words=2000",
+                       "trainer.log_every=1", *overrides)
 
 
 @pytest.mark.parametrize(("arch", "loss", "epochs", "cbow_mean"), LEARN)
