@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # measure the w2v of this checkout, not another installed one
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_CORPUS = SHARED / "text8-prefix" / "text8-prefix"
 DEFAULT_EVAL = SHARED / "eval"

@@ -562,9 +562,6 @@ class CudaEngine:
         vocab = corpus.vocab
         self.ids = corpus.ids  # int32 (N,) memory-mapped, on the host
         self.doc_offsets = corpus.doc_offsets.numpy().astype(np.int64)  # (D+1,)
-        if len(self.ids) and (int(self.ids.min()) < 0 or int(self.ids.max()) >= len(vocab)):
-            raise W2VError(f"cuda engine: token ids must be in [0, {len(vocab)}): the corpus "
-                           "and the model come from different vocabularies")
         self.keep = torch.from_numpy(vocab.keep_probs(m.sample)).to(self.device)
         self.tables = make_tables(vocab, m.loss, m.ns_exponent, self.device)
         weight = model.input.weight
@@ -624,6 +621,10 @@ class CudaEngine:
             ids = self.resident_ids
         else:  # streamed: this range's ids, copied from the memory map
             ids = self.ids[t0:t1].to(self.device, torch.int32)
+        # The kernel does not bounds-check: an id past the tables would write outside them.
+        if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < len(self.keep):
+            raise W2VError(f"cuda engine: token ids must be in [0, {len(self.keep)}): the "
+                           "corpus and the model come from different vocabularies")
         seed = int(np.random.SeedSequence([self.cfg.trainer.seed, epoch, r])
                    .generate_state(1, np.uint64)[0])
         gen = torch.Generator(device=self.device).manual_seed(seed)
