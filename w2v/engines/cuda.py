@@ -103,7 +103,15 @@ def _numba_cuda():
             "'w2v[cuda12]' beside a CUDA 12 build of torch ('w2v[cuda13]' for CUDA 13), or use "
             "trainer.engine=autograd"
         )
-    from numba import cuda as numba_cuda
+    try:
+        from numba import cuda as numba_cuda
+    except Exception as err:  # numba-cuda against a numpy or CUDA it does not support
+        raise W2VError(
+            f"trainer.engine=cuda cannot import numba-cuda ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); reinstall with "
+            "pip install 'w2v[cuda12]' (or 'w2v[cuda13]'), which also keeps numpy below 2.5, "
+            "or use trainer.engine=autograd"
+        ) from err
 
     if simulated():
         _install_simulator_shuffle(numba_cuda)
@@ -662,5 +670,6 @@ class CudaEngine:
             raise W2VError(
                 f"trainer.engine=cuda could not compile its kernel ({type(err).__name__}: "
                 f"{first}); reinstall with pip install 'w2v[cuda12]' (or 'w2v[cuda13]', the "
-                "CUDA major version of torch.version.cuda), or use trainer.engine=autograd"
+                "CUDA major version of torch.version.cuda; it also keeps numpy below 2.5), or "
+                "use trainer.engine=autograd"
             ) from err
