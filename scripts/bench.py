@@ -4,6 +4,7 @@
     python scripts/bench.py --model cbow --epochs 5 --quality       # + analogy/WS353/SimLex
     python scripts/bench.py --model skipgram --scale 1,4,8           # cost growth
     python scripts/bench.py --rss-epochs 20                          # RSS flat across epochs
+    python scripts/bench.py --model skipgram,cbow --threads 1,2,4,8,16 --repeat 3   # threads
     python scripts/bench.py --device cuda --repeat 3                 # the GPU protocol
 
 --device cuda runs BENCHMARK.md's GPU protocol in one go: w2v's cuda engine against gensim
@@ -13,8 +14,11 @@ headed by the GPU's name and the engine's concurrency (trainer.cuda_warps, --cud
 
 Each measurement runs in a fresh subprocess (so peak RSS is that side's alone), alternating
 w2v and gensim and swapping the order every repeat so machine noise hits both alike. Both sides
-get the same corpus file, settings and thread count; quality is scored on both sides' vectors
-by gensim's own evaluators. Speed figures are medians over --repeat runs.
+get the same corpus file, settings and thread count (gensim's `workers`); quality is scored on
+both sides' vectors by gensim's own evaluators. Speed figures are medians over --repeat runs.
+With several models or thread counts, every repeat runs each (model, threads) point once,
+both sides alternating, so drift in the machine's load spreads over all points alike, and the
+result is one table of words/s and ratios per thread count.
 
 raw words/s = corpus words (before min_count and subsampling) x epochs / training seconds;
 training seconds exclude the vocabulary build, reported on its own rows (w2v: cold, i.e. load +
@@ -246,10 +250,10 @@ def scaled_corpus(corpus: Path, scale: int, tmp: Path) -> Path:
     return out
 
 
-def run_worker(side: str, corpus: Path, args, min_count: int) -> dict:
+def run_worker(side: str, corpus: Path, args, min_count: int, model: str, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--corpus", str(corpus),
            "--min-count", str(min_count),
-           "--model", args.model, "--epochs", str(args.epochs), "--threads", str(args.threads),
+           "--model", model, "--epochs", str(args.epochs), "--threads", str(threads),
            "--device", args.device, "--engine", args.engine, "--eval-dir", str(args.eval_dir)]
     cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
     cmd += ["--cuda-warps", str(args.cuda_warps)] if args.cuda_warps else []
@@ -328,7 +332,8 @@ def gpu_protocol(args, tmp: Path) -> list[tuple[str, dict]]:
         runs: dict[str, list[dict]] = {s: [] for s in sides}
         for r in range(args.repeat):
             for side in sides if r % 2 == 0 else sides[::-1]:
-                runs[side].append(run_worker(side, corpus, run, SETTINGS["min_count"]))
+                runs[side].append(run_worker(side, corpus, run, SETTINGS["min_count"], model,
+                                             int(args.threads)))
                 print(f"  {model} x{scale} run {r + 1} {side}: "
                       f"{runs[side][-1]['words_per_sec']:,.0f} words/s", file=sys.stderr)
         label = f"{model}, {args.corpus.name} x{scale}, {epochs} epoch(s)"
@@ -349,10 +354,10 @@ def gpu_report(args, results: list[tuple[str, dict]]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=["skipgram", "cbow"], default="skipgram")
+    p.add_argument("--model", default="skipgram", help="skipgram, cbow, or a comma list")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--threads", type=int,
-                   help="threads on both sides (default 2; with --device cuda, every core)")
+    p.add_argument("--threads", help="threads (gensim workers), or a comma list such as "
+                   "1,2,4,8,16 for a sweep (default 2; with --device cuda, every core)")
     p.add_argument("--scale", default="1", help="comma list of corpus repeats, e.g. 1,4,8")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -374,11 +379,18 @@ def main() -> None:
     args = p.parse_args()
 
     if args.worker:
+        args.threads = int(args.threads)
         result = worker_w2v(args) if args.worker == "w2v" else worker_gensim(args)
         print(json.dumps(result))
         return
     if args.threads is None:
-        args.threads = (os.cpu_count() or 1) if args.device == "cuda" else 2
+        args.threads = str(os.cpu_count() or 1) if args.device == "cuda" else "2"
+    models = [m for m in args.model.split(",") if m]
+    if not models or any(m not in ("skipgram", "cbow") for m in models):
+        sys.exit(f"error: --model {args.model}: skipgram, cbow, or both comma-separated")
+    counts = [int(t) for t in args.threads.split(",") if t]
+    if not counts or min(counts) < 1:
+        sys.exit(f"error: --threads {args.threads}: integers >= 1, comma-separated")
     if not args.corpus.is_file():
         sys.exit(f"error: corpus {args.corpus} not found; pass --corpus PATH")
     if args.device == "cuda":
@@ -394,6 +406,7 @@ def main() -> None:
     if args.rss_epochs:
         args.epochs, args.rss_trace = args.rss_epochs, True
     sides = [s for s in args.sides.split(",") if s]
+    points = [(m, t) for m in models for t in counts]
     results = {}
     with tempfile.TemporaryDirectory(prefix="w2v-bench-") as tmp:
         for scale in [int(s) for s in args.scale.split(",")]:
@@ -401,19 +414,25 @@ def main() -> None:
             # K copies let words seen once reach min_count 5, tripling the vocabulary at K=8;
             # --fixed-vocab scales min_count with K so only the corpus length changes.
             min_count = SETTINGS["min_count"] * (scale if args.fixed_vocab else 1)
-            runs: dict[str, list[dict]] = {s: [] for s in sides}
+            runs = {(m, t, s): [] for m, t in points for s in sides}
             for r in range(args.repeat):
-                for side in sides if r % 2 == 0 else sides[::-1]:
-                    runs[side].append(run_worker(side, corpus, args, min_count))
-                    print(f"  scale {scale} run {r + 1} {side}: "
-                          f"{runs[side][-1]['words_per_sec']:,.0f} words/s", file=sys.stderr)
-            results[scale] = {s: median_of(v) for s, v in runs.items()}
-    header = (f"{args.model}, {args.epochs} epoch(s), {args.threads} thread(s), device "
-              f"{args.device}, median of {args.repeat}, corpus {args.corpus.name}")
-    print(header)
-    for scale, res in results.items():
-        print(f"\nscale x{scale} ({res[sides[0]]['words']:,} words, vocabulary "
-              f"{res[sides[0]]['vocab']:,})")
+                for i, (model, threads) in enumerate(points):
+                    for side in sides if (r + i) % 2 == 0 else sides[::-1]:
+                        out = run_worker(side, corpus, args, min_count, model, threads)
+                        runs[model, threads, side].append(out)
+                        print(f"  scale {scale} run {r + 1} {model} {threads} thread(s) {side}: "
+                              f"{out['words_per_sec']:,.0f} words/s", file=sys.stderr)
+            results[scale] = {f"{m}/{t}": {s: median_of(runs[m, t, s]) for s in sides}
+                              for m, t in points}
+    print(f"{args.model}, {args.epochs} epoch(s), {args.threads} thread(s), device "
+          f"{args.device}, median of {args.repeat}, corpus {args.corpus.name}")
+    for scale, by_point in results.items():
+        first = next(iter(by_point.values()))[sides[0]]
+        print(f"\nscale x{scale} ({first['words']:,} words, vocabulary {first['vocab']:,})")
+        if len(points) > 1:
+            print(sweep_table(by_point, models, counts))
+            continue
+        res = by_point[f"{models[0]}/{counts[0]}"]
         print(table("figure", res.get("w2v"), res.get("gensim")))
         for side, r in res.items():
             if "rss_trace_mib" in r and r["rss_trace_mib"]:
@@ -426,6 +445,25 @@ def main() -> None:
                                                                "eval_dir": str(args.eval_dir),
                                                                "json": str(args.json)},
                                          "results": results}, indent=2, default=str))
+
+
+def sweep_table(by_point: dict, models: list[str], counts: list[int]) -> str:
+    """Raw words/s of both sides and their ratio, one row per thread count."""
+    names = {"skipgram": "skip-gram", "cbow": "CBOW"}
+    head = ["threads"]
+    for m in models:
+        head += [f"{names[m]} w2v", f"{names[m]} gensim", f"{names[m]} ratio"]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---:"] * len(head)) + " |"]
+    for t in counts:
+        row = [str(t)]
+        for m in models:
+            res = by_point[f"{m}/{t}"]
+            a = res.get("w2v", {}).get("words_per_sec")
+            b = res.get("gensim", {}).get("words_per_sec")
+            row += [f"{a:,.0f}" if a else "", f"{b:,.0f}" if b else "",
+                    f"{a / b:.2f}x" if a and b else ""]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

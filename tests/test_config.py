@@ -62,11 +62,25 @@ def test_defaults_are_word2vecs():
         ("data.max_vocab=0", "data.max_vocab"),
         ("data.max_vocab_size=0", "data.max_vocab_size"),
         ("trainer.sync_every=0", "trainer.sync_every"),
+        ("trainer.threads=0", "trainer.threads"),
     ],
 )
 def test_out_of_range_values_name_the_key(override, key):
     with pytest.raises(W2VError, match=key.replace(".", r"\.")):
         compose_cfg([override])
+
+
+def test_threads_default_to_the_usable_cores_shared_by_local_ranks(monkeypatch):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    assert compose_cfg([]).trainer.threads == cores
+    assert compose_cfg(["trainer.threads=3"]).trainer.threads == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores + 1))  # torchrun: more ranks than cores
+    assert compose_cfg([]).trainer.threads == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert compose_cfg(["trainer.threads=null"]).trainer.threads == 8
 
 
 def test_sparse_needs_an_optimizer_that_takes_sparse_gradients():

@@ -42,6 +42,7 @@ def test_every_row_names_an_importable_engine_with_its_rules():
     for row in ENGINES:
         cls = getattr(importlib.import_module(f"w2v.engines.{row.module}"), row.cls)
         assert cls.name == row.name
+        assert callable(cls.pause)  # the loop pauses every engine before checkpoints
     assert spec("fused").runs("cpu", "sgd", "negative", False)
     assert not spec("fused").runs("cpu", "sgd", "negative", True)
 

@@ -338,3 +338,163 @@ def test_unsupported_settings_are_user_errors():
 
 def test_warmup_compiles_every_variant():
     assert fused.warmup() >= 0.0
+
+
+# --------------------------------------------------------------------------- threads and the engine
+
+
+def planted_engine(planted, tmp_path, *overrides):
+    """A FusedEngine on the planted corpus (no subsampling), as train() builds it."""
+    from tests.test_train_smoke import planted_cfg
+    from w2v.corpus import build_corpus
+    from w2v.model import build_model
+
+    cfg = planted_cfg(planted, f"data.cache_dir={tmp_path / 'cache'}", *overrides)
+    corpus = build_corpus(cfg.data, progress=False)
+    torch.manual_seed(cfg.trainer.seed)
+    model = build_model(cfg.model, corpus.vocab)
+    return fused.FusedEngine(model, corpus, cfg), model
+
+
+def run_epoch(engine, epoch: int = 0, pause_every: int = 0) -> list:
+    """The loop's calls for one epoch (pausing after every pause_every-th step); the Steps."""
+    steps = engine.begin_epoch(epoch)
+    out = []
+    for k in range(steps):
+        out.append(engine.step(epoch, k, steps, 0.0, 0.0))
+        if pause_every and (k + 1) % pause_every == 0:
+            engine.pause()
+    engine.pause()
+    return out
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_threads_train_every_document_once_and_report_each_job(planted, tmp_path, threads):
+    """However the threads share the documents, each is trained once per epoch: without
+    subsampling the examples per job (a function of each document's own random windows) equal
+    a single thread's, job by job, and nothing is left running after the epoch."""
+    one, _ = planted_engine(planted, tmp_path, "trainer.threads=1", "trainer.chunk_words=2000")
+    many, _ = planted_engine(planted, tmp_path, f"trainer.threads={threads}",
+                             "trainer.chunk_words=2000")
+    a, b = run_epoch(one), run_epoch(many, pause_every=3)
+    assert len(a) == len(b) > 10
+    assert [s.examples for s in a] == [s.examples for s in b]
+    assert all(s.examples > 0 and s.loss_sum > 0 for s in b)
+    assert not many.threads.running and many.next_doc == many.task.num_docs
+
+
+def test_threads_run_on_past_a_step_until_paused(planted, tmp_path):
+    """A step returns once its own job is done, without stopping the threads; after a pause
+    every document below next_doc is done and none above it started."""
+    engine, _ = planted_engine(planted, tmp_path, "trainer.threads=2", "trainer.chunk_words=500",
+                               "trainer.epochs=1")
+    steps = engine.begin_epoch(0)
+    engine.step(0, 0, steps, 0.0, 0.0)
+    assert engine.threads.done_below() >= engine.bounds[1]
+    engine.pause()
+    assert not engine.threads.running
+    done = engine.next_doc
+    assert engine.bounds[1] <= done <= engine.task.num_docs
+    kept = engine.threads.job_counts[1::2].sum()  # no subsampling: every token of every doc
+    assert kept == engine.task.doc_offsets[done]
+    for k in range(1, steps):
+        engine.step(0, k, steps, 0.0, 0.0)
+    engine.pause()
+    assert engine.threads.job_counts[1::2].sum() == engine.task.doc_offsets[-1]
+
+
+def test_one_thread_is_exact_whatever_the_pauses(planted, tmp_path):
+    """With one thread the weights do not depend on where steps end or the loop pauses (the
+    learning rate follows the token position, randomness the document), so a checkpoint at any
+    pause resumes to the same weights."""
+    plain, m1 = planted_engine(planted, tmp_path, "trainer.threads=1", "trainer.chunk_words=700")
+    paused, m2 = planted_engine(planted, tmp_path, "trainer.threads=1",
+                                "trainer.chunk_words=700")
+    for epoch in range(2):
+        run_epoch(plain, epoch)
+        run_epoch(paused, epoch, pause_every=1)
+    assert torch.equal(m1.input.weight, m2.input.weight)
+    assert torch.equal(m1.output.weight, m2.output.weight)
+
+
+def test_engine_state_resumes_at_the_next_document(planted, tmp_path):
+    """A checkpoint taken mid-epoch (threads paused past the loop's step) carries the next
+    document and the jobs' totals; an engine loaded from it finishes the epoch to the same
+    weights and the same per-job reports as one that never stopped."""
+    ref, m_ref = planted_engine(planted, tmp_path, "trainer.threads=1", "trainer.chunk_words=700")
+    ref_steps = run_epoch(ref)
+
+    cut, m_cut = planted_engine(planted, tmp_path, "trainer.threads=1", "trainer.chunk_words=700")
+    steps = cut.begin_epoch(0)
+    for k in range(3):
+        cut.step(0, k, steps, 0.0, 0.0)
+    cut.pause()
+    state = cut.state_dict()
+    assert state["next_doc"] >= cut.bounds[3]
+    weights = {k: v.clone() for k, v in m_cut.state_dict().items()}
+
+    resumed, m_res = planted_engine(planted, tmp_path, "trainer.threads=1",
+                                    "trainer.chunk_words=700")
+    m_res.load_state_dict(weights)
+    resumed.load_state_dict(state)
+    steps = resumed.begin_epoch(0)
+    tail = [resumed.step(0, k, steps, 0.0, 0.0) for k in range(3, steps)]
+    resumed.pause()
+    assert torch.equal(m_res.input.weight, m_ref.input.weight)
+    assert torch.equal(m_res.output.weight, m_ref.output.weight)
+    assert [(s.loss_sum, s.examples) for s in tail] == [(s.loss_sum, s.examples)
+                                                        for s in ref_steps[3:]]
+
+
+def test_engine_state_refuses_another_plan_or_engine(planted, tmp_path):
+    engine, _ = planted_engine(planted, tmp_path, "trainer.chunk_words=700")
+    other, _ = planted_engine(planted, tmp_path, "trainer.chunk_words=900")
+    with pytest.raises(W2VError, match="chunk_words=700"):
+        other.load_state_dict(engine.state_dict())
+    with pytest.raises(W2VError, match="another engine"):
+        engine.load_state_dict({"state": {}, "param_groups": []})  # an optimizer's
+    engine.load_state_dict(None)  # a checkpoint from before the engine kept state
+    assert engine.next_doc == 0
+
+
+def test_warmup_says_whether_it_compiled_or_loaded(caplog, monkeypatch):
+    import logging
+
+    monkeypatch.setattr(fused, "_ready", False)
+    with caplog.at_level(logging.INFO, logger="w2v.engines.fused"):
+        fused.warmup()
+    assert any(r.getMessage().startswith("fused engine ") and
+               ("loaded from numba's cache" in r.getMessage() or "compiled" in r.getMessage())
+               for r in caplog.records)
+    assert fused.warmup() == 0.0  # once per process
+
+
+def test_a_fused_checkpoint_is_refused_by_the_autograd_engine(planted, tmp_path):
+    from tests.test_train_smoke import planted_cfg
+    from w2v.train import train
+
+    train(planted_cfg(planted, "trainer.engine=fused", "trainer.epochs=1"), tmp_path)
+    with pytest.raises(W2VError, match="trainer.engine=fused"):
+        train(planted_cfg(planted, "trainer.engine=autograd", "trainer.epochs=2",
+                          "trainer.resume=latest"), tmp_path)
+
+
+def test_an_error_in_a_thread_reaches_the_caller_and_stops_the_others(monkeypatch):
+    threads = fused.Threads(3, jobs=1)
+    calls = []
+
+    def failing(*args):
+        calls.append(args[-1])
+        if args[-1] == np.int64(1):
+            raise MemoryError("thread 1")
+        while threads.control[fused._STOP] == 0:  # the others run until told to stop
+            pass
+
+    monkeypatch.setattr(fused, "_work", failing)
+    task = fused.Task(np.zeros(1, np.int32), np.array([0, 1]), (), np.array([0, 1]))
+    w = np.zeros((1, 1), np.float32)
+    threads.start(w, w, task, 0, 1, lr_start=0.1, lr_end=0.1, lr_base=0, lr_total=1, seed=0,
+                  epoch=0)
+    with pytest.raises(MemoryError, match="thread 1"):
+        threads.wait(1)
+    assert not threads.running and sorted(calls) == [0, 1, 2]

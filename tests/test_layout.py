@@ -39,6 +39,7 @@ ORDER = [
     "vectors",  # KeyedVectors, the type export.load_vectors returns: before export
     "export",
     "evaluate",
+    "init_from",  # trainer.init_from: reads vectors/checkpoints (export, checkpoint) into a model
     "train",  # its loop evaluates every N steps and exports at the end: above both
     "query",  # an entry point on exported vectors
 ]

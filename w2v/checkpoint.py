@@ -89,7 +89,8 @@ def restore(path: Path, model, engine, vocab, cfg) -> Position:
     if list(words) != list(vocab.words):
         raise W2VError(
             f"checkpoint {path} was trained on a different vocabulary ({len(words)} words, "
-            f"this corpus gives {len(vocab.words)}); resume with the same data and data.* settings"
+            f"this corpus gives {len(vocab.words)}); resume with the same data, data.* settings "
+            "and trainer.init_from"
         )
     shapes = {k: tuple(v.shape) for k, v in state["model"].items()}
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -9,6 +9,7 @@ out-of-range value fails when the config is composed, with the key named:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,58 @@ def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, key, "one of " + ", ".join(allowed), value)
+
+
+SCORINGS = ("default", "npmi")
+CONNECTOR_PRESETS = ("none", "english")
+
+
+@dataclass
+class PhrasesConfig:
+    """Multi-word tokens, as word2phrase and gensim's Phrases find them (w2v/phrases.py).
+
+    passes=0 (the default) turns phrase detection off. Each pass joins frequent collocations
+    (`new york` -> `new_york`); a second pass runs on the phrased text, reaching 3-4 words.
+    """
+
+    passes: int = 0
+    min_count: int = 5
+    # A bigram becomes a phrase when its score is above this (scoring: default > 0, npmi in
+    # [-1, 1]).
+    threshold: float = 10.0
+    # default: word2phrase's (count(ab) - min_count) * N / (count(a) * count(b)), N = gensim's
+    # number of distinct unigrams and bigrams; npmi: normalised pointwise mutual information.
+    scoring: str = "default"
+    delimiter: str = "_"
+    # Words allowed inside a phrase without breaking it (gensim's connector_words), so that
+    # bank_of_america can form: a preset (none, english: gensim's ENGLISH_CONNECTOR_WORDS),
+    # plus any words listed in connector_words.
+    connectors: str = "none"
+    connector_words: list[str] = field(default_factory=list)
+    # gensim's Phrases max_vocab_size (its default): bounds the bigram counts held at once;
+    # above it, bigrams counted min_reduce times or fewer are forgotten (1, then 2, ...).
+    max_vocab_size: int | None = 40_000_000
+
+    def __post_init__(self) -> None:
+        _require(self.passes >= 0, "data.phrases.passes", "an integer >= 0 (0: off)",
+                 self.passes)
+        _require(self.min_count >= 1, "data.phrases.min_count", "an integer >= 1",
+                 self.min_count)
+        _choice("data.phrases.scoring", self.scoring, SCORINGS)
+        if self.scoring == "default":
+            _require(self.threshold > 0, "data.phrases.threshold",
+                     "> 0 with data.phrases.scoring=default", self.threshold)
+        else:
+            _require(-1 <= self.threshold <= 1, "data.phrases.threshold",
+                     "in [-1, 1] with data.phrases.scoring=npmi", self.threshold)
+        _require(bool(self.delimiter) and not any(ch.isspace() for ch in self.delimiter),
+                 "data.phrases.delimiter", "a non-empty string without whitespace",
+                 self.delimiter)
+        _choice("data.phrases.connectors", self.connectors, CONNECTOR_PRESETS)
+        _require(all(w and not any(ch.isspace() for ch in w) for w in self.connector_words),
+                 "data.phrases.connector_words", "a list of single words", self.connector_words)
+        _require(self.max_vocab_size is None or self.max_vocab_size >= 1,
+                 "data.phrases.max_vocab_size", "null or an integer >= 1", self.max_vocab_size)
 
 
 @dataclass
@@ -59,6 +112,12 @@ class DataConfig:
     # more distinct words than this, forget those counted min_reduce times or fewer (1, then
     # 2, ...), bounding the counting dict on corpora with huge vocabularies. null: no limit.
     max_vocab_size: int | None = None
+    # Multi-word tokens (new_york), found between tokenizing and the vocabulary; off by default.
+    phrases: PhrasesConfig = field(default_factory=PhrasesConfig)
+    # With trainer.init_from (gensim's build_vocab(update=True)): true appends this corpus's new
+    # words (min_count, max_vocab as usual) after the old vocabulary, old ids kept, counts
+    # summed; false keeps the old vocabulary as it is and drops this corpus's other words.
+    vocab_update: bool = False
 
     def __post_init__(self) -> None:
         _require(self.min_count >= 1, "data.min_count", "an integer >= 1", self.min_count)
@@ -136,7 +195,9 @@ class TrainerConfig:
     # takes a full word2vec step, so a word repeated many times in one batch sums that many
     # stale steps: keep batches moderate with SGD, or use sparse_adam/adam for big GPU batches.
     batch_size: int = 1024
-    # Words per fused-engine job (the unit of progress, logging and lr decay).
+    # Words per fused-engine step (a job of whole documents: the unit of steps for logging,
+    # evaluation and checkpoints). Its threads do not stop at job ends, so it does not limit
+    # how many threads have work.
     chunk_words: int = 100_000
     # cuda engine: warps in flight, each training its own stretch of the corpus. null: 16 per
     # SM of the GPU (2,112 on an H100); either way at most one per 256 kept tokens.
@@ -151,13 +212,19 @@ class TrainerConfig:
     # all_reduce of both tables each time); epoch ends, checkpoints and evaluations always do.
     sync_every: int = 1
     device: str = "auto"
-    threads: int = 2
+    # Fused-engine threads (and torch's intra-op threads). null: the cores this process may
+    # use (os.sched_getaffinity), divided among the torchrun ranks on this node.
+    threads: int | None = None
     seed: int = 1
     log_every: int = 50
     eval_every: int = 0
     ckpt_every: int = 1000
     # A checkpoint path, `latest` (the newest in this run dir's checkpoints/), or null.
     resume: str | None = None
+    # Start a new run from existing vectors (vectors.pt, a checkpoint, or word2vec .txt/.bin)
+    # instead of random ones: input vectors, and output weights where the file has them.
+    # Unlike `resume`, the schedule, optimizer and position start afresh (see data.vocab_update).
+    init_from: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -180,12 +247,27 @@ class TrainerConfig:
                  self.cuda_resident_tokens)
         _require(self.sync_every >= 1, "trainer.sync_every", "an integer >= 1",
                  self.sync_every)
-        _require(self.threads >= 1, "trainer.threads", "an integer >= 1", self.threads)
+        _require(self.threads is None or self.threads >= 1, "trainer.threads",
+                 "null (every core) or an integer >= 1", self.threads)
+        if self.threads is None:
+            self.threads = available_cores()
         _require(self.log_every >= 1, "trainer.log_every", "an integer >= 1", self.log_every)
         _require(self.eval_every >= 0, "trainer.eval_every", "an integer >= 0 (0: at the end only)",
                  self.eval_every)
         _require(self.ckpt_every >= 0, "trainer.ckpt_every", "an integer >= 0 (0: epochs only)",
                  self.ckpt_every)
+
+    def lr_at(self, epoch: int, fraction: float) -> float:
+        """word2vec's learning rate: linear from lr to min_lr over all words of all epochs,
+        `fraction` of the way through `epoch` (0-based)."""
+        return self.lr - (self.lr - self.min_lr) * (epoch + fraction) / self.epochs
+
+
+def available_cores() -> int:
+    """The cores this process may run on, shared among the torchrun ranks of this node."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, (cores or 1) // max(ranks, 1))
 
 
 @dataclass
@@ -239,6 +321,9 @@ class Config:
             raise W2VError(
                 "trainer.optimizer=sparse_adam needs sparse gradients: set model.sparse=true"
             )
+        if self.data.vocab_update and not self.trainer.init_from:
+            raise W2VError("data.vocab_update=true extends the vocabulary of trainer.init_from; "
+                           "set trainer.init_from to the vectors to continue from")
 
 
 def register_configs() -> None:

@@ -42,7 +42,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,9 +54,10 @@ from w2v.atomic import atomic_write_text
 from w2v.config import DataConfig
 from w2v.errors import W2VError
 from w2v.sources import describe_source, source_fingerprint
-from w2v.vocab import Tokenizer, Vocab, select_ids
+from w2v.vocab import Tokenizer, Vocab, continue_vocab
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: a cache hit needs neither numba nor pyarrow
+    from w2v import phrases
     from w2v.tokens import TokenChunk
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,9 @@ def cache_root(cfg: DataConfig) -> Path:
     return Path(root).expanduser()
 
 
-def cache_path(cfg: DataConfig) -> Path:
-    """The cache folder for `cfg` (cheap: stats files, reads no data)."""
+def cache_path(cfg: DataConfig, base: Vocab | None = None) -> Path:
+    """The cache folder for `cfg` (cheap: stats files, reads no data); `base` is the
+    vocabulary of trainer.init_from, which decides the ids."""
     tokenizer = Tokenizer(cfg.lowercase, cfg.token_pattern)
     key = {
         "format": CACHE_FORMAT,
@@ -102,24 +104,42 @@ def cache_path(cfg: DataConfig) -> Path:
         "max_vocab": cfg.max_vocab,
         "max_doc_words": cfg.max_doc_words,
     }
-    if cfg.max_vocab_size is not None:  # absent when unset: existing caches keep their key
+    # Each of these is absent when unset, so existing caches keep their keys.
+    if cfg.max_vocab_size is not None:
         key["max_vocab_size"] = cfg.max_vocab_size
+    if cfg.phrases.passes:
+        from w2v import phrases
+
+        key["phrases"] = phrases.settings_key(cfg.phrases, cfg.lowercase)
+    if base is not None:
+        key["base_vocab"] = {"sha256": vocab_digest(base), "update": cfg.vocab_update}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.name) or "corpus"
     return cache_root(cfg) / f"{name}-{digest}"
 
 
-def build_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
-    """Load, count, build the vocabulary, encode and cache; reuse the cache when it exists."""
+def vocab_digest(vocab: Vocab) -> str:
+    """A hash of a vocabulary's words and counts (ids follow them)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(vocab.words, ensure_ascii=False).encode())
+    digest.update(np.ascontiguousarray(vocab.counts, dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def build_corpus(cfg: DataConfig, progress: bool = True, base: Vocab | None = None) -> Corpus:
+    """Load, count, build the vocabulary, encode and cache; reuse the cache when it exists.
+
+    base: the vocabulary of trainer.init_from: its words keep their ids, and data.vocab_update
+    says whether this corpus's other words are appended (vocab.continue_vocab) or dropped."""
     start = time.perf_counter()
-    path = cache_path(cfg)
+    path = cache_path(cfg, base)
     if (path / "meta.json").is_file():
         corpus = load_corpus(path)
         corpus.cache_hit = True
         corpus.seconds = time.perf_counter() - start
         return corpus
     try:
-        _build_into(cfg, path, progress, start)
+        _build_into(cfg, path, progress, start, base)
     except OSError as err:  # a full disk or a read-only cache folder, while writing the cache
         raise W2VError(
             f"cannot write the corpus cache under {path.parent}: {err.strerror or err}; free "
@@ -130,12 +150,13 @@ def build_corpus(cfg: DataConfig, progress: bool = True) -> Corpus:
     return corpus
 
 
-def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float) -> None:
+def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float,
+                base: Vocab | None) -> None:
     """Build in a temp folder renamed to `path` at the end: never a half-written cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
-        _build(cfg, tmp, progress, start)
+        _build(cfg, tmp, progress, start, base)
         try:
             os.rename(tmp, path)
         except OSError:
@@ -183,16 +204,21 @@ class _Scan:
     ends_path: Path  # int64 raw positions where documents end (sorted, may repeat)
     documents: int  # entries in ends_path
     pruned: int = 0  # times the counts were pruned (data.max_vocab_size)
-def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
+def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float,
+           base: Vocab | None = None) -> None:
     from w2v.sources import load_text_dataset
 
-    tokenizer = Tokenizer(cfg.lowercase, cfg.token_pattern)
     source = describe_source(cfg)
     ds = load_text_dataset(cfg, progress=progress)
     scan = _scan(ds, cfg, tmp, progress)
     replaced = _check_text(scan, source)
-    vocab = _choose_vocab(scan, cfg, tokenizer, source)
-    _encode(scan, vocab, tmp, progress)
+    text_tokens = scan.raw_tokens
+    learnt, phrase_stats = None, []
+    if cfg.phrases.passes:
+        scan, learnt, phrase_stats = _phrase(scan, cfg, tmp, progress)
+    tokenizer = Tokenizer(cfg.lowercase, cfg.token_pattern, learnt)
+    vocab = _choose_vocab(scan, cfg, tokenizer, source, base)
+    tokens = _encode(scan, vocab, tmp, progress)
     scan.raw_path.unlink()
     scan.ends_path.unlink()
     documents = len(np.load(tmp / "doc_offsets.npy", mmap_mode="r")) - 1
@@ -202,13 +228,25 @@ def _build(cfg: DataConfig, tmp: Path, progress: bool, start: float) -> None:
         "source": source,
         "fingerprint": source_fingerprint(cfg),
         "raw_tokens": scan.raw_tokens,
-        "tokens": vocab.total,
+        "tokens": tokens,
         "types": len(vocab),
         "documents": documents,
         "pruned": scan.pruned,
         "replaced_tokens": replaced,
         "seconds": round(time.perf_counter() - start, 3),
     }
+    if cfg.phrases.passes:
+        # raw_tokens counts the phrased tokens (new_york is one); text_tokens the words before.
+        meta["text_tokens"] = text_tokens
+        meta["phrases"] = [asdict(s) for s in phrase_stats]
+    if base is not None:
+        dropped = scan.raw_tokens - tokens
+        meta["base_vocab"] = {"words": len(base), "update": cfg.vocab_update,
+                              "new_words": len(vocab) - len(base), "dropped_tokens": dropped}
+        rule = ("under data.min_count" if cfg.vocab_update else
+                "not in the trainer.init_from vocabulary (data.vocab_update=true adds them)")
+        log.info("%s: %d of %d tokens are %s and were dropped; %d new words", source, dropped,
+                 scan.raw_tokens, rule, len(vocab) - len(base))
     # Written last: a folder with meta.json is complete (and only renamed into place after).
     atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
 
@@ -332,12 +370,46 @@ def _check_text(scan: _Scan, source: str) -> int:
     return replaced
 
 
-def _choose_vocab(scan: _Scan, cfg: DataConfig, tokenizer: Tokenizer, source: str) -> Vocab:
+def _phrase(scan: _Scan, cfg: DataConfig, tmp: Path, progress: bool
+            ) -> tuple[_Scan, phrases.Phrases, list[phrases.PassStats]]:
+    """The raw-id stream through phrases.phrase_stream; the phrased stream's words in their
+    first-occurrence order (the vocabulary's tie order, as gensim on the phrased text)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from w2v import phrases
+
+    inverse = np.full(scan.raw_space, -1, dtype=np.int64)
+    inverse[scan.raw_ids] = np.arange(len(scan.words))
+    # Ids of words data.max_vocab_size forgot have no string: they take part in no phrase.
+    strings = pa.array(scan.words, pa.large_string()).take(pa.array(inverse, mask=inverse < 0))
+    counts = np.zeros(scan.raw_space, dtype=np.int64)
+    counts[scan.raw_ids] = scan.counts
+    stream = phrases.Stream(scan.raw_path, scan.ends_path, scan.raw_tokens, scan.documents,
+                            strings, counts)
+    out, learnt, stats = phrases.phrase_stream(stream, cfg.phrases, cfg.lowercase, tmp, progress)
+    scan.raw_path.unlink()
+    scan.ends_path.unlink()
+    ids = np.flatnonzero((out.counts > 0) & pc.is_valid(out.strings).to_numpy(
+        zero_copy_only=False))
+    ids = ids[np.argsort(out.first[ids], kind="stable")]
+    phrased = _Scan(words=out.strings.take(pa.array(ids)).to_pylist(), counts=out.counts[ids],
+                    raw_ids=ids.astype(np.int32), raw_space=out.space,
+                    raw_path=out.tokens_path, raw_tokens=out.length, ends_path=out.ends_path,
+                    documents=out.documents, pruned=scan.pruned)
+    return phrased, learnt, stats
+
+
+def _choose_vocab(scan: _Scan, cfg: DataConfig, tokenizer: Tokenizer, source: str,
+                  base: Vocab | None = None) -> Vocab:
     if scan.raw_tokens == 0:
         raise W2VError(
             f"{source} has no words in column data.text_column={cfg.text_column!r} "
             "(empty files or empty rows); point data.path at a non-empty corpus"
         )
+    if base is not None:
+        return continue_vocab(base, scan.words, scan.counts, cfg.vocab_update, cfg.min_count,
+                              cfg.max_vocab, tokenizer)
     if not (scan.counts >= cfg.min_count).any():
         top = int(np.argmax(scan.counts))
         raise W2VError(
@@ -348,14 +420,23 @@ def _choose_vocab(scan: _Scan, cfg: DataConfig, tokenizer: Tokenizer, source: st
     return Vocab.from_counts(scan.words, scan.counts, cfg.min_count, cfg.max_vocab, tokenizer)
 
 
-def _encode(scan: _Scan, vocab: Vocab, tmp: Path, progress: bool) -> None:
+def _encode(scan: _Scan, vocab: Vocab, tmp: Path, progress: bool) -> int:
     """Write vocab ids (OOV dropped) to ids.npy and the retained documents' offsets to
-    doc_offsets.npy, a block of raw tokens at a time (memory does not grow with the corpus)."""
+    doc_offsets.npy, a block of raw tokens at a time (memory does not grow with the corpus).
+    Returns the number of tokens kept."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # Each scanned word's vocabulary id, -1 if out of the vocabulary (vocab.index: the words
+    # may come from trainer.init_from's file, in its order).
+    word_ids = pc.fill_null(pc.index_in(pa.array(scan.words, pa.large_string()),
+                                        value_set=pa.array(vocab.words, pa.large_string())), -1)
+    word_ids = word_ids.to_numpy(zero_copy_only=False).astype(np.int32)
     lut = np.full(scan.raw_space, -1, dtype=np.int32)
-    kept_raw = scan.raw_ids[select_ids(scan.counts, vocab.min_count, vocab.max_vocab)]
-    lut[kept_raw] = np.arange(len(vocab), dtype=np.int32)
+    lut[scan.raw_ids] = word_ids
+    total = int(scan.counts[word_ids >= 0].sum())
     ids = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=np.int32,
-                                    shape=(vocab.total,))
+                                    shape=(total,))
     raw = np.memmap(scan.raw_path, dtype=np.int32, mode="r", shape=(scan.raw_tokens,))
     ends = (np.memmap(scan.ends_path, dtype=np.int64, mode="r", shape=(scan.documents,))
             if scan.documents else np.zeros(0, np.int64))
@@ -386,6 +467,7 @@ def _encode(scan: _Scan, vocab: Vocab, tmp: Path, progress: bool) -> None:
     del ids, raw, ends
     _to_npy(offsets_path, tmp / "doc_offsets.npy", n_offsets)
     offsets_path.unlink()
+    return total
 
 
 def _to_npy(src: Path, dst: Path, n: int) -> None:
@@ -395,6 +477,14 @@ def _to_npy(src: Path, dst: Path, n: int) -> None:
     for b0 in range(0, n, ENCODE_BLOCK):
         out[b0 : b0 + ENCODE_BLOCK] = raw[b0 : b0 + ENCODE_BLOCK]
     out.flush()
+
+
+def _phrase_lines(meta: dict) -> list[str]:
+    if not meta.get("phrases"):
+        return []
+    found = ", ".join(f"{p['phrases']:,}" for p in meta["phrases"])
+    return [f"phrases:         {found} found (per pass); {meta['text_tokens']:,} words before "
+            "joining"]
 
 
 def summary(corpus: Corpus, top: int = 10) -> str:
@@ -409,6 +499,7 @@ def summary(corpus: Corpus, top: int = 10) -> str:
         f"retained tokens: {len(corpus.ids):,}",
         f"raw tokens:      {corpus.raw_tokens:,}",
         f"documents:       {corpus.num_docs:,}",
+        *_phrase_lines(corpus.meta),
         f"top words:       {words}",
         f"seconds:         {corpus.seconds:.2f} ({how})",
         f"cache:           {corpus.path} ({'hit' if corpus.cache_hit else 'built now'})",

@@ -34,7 +34,7 @@ from w2v.cli import Usage, parse_cli, report_errors
 from w2v.config import ExportConfig
 from w2v.errors import W2VError, one_line
 from w2v.vectors import KeyedVectors, _tokenizer_dict
-from w2v.vocab import Vocab
+from w2v.vocab import Tokenizer, Vocab
 
 FORMAT = "w2v.vectors/1"
 # Recorded for vectors read from other tools' files: the words are used exactly as written.
@@ -82,6 +82,12 @@ def _table(t: Any, rows: int, name: str) -> torch.Tensor:
 
 
 def _load_pt(path: Path) -> KeyedVectors:
+    obj = read_vectors_pt(path)
+    return KeyedVectors(obj["words"], obj["vectors"], obj["counts"].numpy(), obj["tokenizer"])
+
+
+def read_vectors_pt(path: Path) -> dict:
+    """vectors.pt as its plain dict (format checked, damage refused; see docs/design.md)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged archive
@@ -95,7 +101,7 @@ def _load_pt(path: Path) -> KeyedVectors:
     damage = archive_damage(path)
     if damage:
         raise W2VError(f"{path} is corrupt: {damage}; re-export it")
-    return KeyedVectors(obj["words"], obj["vectors"], obj["counts"].numpy(), obj["tokenizer"])
+    return obj
 
 
 # ---- word2vec text and binary --------------------------------------------------------------
@@ -247,6 +253,40 @@ def load_vectors(path: str | Path) -> KeyedVectors:
     suffix = path.suffix.lower()
     binary = suffix == ".bin" or (suffix not in (".txt", ".vec") and not _looks_like_text(data))
     return _read_binary(path, data) if binary else _read_text(path, data)
+
+
+# ---- text -> tokens ------------------------------------------------------------------------
+
+
+def load_tokenizer(source: str | Path | KeyedVectors) -> Tokenizer:
+    """The tokenizer that trained `source` (vectors.pt, a checkpoint, a corpus cache's
+    vocab.json, or loaded KeyedVectors): lowercasing, token pattern and phrases, so that
+    `tokenizer(text)` gives the tokens training gave (`New York` -> `new_york`). Word2vec
+    text/binary files record none: their tokenizer splits on whitespace and keeps case."""
+    if isinstance(source, KeyedVectors):
+        return Tokenizer.from_dict(source.tokenizer or IDENTITY_TOKENIZER)
+    path = Path(source)
+    if path.suffix == ".json":
+        return Vocab.load(path).tokenizer
+    if path.is_file() and path.read_bytes()[:4] == ZIP_MAGIC:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise W2VError(f"{path} is not a readable vectors.pt or checkpoint "
+                           f"({err.__class__.__name__}); re-export it") from err
+        if isinstance(obj, dict) and isinstance(obj.get("vocab"), dict):  # a checkpoint
+            return Tokenizer.from_dict(obj["vocab"]["tokenizer"])
+        if isinstance(obj, dict) and "tokenizer" in obj:
+            return Tokenizer.from_dict(obj["tokenizer"])
+        raise W2VError(f"{path} holds no tokenizer (not a w2v vectors.pt or checkpoint)")
+    return Tokenizer.from_dict(load_vectors(path).tokenizer or IDENTITY_TOKENIZER)
+
+
+def tokenize(text: str, source: str | Path | KeyedVectors | Tokenizer) -> list[str]:
+    """`text` as the run behind `source` tokenized its corpus (see load_tokenizer). For many
+    texts, load the tokenizer once: `tok = w2v.load_tokenizer(path); tok(text)`."""
+    tokenizer = source if isinstance(source, Tokenizer) else load_tokenizer(source)
+    return tokenizer(text)
 
 
 # ---- nn.Embedding --------------------------------------------------------------------------

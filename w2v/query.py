@@ -3,8 +3,10 @@
     python -m w2v.query vectors=runs/x/vectors.pt king "man:king::woman:?"
 
 A query is one word (its nearest neighbours), or an analogy written `a b c` or `a:b::c:?`
-(a is to b as c is to ?, answered with 3CosAdd). With no query arguments it reads queries from
-a prompt until EOF (Ctrl-D) or Ctrl-C. Options: topn=N (default 10), restrict_vocab=N.
+(a is to b as c is to ?, answered with 3CosAdd). Vectors trained with data.phrases phrase the
+query first, as training did: `"new york"` is the one word `new_york`. With no query arguments
+it reads queries from a prompt until EOF (Ctrl-D) or Ctrl-C. Options: topn=N (default 10),
+restrict_vocab=N.
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ class QueryArgs:
     restrict_vocab: int | None = None
 
 
-def parse_query(text: str) -> tuple[list[str], list[str]]:
-    """A query line -> (positive, negative) words for most_similar."""
+def parse_query(text: str, kv: KeyedVectors | None = None) -> tuple[list[str], list[str]]:
+    """A query line -> (positive, negative) words for most_similar. With vectors trained with
+    data.phrases, the line is phrased first, so `new york` asks for `new_york`."""
     m = _ANALOGY.match(text)
-    words = list(m.groups()) if m else text.split()
+    if m:
+        words = list(m.groups())
+    elif kv is not None and kv.has_phrases:
+        words = kv.tokenize(text)
+    else:
+        words = text.split()
     if len(words) == 1:
         return words, []
     if len(words) == 3:
@@ -44,7 +52,7 @@ def parse_query(text: str) -> tuple[list[str], list[str]]:
 
 def answer(kv: KeyedVectors, text: str, topn: int = 10, restrict_vocab: int | None = None) -> str:
     """The neighbours (or analogy answers) of one query, formatted one per line."""
-    positive, negative = parse_query(text)
+    positive, negative = parse_query(text, kv)
     hits = kv.most_similar(positive, negative, topn=topn, restrict_vocab=restrict_vocab)
     title = (f"{negative[0]} : {positive[0]} :: {positive[1]} : ?" if negative
              else f"nearest to {positive[0]}")

@@ -33,6 +33,7 @@ from w2v.config import Config
 from w2v.corpus import build_corpus
 from w2v.engines import Step, choose_engine, make_engine
 from w2v.errors import W2VError
+from w2v.init_from import init_weights, load_init
 from w2v.model import build_model
 
 
@@ -78,13 +79,7 @@ class StopFlag:
 
 def lr_schedule(cfg: Config):
     """word2vec's linear decay from lr to min_lr over all epochs, by words processed."""
-    t = cfg.trainer
-
-    def lr_at(epoch: int, fraction: float) -> float:
-        progress = (epoch + fraction) / t.epochs
-        return t.lr - (t.lr - t.min_lr) * progress
-
-    return lr_at
+    return cfg.trainer.lr_at  # (the fused engine applies it per token, from the same place)
 
 
 def train(cfg: Config, run_dir: str | Path) -> dict:
@@ -99,10 +94,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     try:
         if world.main:
             run_dir.mkdir(parents=True, exist_ok=True)
+        # Continued training: the old vocabulary decides the ids, so it is read first.
+        init = load_init(cfg) if t.init_from else None
         # Rank 0 builds (or finds) the cached index tensors; the others then open the cache.
         if not world.main:
             distributed.barrier(world)
-        corpus = build_corpus(cfg.data, progress=t.progress and world.main)
+        corpus = build_corpus(cfg.data, progress=t.progress and world.main,
+                              base=init.vocab if init else None)
         if world.main:
             distributed.barrier(world)
         if not bool((corpus.doc_offsets.diff() >= 2).any()):  # else the loss is NaN throughout
@@ -113,6 +111,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
             )
         shard = distributed.shard(corpus, world)
         model = build_model(cfg.model, corpus.vocab).to(device)
+        if init is not None and not t.resume:  # a resumed run's weights are its checkpoint's
+            init_weights(model, init, corpus.vocab, cfg)
         engine = make_engine(engine_name, model, shard, cfg, device)
 
         position = ckpt.Position()
@@ -125,7 +125,10 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         writer = TensorBoard(run_dir / "tb") if world.main else None
         loop = Loop(cfg, run_dir, model, engine, corpus, writer, position, world)
         with StopFlag() as stop:
-            loop.run(stop)
+            try:
+                loop.run(stop)
+            finally:
+                engine.pause()  # no engine thread may outlive the loop, even on an error
         return loop.finish()
     finally:
         distributed.shutdown(world)
@@ -165,7 +168,14 @@ class Loop:
                 g = self.pos.global_step + 1  # the global step this one completes
                 due = step + 1 == steps or any(n and g % n == 0 for n in (t.eval_every,
                                                                            t.ckpt_every))
-                stopping = self.sync(stop.signum is not None, force=due)
+                # Read the signal once: one arriving later is acted on after the next step.
+                stop_now = stop.signum is not None
+                if due or stop_now:
+                    # The fused engine's threads run on past a step: make the model whole for
+                    # the checkpoint, evaluation, sync or epoch end that follows. (Under
+                    # torchrun it pauses after every step itself, as any sync may be due.)
+                    self.engine.pause()
+                stopping = self.sync(stop_now, force=due)
                 words = _share(self.corpus.raw_tokens, step, steps)
                 self.pos.advance(epoch, step + 1, words)
                 interval.add(s, words)

@@ -36,6 +36,8 @@ class KeyedVectors:
 
     Query words go through the recorded tokenizer's lowercasing, so `kv["King"]` finds "king"
     in a lowercased vocabulary; an exact match is tried too, for vocabularies with mixed case.
+    Vectors trained with data.phrases also take a phrase as several words: `kv["New York"]`
+    is the row of `new_york` (the recorded phrases, applied as training did; `tokenize`).
     The unit table is cached at the first query: make a new KeyedVectors after the vectors change.
     """
 
@@ -61,6 +63,7 @@ class KeyedVectors:
         for i, w in enumerate(self.words):
             self.index.setdefault(w, i)
         self._unit: torch.Tensor | None = None
+        self._tokenize: Any = None
 
     # ---- lookups ---------------------------------------------------------------------------
 
@@ -82,12 +85,32 @@ class KeyedVectors:
             self._unit = self._unit.to(device)
         return self
 
+    def tokenize(self, text: str) -> list[str]:
+        """`text` as training tokenized it: the recorded tokenizer (lowercasing, token pattern)
+        and phrases (`New York` -> `new_york`); a whitespace split when none is recorded
+        (word2vec files from other tools)."""
+        if self._tokenize is None:
+            from w2v.vocab import Tokenizer
+
+            d = self.tokenizer or {"lowercase": False, "pattern": None}
+            self._tokenize = Tokenizer.from_dict(d)
+        return self._tokenize(text)
+
+    @property
+    def has_phrases(self) -> bool:
+        return bool(self.tokenizer and self.tokenizer.get("phrases"))
+
     def _lookup(self, word: str) -> int | None:
         if self.tokenizer and self.tokenizer.get("lowercase"):
             i = self.index.get(word.lower())
             if i is not None:
                 return i
-        return self.index.get(word)
+        i = self.index.get(word)
+        if i is None and self.has_phrases and len(word.split()) > 1:
+            tokens = self.tokenize(word)  # "new york" -> ["new_york"]
+            if len(tokens) == 1:
+                i = self.index.get(tokens[0])
+        return i
 
     def __contains__(self, word: object) -> bool:
         return isinstance(word, str) and self._lookup(word) is not None

@@ -15,18 +15,24 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from w2v.atomic import atomic_write_text
 from w2v.errors import W2VError
 
+if TYPE_CHECKING:  # w2v.phrases imports numba and pyarrow: only loaded when phrases are used
+    from w2v.phrases import Phrases
+
 VOCAB_FORMAT = "w2v.vocab/1"
 
 
 @dataclass(frozen=True)
 class Tokenizer:
-    """Lowercase (optional), then `text.split()`, or `re.findall(pattern, text)` with a pattern.
+    """Lowercase (optional), then `text.split()`, or `re.findall(pattern, text)` with a pattern,
+    then the corpus's phrases joined (`new york` -> `new_york`) when it was built with
+    data.phrases (w2v/phrases.py).
 
     tokens.py tokenizes large corpora with a vectorised path that must agree with this call
     exactly; this is the reference (tests check the two agree).
@@ -34,6 +40,7 @@ class Tokenizer:
 
     lowercase: bool = True
     pattern: str | None = None
+    phrases: Phrases | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.pattern is not None:
@@ -45,18 +52,26 @@ class Tokenizer:
                 ) from err
 
     def __call__(self, text: str) -> list[str]:
+        """One document's tokens, as training saw them."""
         if self.lowercase:
             text = text.lower()
-        if self.pattern is None:
-            return text.split()
-        return re.findall(self.pattern, text)
+        tokens = text.split() if self.pattern is None else re.findall(self.pattern, text)
+        return self.phrases.apply(tokens) if self.phrases is not None else tokens
 
     def to_dict(self) -> dict:
-        return {"lowercase": self.lowercase, "pattern": self.pattern}
+        d = {"lowercase": self.lowercase, "pattern": self.pattern}
+        if self.phrases is not None:
+            d["phrases"] = self.phrases.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Tokenizer:
-        return cls(lowercase=bool(d["lowercase"]), pattern=d.get("pattern"))
+        phrases = None
+        if d.get("phrases"):
+            from w2v.phrases import Phrases
+
+            phrases = Phrases.from_dict(d["phrases"])
+        return cls(lowercase=bool(d["lowercase"]), pattern=d.get("pattern"), phrases=phrases)
 
 
 @dataclass(frozen=True)
@@ -190,6 +205,46 @@ class Vocab:
         return build_huffman(self.counts)
 
 
+def continue_vocab(
+    base: Vocab,
+    words: Sequence[str],
+    counts: np.ndarray,
+    update: bool,
+    min_count: int = 5,
+    max_vocab: int | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> Vocab:
+    """The vocabulary of a run continuing from `base` (trainer.init_from) on a corpus whose
+    distinct words and counts are `words`/`counts` (first-occurrence order).
+
+    The old words keep their ids 0..len(base)-1 either way.
+    - update=False: the old vocabulary as it is. Its counts stay the old ones, so the noise
+      distribution and the Huffman tree are the old run's; where the file has no counts (a
+      word2vec text/binary file: all zero), the corpus's counts are used.
+    - update=True (gensim's build_vocab(update=True)): this corpus's words chosen as in any
+      run (min_count, then max_vocab) that the old vocabulary lacks are appended, in
+      vocabulary order; the old words' counts become old + this corpus's (all of its
+      occurrences: the word is in the vocabulary already, whatever min_count says).
+    An old word left with no count at all (no count in the file, absent from this corpus)
+    counts 1, so every table derived from counts stays defined.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    where = {w: i for i, w in enumerate(words)}
+    seen = np.array([where.get(w, -1) for w in base.words], dtype=np.int64)
+    here = np.where(seen >= 0, counts[np.maximum(seen, 0)], 0)
+    counted = bool(base.counts.any())
+    if not update:
+        old = base.counts if counted else here
+        return Vocab(list(base.words), np.maximum(old, 1), tokenizer or base.tokenizer,
+                     min_count, max_vocab)
+    old = (base.counts if counted else 0) + here
+    fresh = [i for i in select_ids(counts, min_count, max_vocab).tolist()
+             if words[i] not in base.index]
+    return Vocab(list(base.words) + [words[i] for i in fresh],
+                 np.concatenate([np.maximum(old, 1), counts[fresh]]),
+                 tokenizer or base.tokenizer, min_count, max_vocab)
+
+
 def select_ids(counts: np.ndarray, min_count: int, max_vocab: int | None) -> np.ndarray:
     """Indices (into first-occurrence order) of the kept words, in vocabulary id order."""
     candidates = np.flatnonzero(counts >= min_count)
@@ -203,8 +258,18 @@ def build_huffman(counts: np.ndarray) -> Huffman:
 
     The tree is built with word2vec's two-queue merge (leaves from the rarest end, inner nodes in
     creation order), so ties break exactly as in word2vec.c; paths are then read for all words
-    at once, one tree level per step.
+    at once, one tree level per step. Counts not in descending order (a vocabulary extended
+    with data.vocab_update appends new words after the old ones) are sorted first (stable, so
+    ties keep id order) and the paths handed back to the words' own ids.
     """
+    counts = np.asarray(counts)
+    if len(counts) > 1 and bool((np.diff(counts) > 0).any()):
+        order = np.argsort(-counts, kind="stable")
+        tree = build_huffman(counts[order])
+        codes, points, lengths = (np.empty_like(x) for x in (tree.codes, tree.points,
+                                                             tree.lengths))
+        codes[order], points[order], lengths[order] = tree.codes, tree.points, tree.lengths
+        return Huffman(codes=codes, points=points, lengths=lengths)
     v = len(counts)
     if v < 2:
         return Huffman(

@@ -51,7 +51,15 @@ class Engine(Protocol):
         ...
 
     def step(self, epoch: int, step: int, steps: int, lr: float, lr_end: float) -> Step:
-        """Train one step with the learning rate going from lr to lr_end across it."""
+        """Train one step with the learning rate going from lr to lr_end across it. An engine
+        may keep working in the background after it returns (fused: its threads run on
+        through the epoch, so no thread waits at a step boundary)."""
+        ...
+
+    def pause(self) -> None:
+        """Finish and stop any work still running, so the weights are whole: the loop calls it
+        before a checkpoint, an evaluation, an epoch end or a stop, and when it ends. The
+        next `step` starts the work again. A no-op for engines that never run on."""
         ...
 
     def state_dict(self) -> dict | None: ...

@@ -102,10 +102,16 @@ class AutogradEngine:
         total = loss if self.reduction == "sum" else loss * batch.examples
         return Step(step, steps, total, batch.examples)
 
+    def pause(self) -> None:
+        pass  # every step ends with the weights updated
+
     def state_dict(self) -> dict | None:
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict | None) -> None:
+        if state is not None and state.get("engine") == "fused":
+            raise W2VError("this checkpoint was written by the fused engine, whose steps are "
+                           "jobs of documents, not batches: resume it with trainer.engine=fused")
         if state is not None:
             self.optimizer.load_state_dict(state)
 

@@ -606,6 +606,9 @@ class CudaEngine:
             self._launch(span, part, parts, lr, lr_end, epoch, step, stats)
         return Step(step, steps, stats[0], stats[1])
 
+    def pause(self) -> None:
+        pass  # kernels run on torch's current stream: whatever reads the weights next waits
+
     def state_dict(self) -> None:
         return None  # plain SGD: nothing beyond the weights; randomness is positional
 
