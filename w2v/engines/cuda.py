@@ -54,6 +54,7 @@ from __future__ import annotations
 import bisect
 import functools
 import importlib.util
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -115,6 +116,9 @@ def _numba_cuda():
 
     if simulated():
         _install_simulator_shuffle(numba_cuda)
+    # numba-cuda's driver logs its housekeeping at INFO, which Hydra's job logging would print
+    # into every run ("init", "add pending dealloc"): keep its warnings only.
+    logging.getLogger("numba.cuda").setLevel(logging.WARNING)
     cuda = numba_cuda
     return cuda
 
