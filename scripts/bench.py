@@ -3,9 +3,14 @@
     python scripts/bench.py --model skipgram --epochs 1 --repeat 3
     python scripts/bench.py --model cbow --epochs 5 --quality       # + analogy/WS353/SimLex
     python scripts/bench.py --model skipgram --scale 1,4,8           # cost growth
-    python scripts/bench.py --model skipgram --scale 8 --device cuda --sides w2v
     python scripts/bench.py --rss-epochs 20                          # RSS flat across epochs
     python scripts/bench.py --model skipgram,cbow --threads 1,2,4,8,16 --repeat 3   # threads
+    python scripts/bench.py --device cuda --repeat 3                 # the GPU protocol
+
+--device cuda runs BENCHMARK.md's GPU protocol in one go: w2v's cuda engine against gensim
+with every CPU core (--threads, default os.cpu_count()), text8-prefix 5 epochs skip-gram and
+CBOW (raw words/s, quality, peak GPU memory) and text8-prefix x8 1 epoch (raw words/s),
+headed by the GPU's name and the engine's concurrency (trainer.cuda_warps, --cuda-warps).
 
 Each measurement runs in a fresh subprocess (so peak RSS is that side's alone), alternating
 w2v and gensim and swapping the order every repeat so machine noise hits both alike. Both sides
@@ -18,6 +23,8 @@ result is one table of words/s and ratios per thread count.
 raw words/s = corpus words (before min_count and subsampling) x epochs / training seconds;
 training seconds exclude the vocabulary build, reported on its own rows (w2v: cold, i.e. load +
 count + encode + cache into an empty cache, and cached, i.e. a rerun that finds the cache).
+They include w2v's checkpoint at each epoch end, which the row "raw words/s, checkpoints
+excluded" takes out (on a GPU the checkpoints can take longer than the training itself).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # measure the w2v of this checkout, not another installed one
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_CORPUS = SHARED / "text8-prefix" / "text8-prefix"
 DEFAULT_EVAL = SHARED / "eval"
@@ -86,6 +94,7 @@ def worker_w2v(args) -> dict:
     build_corpus(data, progress=False)
     cached = time.perf_counter() - t0
     compile_s = fused.warmup() if args.device == "cpu" else 0.0
+    saving = time_checkpoints()
 
     cfg = Config(
         data=data,
@@ -95,24 +104,31 @@ def worker_w2v(args) -> dict:
         trainer=TrainerConfig(epochs=args.epochs, lr=args.lr, min_lr=SETTINGS["min_lr"],
                               threads=args.threads, seed=SETTINGS["seed"], device=args.device,
                               engine=args.engine, progress=False, ckpt_every=0,
-                              batch_size=args.batch_size),
+                              **({"batch_size": args.batch_size} if args.batch_size else {}),
+                              cuda_warps=args.cuda_warps),
         eval=EvalConfig(dir=None, projector_words=0),
         export=ExportConfig(text=True),
     )
     run_dir = Path(tempfile.mkdtemp(prefix="w2v-bench-run-"))
     sampler = RssSampler() if args.rss_trace else None
+    gpu = gpu_before(args.device)
     metrics = train(cfg, run_dir)
+    words = corpus.raw_tokens * args.epochs
+    train_s = metrics["train_seconds"]
     out = {
         "side": "w2v",
         "engine": metrics["engine"],
         "words": corpus.raw_tokens,
         "vocab": len(corpus.vocab),
-        "train_seconds": metrics["train_seconds"],
-        "words_per_sec": corpus.raw_tokens * args.epochs / metrics["train_seconds"],
+        "train_seconds": train_s,
+        "words_per_sec": words / train_s,
+        "checkpoint_seconds": saving["seconds"],
+        "words_per_sec_no_ckpt": words / max(train_s - saving["seconds"], 1e-9),
         "vocab_seconds": cold,
         "vocab_cached_seconds": cached,
         "compile_seconds": compile_s,
         "peak_rss_mib": peak_rss_mib(),
+        **gpu_after(gpu, args),
     }
     if sampler:
         out["rss_trace_mib"] = sampler.stop()
@@ -120,6 +136,47 @@ def worker_w2v(args) -> dict:
         kv = KeyedVectors.load_word2vec_format(str(run_dir / "vectors.txt"))
         out.update(score(kv, args.eval_dir))
     return out
+
+
+def time_checkpoints() -> dict:
+    """Count the seconds train() spends writing checkpoints (it still writes them)."""
+    from w2v import checkpoint
+
+    saving = {"seconds": 0.0}
+    save = checkpoint.save
+
+    def timed(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return save(*a, **kw)
+        finally:
+            saving["seconds"] += time.perf_counter() - t0
+
+    checkpoint.save = timed
+    return saving
+
+
+def gpu_before(device: str) -> str | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.get_device_name()
+
+
+def gpu_after(name: str | None, args) -> dict:
+    """The GPU's name, peak memory torch allocated (the tables, the corpus ids, the epoch's
+    subsampled ids and temporaries) and the cuda engine's default concurrency."""
+    if name is None:
+        return {}
+    import torch
+
+    from w2v.engines.cuda import default_warps
+
+    device = torch.device("cuda")
+    return {"gpu": name, "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,
+            "cuda_warps": args.cuda_warps or default_warps(device)}
 
 
 def worker_gensim(args) -> dict:
@@ -209,7 +266,9 @@ def run_worker(side: str, corpus: Path, args, min_count: int, model: str, thread
            "--min-count", str(min_count),
            "--model", model, "--epochs", str(args.epochs), "--threads", str(threads),
            "--device", args.device, "--engine", args.engine, "--eval-dir", str(args.eval_dir),
-           "--batch-size", str(args.batch_size), "--lr", str(args.lr or arch_lr(model))]
+           "--lr", str(args.lr or arch_lr(model))]
+    cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    cmd += ["--cuda-warps", str(args.cuda_warps)] if args.cuda_warps else []
     cmd += ["--quality"] if args.quality else []
     cmd += ["--rss-trace"] if args.rss_trace else []
     env = dict(os.environ, PYTHONHASHSEED="0")
@@ -229,10 +288,12 @@ def median_of(runs: list[dict]) -> dict:
 
 ROWS = [
     ("raw words/s", "words_per_sec", "{:,.0f}"),
+    ("raw words/s, checkpoints excluded", "words_per_sec_no_ckpt", "{:,.0f}"),
     ("training seconds", "train_seconds", "{:.2f}"),
     ("vocabulary seconds (cold)", "vocab_seconds", "{:.2f}"),
     ("vocabulary seconds (cached)", "vocab_cached_seconds", "{:.3f}"),
     ("peak RSS MiB", "peak_rss_mib", "{:,.0f}"),
+    ("peak GPU MiB (torch.cuda.max_memory_allocated)", "peak_gpu_mib", "{:,.0f}"),
     ("analogy@30k", "analogy", "{:.4f}"),
     ("WS353 Spearman", "ws353", "{:.4f}"),
     ("SimLex-999 Spearman", "simlex", "{:.4f}"),
@@ -252,6 +313,57 @@ def table(label: str, w2v: dict | None, gensim: dict | None) -> str:
     return "\n".join(lines)
 
 
+GPU_RUNS = [  # (model, corpus copies, epochs, quality): BENCHMARK.md's GPU section
+    ("skipgram", 1, 5, True), ("cbow", 1, 5, True),
+    ("skipgram", 8, 1, False), ("cbow", 8, 1, False),
+]
+
+
+def check_gpu(args) -> None:
+    """--device cuda without a usable GPU: one error line, before any run starts."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit(f"error: --device cuda needs a CUDA GPU, and torch {torch.__version__} sees "
+                 "none (a CPU build of torch, or no driver); run it on a GPU machine")
+    if args.engine in ("auto", "cuda") and importlib.util.find_spec("numba_cuda") is None:
+        sys.exit("error: w2v's cuda engine needs numba-cuda: pip install 'w2v[cuda12]' (or "
+                 "'w2v[cuda13]', after torch.version.cuda's major version)")
+
+
+def gpu_protocol(args, tmp: Path) -> list[tuple[str, dict]]:
+    """Every run of GPU_RUNS, each side --repeat times alternating; (label, medians) each."""
+    sides = [s for s in args.sides.split(",") if s]
+    out = []
+    for model, scale, epochs, quality in GPU_RUNS:
+        run = argparse.Namespace(**{**vars(args), "model": model, "epochs": epochs,
+                                    "quality": quality})
+        corpus = scaled_corpus(args.corpus, scale, tmp)
+        runs: dict[str, list[dict]] = {s: [] for s in sides}
+        for r in range(args.repeat):
+            for side in sides if r % 2 == 0 else sides[::-1]:
+                runs[side].append(run_worker(side, corpus, run, SETTINGS["min_count"], model,
+                                             int(args.threads)))
+                print(f"  {model} x{scale} run {r + 1} {side}: "
+                      f"{runs[side][-1]['words_per_sec']:,.0f} words/s", file=sys.stderr)
+        label = f"{model}, {args.corpus.name} x{scale}, {epochs} epoch(s)"
+        out.append((label, {s: median_of(v) for s, v in runs.items()}))
+    return out
+
+
+def gpu_report(args, results: list[tuple[str, dict]]) -> str:
+    """The README's GPU tables: one per run, headed by the GPU and the concurrency."""
+    first = next((res["w2v"] for _, res in results if "w2v" in res), {})
+    lines = [f"GPU: {first.get('gpu', '?')}; w2v engine {first.get('engine', '?')}, "
+             f"trainer.cuda_warps {first.get('cuda_warps', '?')}; gensim workers "
+             f"{args.threads}; median of {args.repeat}"]
+    for label, res in results:
+        lines += ["", label, table("figure", res.get("w2v"), res.get("gensim"))]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="skipgram", help="skipgram, cbow, or a comma list")
@@ -259,13 +371,14 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=None,
                    help="starting learning rate for both sides (default: word2vec.c's for "
                         "the architecture, 0.025 skip-gram, 0.05 CBOW)")
-    p.add_argument("--threads", default="2", help="threads (gensim workers), or a comma list "
-                   "such as 1,2,4,8,16 for a sweep")
+    p.add_argument("--threads", help="threads (gensim workers), or a comma list such as "
+                   "1,2,4,8,16 for a sweep (default 2; with --device cuda, every core)")
     p.add_argument("--scale", default="1", help="comma list of corpus repeats, e.g. 1,4,8")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--engine", default="auto")
-    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, help="autograd engine only (default: its own)")
+    p.add_argument("--cuda-warps", type=int, help="the cuda engine's trainer.cuda_warps")
     p.add_argument("--sides", default="w2v,gensim")
     p.add_argument("--quality", action="store_true", help="score analogy/WS353/SimLex too")
     p.add_argument("--fixed-vocab", action="store_true",
@@ -285,6 +398,8 @@ def main() -> None:
         result = worker_w2v(args) if args.worker == "w2v" else worker_gensim(args)
         print(json.dumps(result))
         return
+    if args.threads is None:
+        args.threads = str(os.cpu_count() or 1) if args.device == "cuda" else "2"
     models = [m for m in args.model.split(",") if m]
     if not models or any(m not in ("skipgram", "cbow") for m in models):
         sys.exit(f"error: --model {args.model}: skipgram, cbow, or both comma-separated")
@@ -293,6 +408,16 @@ def main() -> None:
         sys.exit(f"error: --threads {args.threads}: integers >= 1, comma-separated")
     if not args.corpus.is_file():
         sys.exit(f"error: corpus {args.corpus} not found; pass --corpus PATH")
+    if args.device == "cuda":
+        check_gpu(args)
+        args.quality = True
+        with tempfile.TemporaryDirectory(prefix="w2v-bench-") as tmp:
+            results = gpu_protocol(args, Path(tmp))
+        print(gpu_report(args, results))
+        if args.json:
+            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                             "results": results}, indent=2, default=str))
+        return
     if args.rss_epochs:
         args.epochs, args.rss_trace = args.rss_epochs, True
     sides = [s for s in args.sides.split(",") if s]

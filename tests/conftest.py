@@ -10,11 +10,29 @@ learn the co-occurrence therefore decompose as entity + form, which plants:
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+
+def _simulate_cuda_without_a_gpu() -> None:
+    """Without a GPU, the cuda engine's tests run its kernel in numba's CUDA simulator (a
+    Python thread per CUDA thread, on CPU tensors). numba reads NUMBA_ENABLE_CUDASIM when it is
+    first imported, so this must run before any test imports numba; it changes nothing else
+    (the fused engine's CPU kernels ignore it). With a GPU the same tests run on it."""
+    if "numba" in sys.modules or "NUMBA_ENABLE_CUDASIM" in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+
+_simulate_cuda_without_a_gpu()
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ CPU = torch.device("cpu")
 @pytest.mark.parametrize(("overrides", "expected"), [
     ([], "fused"),
     (["model.loss=hs"], "fused"),
-    (["model.loss=softmax"], "autograd"),
+    (["model.loss=softmax", "trainer.batch_size=256"], "autograd"),
     (["trainer.optimizer=adam"], "autograd"),
     (["model.sparse=true"], "autograd"),
 ])
@@ -52,3 +53,59 @@ def test_importing_the_engine_table_imports_no_backend():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
+
+
+CUDA = torch.device("cuda")  # choose_engine reads only the device's type: no GPU needed
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["trainer=gpu"], "cuda"),
+    (["trainer=gpu", "model=cbow", "model.loss=hs"], "cuda"),
+    (["trainer=gpu", "model.loss=softmax"], "autograd"),
+    (["trainer=gpu", "trainer.optimizer=adam"], "autograd"),
+    (["trainer=gpu", "model.sparse=true"], "autograd"),
+])
+def test_auto_on_a_gpu_takes_the_cuda_kernel_for_sgd_with_negative_or_hs(overrides, expected):
+    assert choose_engine(compose_cfg(["data.path=x", *overrides]), CUDA) == expected
+
+
+def test_the_cuda_engine_is_refused_on_cpu_outside_the_simulator(monkeypatch):
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    cfg = compose_cfg(["data.path=x", "trainer.engine=cuda"])
+    with pytest.raises(W2VError, match=r"trainer.engine=cuda runs on cuda .* "
+                                       r"use trainer.engine=fused"):
+        choose_engine(cfg, CPU)
+
+
+def test_a_cpu_run_never_imports_numba_cuda(tmp_path):
+    """Training with the fused and autograd engines, and importing the cuda engine's module,
+    leave numba.cuda unimported (it is the optional numba-cuda extra on a GPU)."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c d a b c d e f\n" * 50)
+    code = (
+        "import sys\n"
+        "from tests.test_config import compose_cfg\n"
+        "from w2v.train import train\n"
+        "import w2v.engines.cuda\n"
+        "for engine in ('fused', 'autograd'):\n"
+        f"    cfg = compose_cfg(['data=local', 'data.path={corpus}', 'data.min_count=1',\n"
+        "        'model.dim=8', 'trainer.epochs=1', 'trainer.progress=false',\n"
+        f"        'trainer.device=cpu', 'trainer.engine=' + engine, 'eval.projector_words=0',\n"
+        f"        'data.cache_dir={tmp_path / 'cache'}'])\n"
+        f"    train(cfg, '{tmp_path}/' + engine)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('numba.cuda')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_readme_engine_table_is_the_engine_table():
+    """README's engine table is engine_table()'s output: every row of ENGINES, as it is."""
+    from w2v.engines import engine_table
+
+    readme = (ROOT / "README.md").read_text()
+    assert engine_table() in readme
+    assert all(f"| `{row.name}` |" in engine_table() for row in ENGINES)

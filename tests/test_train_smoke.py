@@ -170,8 +170,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(planted, tmp_path, monkeyp
 def test_nan_loss_stops_with_a_clear_message(planted, tmp_path):
     from w2v.errors import W2VError
 
+    # (SGD at this lr is refused before training: see test_sgd_batches_too_large_...)
     cfg = planted_cfg(planted, "trainer.engine=autograd", "trainer.lr=1e30",
-                      "trainer.optimizer=sgd", "model.loss=softmax", "trainer.epochs=2")
+                      "trainer.optimizer=adam", "model.loss=softmax", "trainer.epochs=2")
     with pytest.raises(W2VError, match="loss became"):
         train(cfg, tmp_path)
 
@@ -214,13 +215,87 @@ def test_fixed_shape_batches_train_like_the_gpu_path(planted, tmp_path, monkeypa
     assert math.isfinite(metrics["final_loss"])
 
 
+def _fixed_shape_batches(monkeypatch) -> None:
+    """The batches a GPU gets (fixed shapes, 0/1 weights), on the CPU: the same arithmetic."""
+    from w2v import batches
+
+    original = batches.Batches.__init__
+
+    def fixed_shape(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.compact = False
+
+    monkeypatch.setattr(batches.Batches, "__init__", fixed_shape)
+
+
+def test_sgd_batches_too_large_to_train_are_refused(planted, tmp_path, monkeypatch):
+    """The old trainer=gpu default (autograd, SGD, 4,096 centres, every example's step summed)
+    diverges on any device: with the GPU's fixed-shape batches on the CPU the loss explodes.
+    It is refused in one line naming the fix; the largest accepted batch trains."""
+    from w2v.engines.autograd import AutogradEngine
+    from w2v.errors import W2VError
+
+    _fixed_shape_batches(monkeypatch)
+    over = ("trainer.engine=autograd", "model.sample=1e-3", "trainer.epochs=4")
+    too_big = planted_cfg(planted, *over, "trainer.batch_size=4096")
+    with pytest.raises(W2VError) as refused:
+        train(too_big, tmp_path / "refused")
+    assert "\n" not in str(refused.value) and "trainer.engine=auto" in str(refused.value)
+    assert not (tmp_path / "refused").exists()  # refused before anything was read or written
+
+    monkeypatch.setattr(AutogradEngine, "check", staticmethod(lambda cfg, device: None))
+    try:  # what the refusal prevents
+        metrics = train(too_big, tmp_path / "diverged")
+        assert not metrics["final_loss"] < 100  # exploded (NaN or huge)
+    except W2VError as err:
+        assert "loss became" in str(err)
+    monkeypatch.undo()
+    _fixed_shape_batches(monkeypatch)
+    # window 3: 4 examples per centre; 0.025 x 1536 x 4 is the limit, 0.025 x 1024 x 6
+    largest = planted_cfg(planted, *over, "trainer.batch_size=1536")
+    metrics = train(largest, tmp_path / "largest")
+    vec = torch.load(tmp_path / "largest" / "vectors.pt", weights_only=True)
+    assert math.isfinite(metrics["final_loss"])
+    assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
+    assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
+
+
+def test_softmax_under_trainer_gpu_trains(planted, tmp_path, monkeypatch):
+    """trainer=gpu with model.loss=softmax: the autograd engine (no kernel does softmax) at
+    trainer=gpu's batch, with the GPU's fixed-shape batches, run here on the CPU; the CPU
+    default batch (1,024, which explodes on text8-prefix) is refused."""
+    from w2v.errors import W2VError
+
+    with pytest.raises(W2VError, match="model.loss=softmax"):
+        train(planted_cfg(planted, "model.loss=softmax", "trainer.batch_size=1024"),
+              tmp_path / "refused")
+    _fixed_shape_batches(monkeypatch)
+    cfg = planted_cfg(planted, "trainer=gpu", "trainer.device=cpu", "model.loss=softmax",
+                      "trainer.batch_size=256", "trainer.epochs=4")  # trainer=gpu's batch
+    metrics = train(cfg, tmp_path)
+    vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
+    assert metrics["engine"] == "autograd" and math.isfinite(metrics["final_loss"])
+    assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
+    assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_trains_on_cuda(planted, tmp_path):
-    cfg = planted_cfg(planted, "trainer=gpu", "trainer.epochs=4", "trainer.batch_size=256",
-                      "trainer.progress=false")
-    metrics = train(cfg, tmp_path)
-    vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
+    """trainer=gpu picks the cuda engine (with numba-cuda; else it says how to install it);
+    the autograd engine still trains on CUDA at its default batch."""
+    import importlib.util
+
+    if importlib.util.find_spec("numba_cuda") is not None:
+        metrics = train(planted_cfg(planted, "trainer=gpu", "trainer.epochs=4",
+                                    "model.sample=1e-3"), tmp_path / "cuda")
+        vec = torch.load(tmp_path / "cuda" / "vectors.pt", weights_only=True)
+        assert metrics["engine"] == "cuda"
+        assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
+    cfg = planted_cfg(planted, "trainer=gpu", "trainer.engine=autograd", "trainer.epochs=4",
+                      "model.sample=1e-3")
+    metrics = train(cfg, tmp_path / "autograd")
+    vec = torch.load(tmp_path / "autograd" / "vectors.pt", weights_only=True)
     assert metrics["engine"] == "autograd"
     assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
 

@@ -200,7 +200,7 @@ class ModelConfig:
 
 
 OPTIMIZERS = ("sgd", "sparse_adam", "adam", "adamw")
-ENGINES = ("auto", "fused", "autograd")
+ENGINES = ("auto", "fused", "cuda", "autograd")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -215,7 +215,9 @@ class TrainerConfig:
     min_lr: float = 0.0001
     optimizer: str = "sgd"
     # fused: word2vec's per-pair loop compiled with numba, Hogwild over `threads` (CPU only).
-    # autograd: batched nn.Module forward/backward (CPU or CUDA). auto: fused on CPU with SGD.
+    # cuda: the same loop as one GPU kernel (numba-cuda; SGD with negative/hs).
+    # autograd: batched nn.Module forward/backward (CPU or CUDA, any optimizer and loss).
+    # auto: the first of fused, cuda, autograd that runs the device, optimizer and loss.
     engine: str = "auto"
     # Centre words per autograd step (each gives up to 2*window pairs). With SGD each example
     # takes a full word2vec step, so a word repeated many times in one batch sums that many
@@ -225,6 +227,15 @@ class TrainerConfig:
     # evaluation and checkpoints). Its threads do not stop at job ends, so it does not limit
     # how many threads have work.
     chunk_words: int = 100_000
+    # cuda engine: warps in flight, each training its own stretch of the corpus. null: 16 per
+    # SM of the GPU (2,112 on an H100); either way at most one per 256 kept tokens.
+    cuda_warps: int | None = None
+    # cuda engine: words per kernel launch (a step: the unit of progress, logging, lr decay,
+    # checkpoints and SIGINT); a few hundredths of a second on a recent GPU.
+    cuda_step_words: int = 2_000_000
+    # cuda engine: corpus tokens held on the GPU at once. null: as many as fit in its free
+    # memory; a larger corpus is trained in document ranges copied from the memory-mapped ids.
+    cuda_resident_tokens: int | None = None
     # Distributed runs (torchrun): steps between combining the ranks' models (one dense
     # all_reduce of both tables each time); epoch ends, checkpoints and evaluations always do.
     sync_every: int = 1
@@ -259,6 +270,13 @@ class TrainerConfig:
         _require(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
         _require(self.chunk_words >= 1, "trainer.chunk_words", "an integer >= 1",
                  self.chunk_words)
+        _require(self.cuda_warps is None or self.cuda_warps >= 1, "trainer.cuda_warps",
+                 "null or an integer >= 1", self.cuda_warps)
+        _require(self.cuda_step_words >= 1, "trainer.cuda_step_words", "an integer >= 1",
+                 self.cuda_step_words)
+        _require(self.cuda_resident_tokens is None or self.cuda_resident_tokens >= 1,
+                 "trainer.cuda_resident_tokens", "null or an integer >= 1",
+                 self.cuda_resident_tokens)
         _require(self.sync_every >= 1, "trainer.sync_every", "an integer >= 1",
                  self.sync_every)
         _require(self.threads is None or self.threads >= 1, "trainer.threads",

@@ -12,12 +12,13 @@ engine table all read it. Each engine owns its rules: how its loss is reduced (`
 and how distributed ranks combine its changes (`combine`).
 
 Engines are imported on first use, so a run never imports a backend it does not use (numba
-for `fused` only).
+for `fused`, numba.cuda for `cuda` only).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,9 +79,13 @@ class EngineSpec:
     losses: tuple[str, ...]
     sparse: bool  # whether it takes model.sparse=true
     what: str  # one line for the README and error messages
+    exact: str  # when a run is bit-reproducible (and a resumed run equals an uninterrupted one)
+    # Also runs on CPU tensors under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1: tests).
+    simulator: bool = False
 
     def runs(self, device: str, optimizer: str, loss: str, sparse: bool) -> bool:
-        return (device in self.devices and optimizer in self.optimizers
+        on = device in self.devices or (self.simulator and device == "cpu" and simulated())
+        return (on and optimizer in self.optimizers
                 and loss in self.losses and (self.sparse or not sparse))
 
     def describe(self) -> str:
@@ -96,11 +101,38 @@ ALL_LOSSES = ("negative", "hs", "softmax")
 # In order of preference: `trainer.engine=auto` takes the first row that runs the config.
 ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("fused", "fused", "FusedEngine", ("cpu",), ("sgd",), ("negative", "hs"), False,
-               "word2vec's per-pair loop compiled with numba, Hogwild over trainer.threads"),
+               "word2vec's per-pair loop compiled with numba, Hogwild over trainer.threads",
+               "with trainer.threads=1"),
+    EngineSpec("cuda", "cuda", "CudaEngine", ("cuda",), ("sgd",), ("negative", "hs"), False,
+               "word2vec's per-pair update as one GPU kernel (numba-cuda), a warp per stretch "
+               "of the corpus, atomic adds on the shared tables",
+               "with trainer.cuda_warps=1 (concurrent warps' atomic adds land in any order)",
+               simulator=True),
     EngineSpec("autograd", "autograd", "AutogradEngine", ("cpu", "cuda"), ALL_OPTIMIZERS,
                ALL_LOSSES, True,
-               "batched Word2Vec.forward + loss.backward() with any torch optimizer"),
+               "batched Word2Vec.forward + loss.backward() with any torch optimizer",
+               "on CPU, always"),
 )
+
+
+def engine_table() -> str:
+    """ENGINES as the README's markdown table (README.md holds this output verbatim)."""
+    lines = ["| `trainer.engine` | devices | `trainer.optimizer` | `model.loss` | "
+             "`model.sparse=true` | what runs | exact and resumable bit for bit |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in ENGINES:
+        cells = (f"`{row.name}`", "/".join(row.devices), ", ".join(row.optimizers),
+                 ", ".join(row.losses), "yes" if row.sparse else "no", row.what, row.exact)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def simulated() -> bool:
+    """Whether numba's CUDA simulator is on (read, as numba does, from the environment)."""
+    try:
+        return int(os.environ.get("NUMBA_ENABLE_CUDASIM") or 0) != 0
+    except ValueError:
+        return False
 
 
 def spec(name: str) -> EngineSpec:
@@ -113,7 +145,16 @@ def spec(name: str) -> EngineSpec:
 
 def choose_engine(cfg, device: torch.device) -> str:
     """The engine for cfg on device: trainer.engine, checked against the table, or the first
-    row that runs this device, optimizer and loss when it is `auto`."""
+    row that runs this device, optimizer and loss when it is `auto`; then the engine's own
+    rules on the rest of cfg (its `check`, if it has one), before any data is read."""
+    name = _pick(cfg, device)
+    check = getattr(_engine_class(spec(name)), "check", None)
+    if check is not None:
+        check(cfg, device)
+    return name
+
+
+def _pick(cfg, device: torch.device) -> str:
     t, m = cfg.trainer, cfg.model
     key = (device.type, t.optimizer, m.loss, m.sparse)
     if t.engine == "auto":
@@ -132,8 +173,10 @@ def choose_engine(cfg, device: torch.device) -> str:
     return row.name
 
 
+def _engine_class(row: EngineSpec):
+    return getattr(importlib.import_module(f"w2v.engines.{row.module}"), row.cls)
+
+
 def make_engine(name: str, model, corpus, cfg, device: torch.device) -> Engine:
     """Build the named engine over `model`'s weights (its module is imported only now)."""
-    row = spec(name)
-    cls = getattr(importlib.import_module(f"w2v.engines.{row.module}"), row.cls)
-    return cls(model, corpus, cfg, device)
+    return _engine_class(spec(name))(model, corpus, cfg, device)

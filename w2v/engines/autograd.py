@@ -15,11 +15,48 @@ from w2v.batches import Batches
 from w2v.engines import Step
 from w2v.errors import W2VError
 
+# With SGD every example's full word2vec step is summed over the batch, so a row trained by
+# many examples of one batch moves by that many stale steps at once: a frequent noise word
+# ("the" is 1.7% of text8-prefix's noise draws), hierarchical softmax's nodes near the root
+# (on every word's path), every row under full softmax. Past some learning rate x examples per
+# batch (batch_size centres x (window + 1) skip-gram pairs each, or batch_size CBOW centres)
+# the loss explodes. The largest values known to train, per loss, and what was measured
+# (text8-prefix, skip-gram, window 5, lr 0.025, on the CPU with the GPU's arithmetic):
+SGD_MAX_STEP_SUM = {
+    "negative": 0.025 * 1024 * 6,  # 1,024 centres train (1 epoch: analogy 0.014, as fused's
+    # 0.013); 4,096 give NaN at step 70 (at step 100 on an H100: issue 10)
+    "hs": 0.025 * 256 * 6,  # 256 train (3,000 steps, loss falling); 1,024 give NaN at step 60
+    "softmax": 0.025 * 256 * 6,  # 256 train (600 steps); 1,024 explode at step 80-90
+}
+MEASURED = {"negative": "1024 centres train, 4096 give NaN within 100 steps",
+            "hs": "256 centres train, 1024 give NaN within 100 steps",
+            "softmax": "256 centres train, 1024 explode within 100 steps"}
+# Corpora without subsampling or with tiny vocabularies can need less (the planted test
+# corpus with sample=0 diverges with negative sampling at 1,024).
+
 
 class AutogradEngine:
     """Batched forward/backward with a torch optimizer (CPU or CUDA, dense or sparse)."""
 
     name = "autograd"
+
+    @staticmethod
+    def check(cfg, device: torch.device) -> None:
+        """Refuse SGD batches whose summed steps are past what is known to train."""
+        t, m = cfg.trainer, cfg.model
+        per_centre = m.window + 1 if m.arch == "skipgram" else 1
+        total = t.lr * t.batch_size * per_centre
+        limit = SGD_MAX_STEP_SUM[m.loss]
+        if t.optimizer == "sgd" and total > limit * (1 + 1e-9):
+            raise W2VError(
+                f"trainer.engine=autograd with trainer.optimizer=sgd sums every example's full "
+                f"word2vec step over a batch: trainer.lr={t.lr} x trainer.batch_size="
+                f"{t.batch_size} x {per_centre} examples per centre = {total:g} is past the "
+                f"{limit:g} known to train with model.loss={m.loss} (skip-gram on "
+                f"text8-prefix at lr 0.025: {MEASURED[m.loss]}); lower trainer.batch_size or "
+                "trainer.lr, or use word2vec's per-pair updates (trainer.engine=auto: cuda on a "
+                "GPU, fused on CPU, for negative/hs), or trainer.optimizer=adam"
+            )
 
     def __init__(self, model, corpus, cfg, device: torch.device):
         self.model, self.cfg = model, cfg

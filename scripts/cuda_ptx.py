@@ -1,0 +1,122 @@
+"""Compile the cuda engine's kernel to PTX for real GPUs, without a GPU.
+
+    pip install 'w2v[cuda12]' && python scripts/cuda_ptx.py          # every variant, sm_80/90
+    python scripts/cuda_ptx.py --dim 300 --cc 9.0 --out kernel.ptx     # one dim, keep the PTX
+
+numba's CUDA simulator (the CI tests) runs the kernel as Python, so it cannot show that the
+kernel compiles for a GPU; numba-cuda's NVVM wheel can, and ptxas (in the same wheel, when
+present) reports registers per thread and spills, which set the occupancy to tune on a GPU.
+One line per variant: architecture, loss, dim, compute capability, then `ok` and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def kernel_signature():
+    from numba import types
+
+    def arr(dtype, ndim):
+        return types.Array(dtype, ndim, "C")
+
+    i64, f64 = types.int64, types.float64
+    # The argument types of w2v.engines.cuda.train_slice's launch, in order.
+    return (arr(types.float32, 2), arr(types.float32, 2), arr(types.int32, 1),
+            arr(types.int64, 1), i64, i64, i64, i64, i64, i64, i64, i64, types.boolean,
+            arr(types.int64, 1), arr(types.int32, 1), i64, arr(types.int8, 2),
+            arr(types.int32, 2), arr(types.int32, 1), f64, f64, i64, i64, i64,
+            arr(types.float64, 1))
+
+
+def pretend_device(cc: tuple[int, int]) -> None:
+    """Device functions compile for the current device's compute capability; without a GPU,
+    say which one (numba-cuda internals: this script only)."""
+    from numba.cuda import dispatcher
+
+    class Device:
+        compute_capability = cc
+
+    dispatcher.get_current_device = lambda: Device()
+
+
+def ptxas_report(ptx: str, cc: tuple[int, int]) -> str:
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        try:
+            import nvidia.cuda_nvcc as nvcc  # the cu12 wheel ships ptxas beside NVVM
+
+            found = Path(list(nvcc.__path__)[0]) / "bin" / "ptxas"
+            ptxas = str(found) if found.is_file() else None
+        except ImportError:
+            ptxas = None
+    if ptxas is None:
+        return "(no ptxas for register counts)"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        done = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", str(src), "-o",
+                               str(Path(tmp) / "k.cubin")], capture_output=True, text=True)
+    text = done.stdout + done.stderr
+    regs = re.search(r"Used (\d+) registers", text)
+    spill = re.search(r"(\d+) bytes spill stores", text)
+    if done.returncode != 0 or regs is None:
+        return f"ptxas failed: {text.strip().splitlines()[-1:]}"
+    return f"{regs.group(1)} registers, {spill.group(1) if spill else '?'} bytes spilled"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dim", type=int, nargs="*", default=[100, 300])
+    p.add_argument("--cc", nargs="*", default=["8.0", "9.0"])
+    p.add_argument("--out", type=Path, help="write the last variant's PTX here")
+    args = p.parse_args()
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        sys.exit("error: unset NUMBA_ENABLE_CUDASIM: the simulator compiles nothing")
+    try:
+        from numba import cuda
+    except ImportError as err:
+        sys.exit(f"error: {err}")
+    import importlib.util
+
+    if importlib.util.find_spec("numba_cuda") is None:
+        sys.exit("error: numba-cuda is not installed: pip install 'w2v[cuda12]'")
+    from w2v.engines import cuda as engine
+
+    failed = False
+    ptx = ""
+    for cc_text in args.cc:
+        cc = tuple(int(x) for x in cc_text.split("."))
+        pretend_device(cc)
+        for dim in args.dim:
+            for arch in ("skipgram", "cbow"):
+                for loss in ("negative", "hs"):
+                    engine._kernel.cache_clear()
+                    kernel = engine._kernel(-(-dim // engine.LANES), engine.LANES,
+                                            arch == "skipgram", loss == "hs")
+                    name = f"{arch:8} {loss:8} dim {dim:4} sm_{cc[0]}{cc[1]}"
+                    try:
+                        ptx, _ = cuda.compile_ptx(kernel.py_func, kernel_signature(), cc=cc,
+                                                  fastmath=True)
+                    except Exception as err:  # report every variant, then fail
+                        print(f"{name}: FAILED {type(err).__name__}: {err}")
+                        failed = True
+                        continue
+                    print(f"{name}: ok, {len(ptx.splitlines())} PTX lines, "
+                          f"{ptxas_report(ptx, cc)}", flush=True)
+    if args.out and ptx:
+        args.out.write_text(ptx)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""scripts/bench.py's GPU protocol, as far as it runs without a GPU: the refusal, the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_module():
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the protocol would run")
+def test_device_cuda_without_a_gpu_is_one_error_line(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--device",
+                           "cuda", "--corpus", str(corpus)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        line for line in done.stderr.strip().splitlines() if line.startswith("error:")]
+    assert "--device cuda needs a CUDA GPU" in done.stderr
+
+
+def test_gpu_report_names_the_gpu_the_concurrency_and_every_figure():
+    bench = bench_module()
+    w2v = {"gpu": "NVIDIA H100 80GB HBM3", "engine": "cuda", "cuda_warps": 2112,
+           "words_per_sec": 5e7, "words_per_sec_no_ckpt": 6e7, "train_seconds": 0.2,
+           "peak_rss_mib": 900, "peak_gpu_mib": 120, "analogy": 0.089, "ws353": 0.47,
+           "simlex": 0.226}
+    gensim = {"words_per_sec": 1.5e6, "train_seconds": 7.0, "peak_rss_mib": 150,
+              "analogy": 0.084, "ws353": 0.46, "simlex": 0.224}
+    args = Namespace(threads=16, repeat=3)
+    report = bench.gpu_report(args, [("skipgram, text8-prefix x1, 5 epoch(s)",
+                                      {"w2v": w2v, "gensim": gensim})])
+    assert report.splitlines()[0] == ("GPU: NVIDIA H100 80GB HBM3; w2v engine cuda, "
+                                      "trainer.cuda_warps 2112; gensim workers 16; median of 3")
+    assert "| raw words/s | 50,000,000 | 1,500,000 | 33.33x |" in report
+    assert "| peak GPU MiB (torch.cuda.max_memory_allocated) | 120 |  |  |" in report
+    assert "| analogy@30k | 0.0890 | 0.0840 | 1.06x |" in report
+    assert [label for label, *_ in bench.GPU_RUNS] == ["skipgram", "cbow", "skipgram", "cbow"]

@@ -1,0 +1,338 @@
+"""The cuda engine: its kernel against the fused engine's arithmetic, learning, document
+ranges, resume, the loss kept on the device, torchrun.
+
+Without a GPU these run the real kernel in numba's CUDA simulator on CPU tensors (turned on by
+tests/conftest.py; a Python thread per CUDA thread, so the corpora are small); with a GPU and
+numba-cuda the same tests run on it, and the `cuda`-marked ones add text8-prefix quality and
+torchrun across GPUs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import write_planted_corpus
+from tests.test_distributed import free_port
+from tests.test_train_smoke import (
+    _scalars,
+    _StopAfter,
+    analogies_recovered,
+    neighbours_recovered,
+    planted_cfg,
+)
+from w2v import train as train_mod
+from w2v.corpus import build_corpus
+from w2v.engines import cuda as engine_mod
+from w2v.engines import fused, simulated
+from w2v.errors import W2VError
+from w2v.model import build_model
+from w2v.train import TrainingInterrupted, train
+from w2v.vocab import build_huffman
+
+ROOT = Path(__file__).resolve().parents[1]
+# numba's own numba.cuda holds the simulator today; should numba drop it, numba-cuda (no
+# extra needed for the simulator) provides it.
+SIM = simulated() and importlib.util.find_spec("numba.cuda") is not None
+GPU = torch.cuda.is_available() and importlib.util.find_spec("numba_cuda") is not None
+DEVICE = torch.device("cpu" if SIM else "cuda")
+pytestmark = pytest.mark.skipif(
+    not (SIM or GPU), reason="needs numba's CUDA simulator (tests/conftest.py turns it on "
+    "when there is no GPU) or a GPU with numba-cuda (pip install 'w2v[cuda12]')")
+
+
+@pytest.fixture
+def shuffle_lanes(monkeypatch):
+    """In the simulator, 4 lanes per warp, so the warp-shuffle reduction runs too."""
+    if SIM:
+        monkeypatch.setattr(engine_mod, "SIM_LANES", 4)
+
+
+def run_fused(in_w, out_w, ids, offsets, **kw):
+    in_w, out_w = in_w.copy(), out_w.copy()
+    stats = fused.train_job(in_w, out_w, ids, offsets, 0, len(offsets) - 1,
+                            np.ones(in_w.shape[0], np.float32), **kw)
+    return in_w, out_w, stats
+
+
+def run_kernel(in_w, out_w, ids, offsets, vocab, *, arch, loss, workers=1, **kw):
+    in_t = torch.from_numpy(in_w.copy()).to(DEVICE)
+    out_t = torch.from_numpy(out_w.copy()).to(DEVICE)
+    stats = torch.zeros(2, dtype=torch.float64, device=DEVICE)
+    tables = engine_mod.make_tables(vocab, loss, 0.75, DEVICE)
+    engine_mod.train_slice(in_t, out_t, torch.from_numpy(ids).to(DEVICE),
+                           torch.from_numpy(offsets).to(DEVICE), tables, stats, arch=arch,
+                           loss=loss, workers=workers, **kw)
+    return in_t.cpu().numpy(), out_t.cpu().numpy(), stats.cpu()
+
+
+CASES = [("skipgram", "negative", True, 6), ("skipgram", "negative", True, 37),
+         ("skipgram", "hs", True, 6), ("cbow", "negative", True, 6),
+         ("cbow", "negative", False, 6), ("cbow", "hs", True, 6), ("cbow", "hs", False, 6)]
+
+
+@pytest.mark.parametrize(("arch", "loss", "cbow_mean", "dim"), CASES)
+def test_one_warp_updates_as_the_fused_engine(shuffle_lanes, arch, loss, cbow_mean, dim):
+    """Same ids, same negatives (a noise table that always draws word 1, sometimes the
+    target: skipped), window 1 (b is always 1): the kernel's updates, loss and example count
+    equal the fused engine's, across document ends, a one-word document, a decaying lr and
+    dims that do not divide among the lanes. Weights of order 1 and lr 0.3 make any
+    difference in the order of the updates show far above float rounding."""
+    rng = np.random.default_rng(0)
+    counts = np.array([50, 30, 20, 10, 5, 3])
+    ids = np.array([0, 1, 2, 0, 3, 1, 4, 5, 2, 4, 0, 3], np.int32)
+    offsets = np.array([0, 2, 7, 8, 12], np.int64)  # documents of 2, 5, 1 and 4 words
+    probs = np.zeros(len(counts))
+    probs[1] = 1.0
+    huff = build_huffman(counts)
+    vocab = SimpleNamespace(noise_probs=lambda e: probs, huffman=lambda: huff)
+    in_w = rng.uniform(-1, 1, (len(counts), dim)).astype(np.float32)
+    out_w = rng.uniform(-1, 1, (len(counts) - (loss == "hs"), dim)).astype(np.float32)
+    kw = dict(arch=arch, loss=loss, window=1, negative=3, cbow_mean=cbow_mean,
+              lr_start=0.3, lr_end=0.1, seed=1)
+    want_in, want_out, want = run_fused(in_w, out_w, ids, offsets, huffman=huff,
+                                        noise=fused.build_noise_table(probs), **kw)
+    got_in, got_out, got = run_kernel(in_w, out_w, ids, offsets, vocab, **kw)
+    assert np.abs(want_in - in_w).max() > 0.1  # it did train
+    np.testing.assert_allclose(got_in, want_in, atol=2e-6)
+    np.testing.assert_allclose(got_out, want_out, atol=2e-6)
+    assert float(got[0]) == pytest.approx(want.loss_sum, rel=1e-6)
+    assert float(got[1]) == want.pairs
+
+
+def test_dynamic_window_gives_word2vec_pair_counts():
+    """b uniform in 1..window: a long document gives about (window + 1) pairs per word in
+    skip-gram; a window never crosses a document (two-word documents give exactly 2 each)."""
+    n, window = 3000, 4
+    ids = np.zeros(n, np.int32)
+    vocab = SimpleNamespace(noise_probs=lambda e: np.array([0.5, 0.5]), huffman=None)
+    w = np.zeros((2, 1), np.float32)
+    kw = dict(arch="skipgram", loss="negative", window=window, negative=1, lr_start=0.0,
+              lr_end=0.0, seed=3)
+    _, _, stats = run_kernel(w, w, ids, np.array([0, n], np.int64), vocab, **kw)
+    assert float(stats[1]) / n == pytest.approx(window + 1, rel=0.05)
+    _, _, stats = run_kernel(w, w, ids[:40], np.arange(0, 41, 2, dtype=np.int64), vocab,
+                             workers=3, **kw)
+    assert float(stats[1]) == 40
+
+
+def test_subsampling_keeps_each_token_with_its_probability_and_document_bounds():
+    """Blocks smaller than the corpus and than its documents: the compacted ids and the
+    documents' offsets among them equal a one-pass reference drawing the same numbers."""
+    rng = np.random.default_rng(1)
+    lengths = np.array([5, 0, 9, 1, 0, 13, 4])  # empty documents, ones across blocks
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = torch.from_numpy(rng.integers(0, 4, offsets[-1]).astype(np.int32)).to(DEVICE)
+    keep = torch.tensor([0.2, 0.5, 1.0, 0.0], device=DEVICE)
+    gen = lambda: torch.Generator(device=DEVICE).manual_seed(7)  # noqa: E731
+    kept, kept_offsets = engine_mod.subsample(ids, offsets, keep, gen(), block=6)
+    g = gen()
+    draws = torch.cat([torch.rand(min(6, len(ids) - b), generator=g, device=DEVICE)
+                       for b in range(0, len(ids), 6)])
+    mask = draws < keep[ids]
+    assert torch.equal(kept, ids[mask])
+    counted = torch.cat([torch.zeros(1, dtype=torch.long, device=DEVICE), mask.cumsum(0)])
+    assert torch.equal(kept_offsets, counted[torch.from_numpy(offsets).to(DEVICE)])
+    assert not bool((kept == 3).any())  # keep 0: never kept
+
+    many = torch.from_numpy(rng.integers(0, 4, 200_000).astype(np.int32)).to(DEVICE)
+    kept, _ = engine_mod.subsample(many, np.array([0, len(many)]), keep, gen())
+    for word, p in enumerate([0.2, 0.5, 1.0]):
+        share = (kept == word).sum().item() / (many == word).sum().item()
+        assert share == pytest.approx(p, abs=0.01)
+
+
+def test_plan_ranges_cover_every_document_once_within_the_budget():
+    offsets = np.concatenate([[0], np.cumsum([7, 3, 9, 1, 12, 4, 4, 8])]).astype(np.int64)
+    bounds = engine_mod.plan_ranges(offsets, 20)
+    assert bounds[0] == 0 and bounds[-1] == len(offsets) - 1 and len(bounds) > 2
+    sizes = offsets[bounds[1:]] - offsets[bounds[:-1]]
+    assert (sizes <= 20).all() and (sizes > 0).all()
+    assert engine_mod.plan_ranges(offsets, None).tolist() == [0, len(offsets) - 1]
+    assert engine_mod.plan_ranges(offsets, 1000).tolist() == [0, len(offsets) - 1]
+
+
+def _line_corpus(tmp_path, docs: int = 12, length: int = 10) -> Path:
+    rng = np.random.default_rng(2)
+    words = [f"w{i}" for i in range(15)]
+    lines = [" ".join(rng.choice(words, length)) for _ in range(docs)]
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _engine(path, *overrides):
+    cfg = planted_cfg(SimpleNamespace(path=path), "trainer.engine=cuda",
+                      f"trainer.device={DEVICE.type}", "model.dim=8", *overrides)
+    corpus = build_corpus(cfg.data, progress=False)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, corpus.vocab).to(DEVICE)
+    return engine_mod.CudaEngine(model, corpus, cfg, DEVICE), model
+
+
+def _train_epoch(engine, epoch: int = 0) -> list:
+    steps = engine.begin_epoch(epoch)
+    return [engine.step(epoch, s, steps, 0.05 - 0.01 * s / steps, 0.05 - 0.01 * (s + 1) / steps)
+            for s in range(steps)]
+
+
+def test_streamed_document_ranges_train_as_the_resident_corpus(tmp_path):
+    """A corpus trained in ranges copied one at a time (trainer.cuda_resident_tokens) equals
+    the corpus held whole: one warp, steps on the same token boundaries, no subsampling."""
+    path = _line_corpus(tmp_path)  # 12 documents of 10 words
+    common = ("trainer.cuda_warps=1", "trainer.cuda_step_words=20", "model.sample=0")
+    whole, whole_model = _engine(path, *common)
+    streamed, streamed_model = _engine(path, *common, "trainer.cuda_resident_tokens=50")
+    assert len(whole.ranges) == 2 and whole.resident_ids is not None
+    assert len(streamed.ranges) == 4 and streamed.resident_ids is None  # 3 ranges of 40
+    assert whole.begin_epoch(0) == streamed.begin_epoch(0) == 6
+    a, b = _train_epoch(whole), _train_epoch(streamed)
+    assert [float(s.loss_sum) for s in a] == [float(s.loss_sum) for s in b]
+    assert torch.equal(whole_model.input.weight, streamed_model.input.weight)
+    assert torch.equal(whole_model.output.weight, streamed_model.output.weight)
+
+
+def test_loss_and_examples_stay_on_the_device_until_read(tmp_path):
+    path = _line_corpus(tmp_path, docs=6)
+    engine, _ = _engine(path, "trainer.cuda_warps=2", "trainer.cuda_step_words=15")
+    steps = _train_epoch(engine)
+    assert len(steps) == 4
+    for s in steps:
+        assert isinstance(s.loss_sum, torch.Tensor) and s.loss_sum.device.type == DEVICE.type
+        assert isinstance(s.examples, torch.Tensor) and s.examples.device.type == DEVICE.type
+    loss = sum(float(s.loss_sum) for s in steps) / sum(float(s.examples) for s in steps)
+    assert 0 < loss < 6 * 0.7  # per pair: about 6 log 2 at the start, falling
+
+
+def test_warps_default_and_cap(tmp_path):
+    path = _line_corpus(tmp_path, docs=80)  # 800 words: at most 3 warps of 256 words
+    engine, _ = _engine(path, "model.sample=0")
+    assert engine.warps == engine_mod.default_warps(DEVICE)
+    engine.begin_epoch(0)
+    engine.step(0, 0, 1, 0.025, 0.02)
+    assert engine.current.workers == 800 // engine_mod.MIN_WARP_TOKENS
+
+
+LEARN = [("skipgram", "negative", 2, "true"), ("skipgram", "hs", 2, "true"),
+         ("cbow", "negative", 4, "true"), ("cbow", "hs", 4, "false")]
+
+
+@pytest.fixture(scope="module")
+def small_planted(tmp_path_factory):
+    """The planted corpus, small enough for the simulator (4,800 words, 4 entities)."""
+    return write_planted_corpus(tmp_path_factory.mktemp("small") / "planted.txt", entities=4,
+                                context_per_entity=5, context_per_form=3, sentences=600,
+                                length=8)
+
+
+def small_cfg(planted, *overrides):
+    return planted_cfg(planted, "trainer.engine=cuda", f"trainer.device={DEVICE.type}",
+                       "model.dim=12", "model.negative=3", "trainer.lr=0.1",
+                       "trainer.cuda_warps=4", "trainer.cuda_step_words=2000",
+                       "trainer.log_points=1000", *overrides)
+
+
+@pytest.mark.parametrize(("arch", "loss", "epochs", "cbow_mean"), LEARN)
+def test_learns_planted_structure(small_planted, tmp_path, arch, loss, epochs, cbow_mean):
+    cfg = small_cfg(small_planted, f"model={arch}", f"model.loss={loss}",
+                    f"trainer.epochs={epochs}", f"model.cbow_mean={cbow_mean}")
+    metrics = train(cfg, tmp_path)
+    vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
+    assert metrics["engine"] == "cuda"
+    assert neighbours_recovered(vec["vectors"], vec["words"], small_planted) >= 0.75
+    assert analogies_recovered(vec["vectors"], vec["words"], small_planted) >= 0.5
+    losses = _scalars(tmp_path / "tb", "train/loss")
+    assert losses[-1] < losses[0]  # the loss summed on the device falls
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(small_planted, tmp_path, monkeypatch):
+    """Randomness depends on (seed, epoch, step, warp) only, so a run resumed at a step
+    boundary trains what an uninterrupted one would. Exact where atomics land in a fixed
+    order: the simulator (blocks run one after another), or one warp on a GPU."""
+    over = ("model=cbow", "model.dim=4", "trainer.epochs=2", "trainer.cuda_step_words=400",
+            f"trainer.cuda_warps={3 if SIM else 1}")
+    train(small_cfg(small_planted, *over), tmp_path / "full")
+    full = torch.load(tmp_path / "full" / "vectors.pt", weights_only=True)["vectors"]
+
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(4))
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(small_cfg(small_planted, *over), tmp_path / "cut")
+    assert stop.value.code == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    train(small_cfg(small_planted, *over, "trainer.resume=latest"), tmp_path / "cut")
+    resumed = torch.load(tmp_path / "cut" / "vectors.pt", weights_only=True)["vectors"]
+    assert torch.equal(full, resumed)
+
+
+def test_two_ranks_stay_in_sync_and_learn(small_planted, tmp_path):
+    """torchrun: each rank trains its shard with the kernel, the ranks' changes summed (gloo
+    on CPU tensors in the simulator; NCCL on GPUs, which needs one GPU per rank)."""
+    if not SIM and torch.cuda.device_count() < 2:
+        pytest.skip("NCCL needs one GPU per rank: 2 GPUs")
+    run_dir = tmp_path / "dist"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "w2v.train",
+           "data=local", f"data.path={small_planted.path}", "data.min_count=1",
+           "model=cbow", "model.dim=12", "model.negative=3", "model.sample=0",
+           "model.window=3", "trainer.lr=0.1", "trainer.epochs=4", "trainer.engine=cuda",
+           f"trainer.device={DEVICE.type}", "trainer.cuda_warps=2",
+           "trainer.cuda_step_words=300", "trainer.progress=false", "trainer.ckpt_every=0",
+           "eval.projector_words=0", f"hydra.run.dir={run_dir}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
+    assert metrics["engine"] == "cuda"
+    vec = torch.load(run_dir / "vectors.pt", weights_only=True)
+    assert neighbours_recovered(vec["vectors"], vec["words"], small_planted) >= 0.75
+    assert analogies_recovered(vec["vectors"], vec["words"], small_planted) >= 0.5
+
+
+def test_a_missing_numba_cuda_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setattr(engine_mod, "cuda", None)
+    monkeypatch.setattr(engine_mod, "simulated", lambda: False)
+    monkeypatch.setattr(engine_mod.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(W2VError, match=r"pip install 'w2v\[cuda12\]'"):
+        engine_mod._numba_cuda()
+
+
+def test_the_kernel_compiles_for_gpus_without_one():
+    """With numba-cuda (and its NVVM wheel) installed, every kernel variant compiles to PTX
+    for sm_80 and sm_90, no GPU needed (scripts/cuda_ptx.py; skipped without numba-cuda)."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        pytest.skip("numba-cuda is not installed (pip install 'w2v[cuda12]')")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "cuda_ptx.py")],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("ok") >= 8
+
+
+# ----------------------------------------------------------------------------- on a GPU only
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+@pytest.mark.skipif(not GPU, reason="needs a CUDA GPU and numba-cuda")
+def test_text8_prefix_reaches_gensims_quality(text8_prefix, eval_dir, tmp_path):
+    """5 epochs of skip-gram at the default concurrency: within gensim's seed noise of its
+    scores (README: analogy 0.0823, WS353 0.4565, SimLex 0.2196 for gensim 4.4)."""
+    cfg = planted_cfg(SimpleNamespace(path=text8_prefix), "trainer=gpu", "data.min_count=5",
+                      "model.dim=100", "model.window=5", "model.sample=1e-3",
+                      "trainer.epochs=5", f"eval.dir={eval_dir}")
+    metrics = train(cfg, tmp_path)
+    assert metrics["engine"] == "cuda"
+    assert metrics["eval/analogy/questions-words/accuracy"] >= 0.0823 - 0.01
+    assert metrics["eval/similarity/wordsim353/spearman"] >= 0.4565 - 0.02
+    assert metrics["eval/similarity/simlex999/spearman"] >= 0.2196 - 0.02

@@ -1,0 +1,682 @@
+"""The CUDA engine: word2vec's per-pair update as one GPU kernel on the model's own weights.
+
+    python -m w2v.train trainer=gpu model=skipgram      # trainer.engine=auto picks it on CUDA
+    engine = CudaEngine(model, corpus, cfg, torch.device("cuda"))   # what train.py does
+
+A batched autograd step on a GPU spends its time building (B, K, D) tensors and summing stale
+per-example steps; word2vec's work per pair is a few length-D dot products and axpys on rows
+that are already there. This kernel runs exactly that loop, as the fused CPU engine does, with
+one warp per worker instead of one CPU thread:
+
+- W warps are in flight (`trainer.cuda_warps`; default 16 per SM, 2,112 on an H100, capped at
+  one warp per MIN_WARP_TOKENS kept tokens so a small corpus is not cut into slivers). Each warp
+  owns one contiguous stretch of the epoch's subsampled, compacted token ids, so warps in
+  flight work far apart in the text and rarely touch the same rows at the same time.
+- Lane l of a warp holds dimensions l, l+32, l+64, ... of the vectors in registers (a local
+  array of ceil(dim / 32) floats, a compile-time size: any model.dim works; a very large dim
+  spills to local memory, which is slower, not wrong). Per (context, centre) pair the context
+  row is read once; for the target and each noise word (or each Huffman node) the dot product
+  is reduced by warp shuffle, so every lane holds the same f and takes the same branch.
+- Both tables are written with atomicAdd of the change. Plain read-modify-write stores lose
+  concurrent updates to the same row (frequent words): the feasibility probe of issue 10
+  measured analogy accuracy falling from 0.089 to 0.036-0.053 at 2,112 warps without atomics.
+- An epoch is cut into steps (kernel launches) of about `trainer.cuda_step_words` words: step
+  s trains, for every warp, the s-th slice of its stretch, so the loop logs, evaluates,
+  checkpoints and honours SIGINT between launches (about every second or less). The loss and
+  example count are summed on the device (float64 atomics) and read only at log time.
+- The corpus lives on the GPU as int32; subsampling and compaction run there each epoch
+  (torch.rand with a generator seeded by (seed, epoch, range)). A corpus whose ids do not fit
+  in free GPU memory (or `trainer.cuda_resident_tokens`) is trained in document ranges copied
+  from the memory-mapped ids, one range after another, never an out-of-memory traceback.
+
+Semantics are the fused engine's (see w2v.engines.fused, word2vec.c, gensim 4): the dynamic
+window b uniform in 1..window, windows never cross documents, skip-gram's context row predicts
+the centre, CBOW's mean (error back unscaled) or sum (error divided by the count), a noise
+word equal to the target skipped, word2vec's sigmoid and loss tables with +-6 clipping
+(negative sampling takes the saturated value, hierarchical softmax skips the node), the same
+Walker alias noise table, and the learning rate decaying linearly over all words of all
+epochs (within a step, along each warp's slice). Randomness per warp is splitmix64 seeded by
+(seed, epoch, step, warp): every lane draws the same numbers, so no broadcast is needed, and a
+run resumed at a step boundary draws what an uninterrupted one would have drawn. What is not
+bit-exact on a GPU is the order in which concurrent float atomics land (as with Hogwild
+threads); under numba's CUDA simulator, which runs blocks one after another, runs are exact.
+
+The kernel is written with numba-cuda (`pip install 'w2v[cuda12]'`): no CUDA toolkit or C
+compiler on the user's machine (pyproject.toml says why not Triton). numba.cuda is imported
+on first use only, so a CPU run never imports it. With NUMBA_ENABLE_CUDASIM=1 the same engine
+runs on CPU tensors in numba's CUDA simulator (a Python thread per CUDA thread: tests only);
+there a warp has SIM_LANES lanes (default 1, which is 30x faster than 32; tests use 4 to run
+the shuffle reduction too).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import importlib.util
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from w2v.engines import Step, simulated
+from w2v.engines.fused import (
+    _GOLDEN,
+    _LOW32,
+    _MIX1,
+    _MIX2,
+    _S27,
+    _S30,
+    _S31,
+    _S32,
+    _SCALE,
+    LOSS_TABLE,
+    MAX_EXP,
+    SIGMOID_TABLE,
+    build_noise_table,
+    plan_jobs,
+)
+from w2v.errors import W2VError
+
+LANES = 32  # threads per worker: one warp, so the shuffle's full mask is the worker's lanes
+WARPS_PER_SM = 16  # the default concurrency; the probe measured 2,112 (16/SM) best on an H100
+WARPS_PER_BLOCK = 4
+MIN_WARP_TOKENS = 256  # a warp's stretch is at least this many kept tokens (small corpora)
+MIN_RESIDENT_TOKENS = 1 << 20  # fewer than this on the GPU at once: refuse (free memory)
+SUBSAMPLE_BLOCK = 1 << 24  # tokens subsampled at once: bounds the temporaries (~13 B/token)
+SIM_LANES = 1  # lanes per simulated warp (tests set 4 to exercise the shuffle)
+_FULL_MASK = 0xFFFFFFFF
+
+cuda = None  # numba.cuda, imported on first use (the simulator swaps this global in kernels)
+
+
+def _numba_cuda():
+    """numba.cuda, imported now; one clear error when the GPU path cannot work."""
+    global cuda
+    if cuda is not None:
+        return cuda
+    if not simulated() and importlib.util.find_spec("numba_cuda") is None:
+        raise W2VError(
+            "trainer.engine=cuda needs numba-cuda (the CUDA target of numba): pip install "
+            "'w2v[cuda12]' beside a CUDA 12 build of torch ('w2v[cuda13]' for CUDA 13), or use "
+            "trainer.engine=autograd"
+        )
+    try:
+        from numba import cuda as numba_cuda
+    except Exception as err:  # numba-cuda against a numpy or CUDA it does not support
+        raise W2VError(
+            f"trainer.engine=cuda cannot import numba-cuda ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); reinstall with "
+            "pip install 'w2v[cuda12]' (or 'w2v[cuda13]'), which also keeps numpy below 2.5, "
+            "or use trainer.engine=autograd"
+        ) from err
+
+    if simulated():
+        _install_simulator_shuffle(numba_cuda)
+    # numba-cuda's driver logs its housekeeping at INFO, which Hydra's job logging would print
+    # into every run ("init", "add pending dealloc"): keep its warnings only.
+    logging.getLogger("numba.cuda").setLevel(logging.WARNING)
+    cuda = numba_cuda
+    return cuda
+
+
+def _install_simulator_shuffle(numba_cuda) -> None:
+    """numba's CUDA simulator has no warp shuffle: add shfl_xor_sync, exchanging values
+    through a per-block buffer between two barriers. Valid here because a simulated block is
+    one warp whose lanes all call it together (every lane takes the same branches)."""
+    from numba.cuda.simulator import kernelapi
+
+    if hasattr(kernelapi.FakeCUDAModule, "shfl_xor_sync"):
+        return
+
+    def shfl_xor_sync(self, mask, value, lane_mask):
+        slots = self.__dict__.setdefault("_w2v_shuffle", {})
+        lane = self.threadIdx.x
+        slots[lane] = value
+        self.syncthreads()
+        out = slots[lane ^ lane_mask]
+        self.syncthreads()
+        return out
+
+    kernelapi.FakeCUDAModule.shfl_xor_sync = shfl_xor_sync
+
+
+# ----------------------------------------------------------------------------- the kernel
+
+
+@functools.cache
+def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
+    """The training kernel for ceil(dim / lanes) floats per lane, compiled on first launch.
+
+    Sizes and the architecture are compile-time constants (closure variables), so the
+    register arrays have fixed sizes, the loops over them unroll and the unused branches go.
+    """
+    _numba_cuda()  # sets the global `cuda`: kernels must name it so (the simulator swaps it)
+    # Casts are numpy's, as in the fused engine (numba types as casts cost 10 us each in the
+    # simulator, which runs this code as Python).
+    float32, float64, int64, uint64 = np.float32, np.float64, np.int64, np.uint64
+    # Device functions. The simulator would wrap each in a proxy that rescans this module's
+    # globals at every call; as plain functions they run 3x faster and see the same `cuda`.
+    device = (lambda f: f) if simulated() else cuda.jit(device=True)
+
+    sigmoid_table, loss_table = SIGMOID_TABLE, LOSS_TABLE
+
+    @device
+    def next_bits(state):
+        """splitmix64 (as the fused engine): (new state, 64 random bits)."""
+        state = state + _GOLDEN
+        z = state
+        z = (z ^ (z >> _S30)) * _MIX1
+        z = (z ^ (z >> _S27)) * _MIX2
+        return state, z ^ (z >> _S31)
+
+    @device
+    def below(bits, n):
+        """An integer uniform in [0, n) from the top 32 bits (multiply-shift)."""
+        return int64(((bits >> _S32) * uint64(n)) >> _S32)
+
+    @device
+    def warp_state(seed, epoch, step, worker):
+        s = uint64(seed)
+        s, a = next_bits(s)
+        s = a ^ uint64(epoch)
+        s, a = next_bits(s)
+        s = a ^ uint64(step)
+        s, a = next_bits(s)
+        s = a ^ uint64(worker)
+        s, a = next_bits(s)
+        return a
+
+    @device
+    def sigmoid(f):
+        if f >= MAX_EXP:
+            return float32(1.0)
+        if f <= -MAX_EXP:
+            return float32(0.0)
+        table = cuda.const.array_like(sigmoid_table)
+        return table[int64((f + MAX_EXP) * _SCALE)]
+
+    @device
+    def loss_of(f):
+        """-log sigmoid(f) by table, its asymptotes outside +-MAX_EXP (as the fused engine)."""
+        if f >= MAX_EXP:
+            return 0.0
+        if f <= -MAX_EXP:
+            return float64(-f)
+        table = cuda.const.array_like(loss_table)
+        return float64(table[int64((f + MAX_EXP) * _SCALE)])
+
+    @device
+    def warp_sum(v):
+        """The sum of v over the warp's lanes, in every lane (xor butterfly: the additions
+        commute, so every lane gets the same bits and takes the same branches after)."""
+        offset = lanes // 2
+        while offset > 0:
+            v += cuda.shfl_xor_sync(_FULL_MASK, v, offset)
+            offset //= 2
+        return v
+
+    @device
+    def dot_row(h, o, out_w, row, lane, dim):
+        """o = out_w[row] (this lane's dims); returns h . out_w[row] over the warp."""
+        f = float32(0.0)
+        for k in range(per_lane):
+            col = lane + k * lanes
+            if col < dim:
+                o[k] = out_w[row, col]
+                f += h[k] * o[k]
+        return warp_sum(f)
+
+    @device
+    def apply(h, e, o, out_w, row, g, lane, dim):
+        """word2vec's two axpys: neu1e += g * out[row] (the row before this update), then
+        out[row] += g * h, written as an atomic add of the change."""
+        for k in range(per_lane):
+            col = lane + k * lanes
+            if col < dim:
+                e[k] += g * o[k]
+                cuda.atomic.add(out_w, (row, col), g * h[k])
+
+    @device
+    def negative_sampling(h, e, o, w, out_w, threshold, alias, n_noise, negative, lr, state,
+                          lane, dim):
+        loss = 0.0
+        for d in range(negative + 1):
+            if d == 0:
+                t = int64(w)
+                label = 1.0
+            else:
+                state, bits = next_bits(state)
+                t = below(bits, n_noise)
+                if int64(bits & _LOW32) >= threshold[t]:
+                    t = int64(alias[t])
+                if t == w:
+                    continue  # word2vec.c skips a noise word equal to the target
+                label = 0.0
+            f = dot_row(h, o, out_w, t, lane, dim)
+            g = float32((label - sigmoid(f)) * lr)
+            loss += loss_of(f) if d == 0 else loss_of(-f)
+            apply(h, e, o, out_w, t, g, lane, dim)
+        return loss, state
+
+    @device
+    def hierarchical_softmax(h, e, o, w, out_w, codes, points, lengths, lr, lane, dim):
+        loss = 0.0
+        for m in range(lengths[w]):
+            node = int64(points[w, m])
+            code = codes[w, m]
+            f = dot_row(h, o, out_w, node, lane, dim)
+            loss += loss_of(f) if code == 0 else loss_of(-f)
+            if f <= -MAX_EXP or f >= MAX_EXP:
+                continue  # word2vec.c and gensim skip saturated nodes
+            g = float32((1.0 - code - sigmoid(f)) * lr)
+            apply(h, e, o, out_w, node, g, lane, dim)
+        return loss
+
+    @device
+    def first_document(kept_offsets, n_docs, pos):
+        """The document holding kept position pos: kept_offsets[d] <= pos < kept_offsets[d+1]."""
+        lo = 0
+        hi = n_docs
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if kept_offsets[mid] <= pos:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    @cuda.jit(fastmath=True)
+    def train(in_w, out_w, ids, kept_offsets, n_docs, n_tokens, workers, part, parts, dim,
+              window, negative, cbow_mean, threshold, alias, n_noise, codes, points, lengths,
+              lr_start, lr_end, seed, epoch, step, stats):
+        thread = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        worker = thread // lanes
+        lane = thread % lanes
+        if worker >= workers:
+            return  # whole warps only: workers are warp-aligned
+        # This warp's stretch of the epoch's kept tokens, and the slice of it this step trains.
+        first = n_tokens * worker // workers
+        length = n_tokens * (worker + 1) // workers - first
+        lo = first + length * part // parts
+        hi = first + length * (part + 1) // parts
+        if lo >= hi:
+            return
+        h = cuda.local.array(per_lane, float32)  # the hidden vector: context row or CBOW mean
+        e = cuda.local.array(per_lane, float32)  # neu1e: the error for the input row(s)
+        o = cuda.local.array(per_lane, float32)  # the output row being trained
+        state = warp_state(seed, epoch, step, worker)
+        doc = first_document(kept_offsets, n_docs, lo)
+        slope = (lr_end - lr_start) / (hi - lo)
+        loss = 0.0
+        examples = 0
+        for i in range(lo, hi):
+            while kept_offsets[doc + 1] <= i:
+                doc += 1
+            state, bits = next_bits(state)
+            b = window - below(bits, window)  # effective window in 1..window
+            start = max(i - b, kept_offsets[doc])
+            stop = min(i + b + 1, kept_offsets[doc + 1])
+            w = ids[i]
+            lr = lr_start + slope * (i - lo)
+            if sg:
+                for j in range(start, stop):
+                    if j == i:
+                        continue
+                    c = ids[j]
+                    for k in range(per_lane):
+                        col = lane + k * lanes
+                        h[k] = in_w[c, col] if col < dim else float32(0.0)
+                        e[k] = float32(0.0)
+                    if hs:
+                        loss += hierarchical_softmax(h, e, o, w, out_w, codes, points, lengths,
+                                                     lr, lane, dim)
+                    else:
+                        ls, state = negative_sampling(h, e, o, w, out_w, threshold, alias,
+                                                      n_noise, negative, lr, state, lane, dim)
+                        loss += ls
+                    for k in range(per_lane):
+                        col = lane + k * lanes
+                        if col < dim:
+                            cuda.atomic.add(in_w, (c, col), e[k])
+                    examples += 1
+            else:
+                count = stop - start - 1
+                if count <= 0:
+                    continue  # no context: nothing to learn (as the fused engine)
+                for k in range(per_lane):
+                    h[k] = float32(0.0)
+                    e[k] = float32(0.0)
+                for j in range(start, stop):
+                    if j != i:
+                        c = ids[j]
+                        for k in range(per_lane):
+                            col = lane + k * lanes
+                            if col < dim:
+                                h[k] += in_w[c, col]
+                inv = float32(1.0 / count)
+                if cbow_mean:
+                    for k in range(per_lane):
+                        h[k] *= inv
+                if hs:
+                    loss += hierarchical_softmax(h, e, o, w, out_w, codes, points, lengths, lr,
+                                                 lane, dim)
+                else:
+                    ls, state = negative_sampling(h, e, o, w, out_w, threshold, alias, n_noise,
+                                                  negative, lr, state, lane, dim)
+                    loss += ls
+                if not cbow_mean:  # gensim 4: "divide error over summed window vectors"
+                    for k in range(per_lane):
+                        e[k] *= inv
+                for j in range(start, stop):
+                    if j != i:
+                        c = ids[j]
+                        for k in range(per_lane):
+                            col = lane + k * lanes
+                            if col < dim:
+                                cuda.atomic.add(in_w, (c, col), e[k])
+                examples += 1
+        if lane == 0:
+            cuda.atomic.add(stats, 0, loss)
+            cuda.atomic.add(stats, 1, float64(examples))
+
+    return train
+
+
+# ----------------------------------------------------------------------------- host side
+
+
+@dataclass(frozen=True)
+class Tables:
+    """What the kernel reads besides the corpus, as device tensors (dummies when unused)."""
+
+    threshold: torch.Tensor  # int64 (V,) alias-table thresholds (uint32 values)
+    alias: torch.Tensor  # int32 (V,)
+    codes: torch.Tensor  # int8 (V, L) Huffman branches
+    points: torch.Tensor  # int32 (V, L) Huffman inner nodes
+    lengths: torch.Tensor  # int32 (V,)
+
+
+def make_tables(vocab, loss: str, ns_exponent: float, device: torch.device) -> Tables:
+    """The noise table (negative) or the Huffman tree (hs) on the device."""
+    one = torch.zeros(1, dtype=torch.int32, device=device)
+    if loss == "negative":
+        noise = build_noise_table(vocab.noise_probs(ns_exponent))
+        return Tables(torch.from_numpy(noise.threshold.astype(np.int64)).to(device),
+                      torch.from_numpy(noise.alias).to(device),
+                      torch.zeros((1, 1), dtype=torch.int8, device=device), one.view(1, 1), one)
+    huff = vocab.huffman()
+    return Tables(torch.zeros(1, dtype=torch.int64, device=device), one,
+                  torch.from_numpy(huff.codes.astype(np.int8)).to(device),
+                  torch.from_numpy(huff.points.astype(np.int32)).to(device),
+                  torch.from_numpy(huff.lengths.astype(np.int32)).to(device))
+
+
+def subsample(ids: torch.Tensor, doc_offsets: np.ndarray, keep: torch.Tensor,
+              generator: torch.Generator, block: int = SUBSAMPLE_BLOCK
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word2vec's subsampling on the device: token t is kept with probability keep[ids[t]].
+
+    ids int32 (N,) on the device, doc_offsets int64 (D+1,) on the host (N at the end).
+    Returns the kept ids, compacted, int32 (M,), and the documents' offsets among them, int64
+    (D+1,): kept document d is kept_ids[kept_offsets[d]:kept_offsets[d+1]]. Works through the
+    ids `block` tokens at a time, so the temporaries stay bounded whatever N is.
+    """
+    device, n = ids.device, ids.numel()
+    offsets = np.asarray(doc_offsets, dtype=np.int64)
+    kept_offsets = torch.empty(len(offsets), dtype=torch.int64, device=device)
+    parts = []
+    running = 0  # kept tokens before this block
+    doc = 0  # first document starting at or after this block's start
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        chunk = ids[b0:b1]
+        draw = torch.rand(b1 - b0, generator=generator, device=device)  # (n_b,)
+        kept = draw < keep[chunk]
+        del draw
+        before = torch.cumsum(kept, 0, dtype=torch.int32)  # (n_b,) kept up to and at each
+        parts.append(chunk[kept])
+        end = int(np.searchsorted(offsets, b1, side="left"))  # documents starting in block
+        if end > doc:
+            at = torch.from_numpy(offsets[doc:end] - b0).to(device)  # (d_b,) positions
+            counted = torch.where(at > 0, before[(at - 1).clamp_min(0)].long(), 0)
+            kept_offsets[doc:end] = counted + running
+        running += int(before[-1])
+        doc = end
+    kept_offsets[doc:] = running  # the end offset (and empty trailing documents)
+    kept_ids = torch.cat(parts) if parts else ids[:0]
+    return kept_ids.to(torch.int32), kept_offsets
+
+
+def plan_ranges(doc_offsets: np.ndarray, resident: int | None) -> np.ndarray:
+    """Document ranges of at most about `resident` tokens each (whole documents):
+    bounds int64 (R+1,), range r = documents bounds[r] .. bounds[r+1]-1. One range when the
+    corpus fits (resident None or >= its tokens)."""
+    offsets = np.asarray(doc_offsets, dtype=np.int64)
+    n_docs = len(offsets) - 1
+    if resident is None or offsets[-1] <= resident or n_docs <= 1:
+        return np.array([0, max(n_docs, 0)], dtype=np.int64)
+    longest = int(np.diff(offsets).max())
+    # plan_jobs lets a range run past its mark by up to one document: leave room for it.
+    return plan_jobs(offsets, max(1, resident - longest))
+
+
+def default_warps(device: torch.device) -> int:
+    """Warps in flight when trainer.cuda_warps is null: WARPS_PER_SM per SM of the GPU."""
+    if device.type != "cuda":
+        return 8  # numba's CUDA simulator on CPU tensors (tests)
+    return WARPS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def resident_tokens(device: torch.device, table_bytes: int) -> int:
+    """Corpus tokens that fit on the GPU now, at 8 bytes a token (the int32 ids and the
+    epoch's compacted int32 copy): the free memory less room for copies of the tables
+    (`table_bytes`: both), one for evaluation's normalised vectors and two for torchrun's
+    synchronisation, and 512 MiB for subsampling's temporaries and the allocator."""
+    free, _ = torch.cuda.mem_get_info(device)
+    spare = free - 3 * table_bytes // 2 - (512 << 20)
+    if spare < MIN_RESIDENT_TOKENS * 8:
+        raise W2VError(
+            f"trainer.engine=cuda: the GPU has {free >> 20} MiB free, too little beside the "
+            f"model's tables ({table_bytes >> 20} MiB) for even {MIN_RESIDENT_TOKENS:,} corpus "
+            "tokens at a time; free the GPU, lower model.dim or data.max_vocab, or set "
+            "trainer.cuda_resident_tokens"
+        )
+    return spare // 8
+
+
+def _array(tensor: torch.Tensor):
+    """A kernel argument viewing `tensor` (no copy): numba's device array on a GPU (no stream
+    sync: the kernel runs on torch's current stream). In the simulator a memoryview of the CPU
+    tensor: the simulator would copy numpy arguments in and out at every launch and proxy
+    every element access, 20x slower than a memoryview's."""
+    if simulated():
+        return memoryview(tensor.detach().numpy())
+    return cuda.as_cuda_array(tensor.detach(), sync=False)
+
+
+def train_slice(in_w: torch.Tensor, out_w: torch.Tensor, kept_ids: torch.Tensor,
+                kept_offsets: torch.Tensor, tables: Tables, stats: torch.Tensor, *, arch: str,
+                loss: str, window: int, negative: int = 5, cbow_mean: bool = True,
+                lr_start: float, lr_end: float, seed: int, epoch: int = 0, step: int = 0,
+                workers: int = 1, part: int = 0, parts: int = 1) -> None:
+    """One kernel launch: each of `workers` warps trains slice `part` of `parts` of its
+    stretch of the kept tokens, updating in_w (V, D) and out_w in place (atomic adds), and
+    adds (loss, examples) into stats float64 (2,). Asynchronous on a GPU (torch's current
+    stream); CPU tensors under the simulator.
+
+    kept_ids int32 (M,) and kept_offsets int64 (D+1,) are an epoch's subsampled corpus (see
+    `subsample`), tables the noise table or Huffman tree (`make_tables`). The learning rate
+    goes linearly from lr_start to lr_end along each warp's slice; randomness depends on
+    (seed, epoch, step, warp) only.
+    """
+    nb = _numba_cuda()
+    sim = simulated()
+    lanes = SIM_LANES if sim else LANES
+    dim = in_w.shape[1]
+    kernel = _kernel(-(-dim // lanes), lanes, arch == "skipgram", loss == "hs")
+    args = (
+        _array(in_w), _array(out_w), _array(kept_ids), _array(kept_offsets),
+        kept_offsets.numel() - 1, kept_ids.numel(), workers, part, parts, dim, window, negative,
+        bool(cbow_mean), _array(tables.threshold), _array(tables.alias),
+        tables.threshold.numel(), _array(tables.codes), _array(tables.points),
+        _array(tables.lengths), float(lr_start), float(lr_end), seed, epoch, step,
+        _array(stats),
+    )
+    per_block = lanes if sim else lanes * WARPS_PER_BLOCK  # a simulated block is one warp
+    blocks = max(1, -(-workers * lanes // per_block))
+    if sim:
+        with warnings.catch_warnings():  # splitmix64 wraps around on purpose; numpy warns
+            warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning)
+            kernel[blocks, per_block](*args)
+    else:
+        handle = torch.cuda.current_stream(in_w.device).cuda_stream  # 0: the legacy default
+        stream = nb.external_stream(handle) if handle else nb.default_stream()
+        kernel[blocks, per_block, stream](*args)
+
+
+@dataclass
+class EpochRange:
+    """One range of documents as this epoch trains it: the subsampled ids on the device."""
+
+    key: tuple[int, int]  # (epoch, range)
+    kept_ids: torch.Tensor  # int32 (M,)
+    kept_offsets: torch.Tensor  # int64 (D_r+1,)
+    workers: int  # warps training it
+
+
+class CudaEngine:
+    """train.py's view of the kernel: an epoch is its ranges' steps, each one kernel launch
+    in which every warp trains the next slice of its stretch."""
+
+    name = "cuda"
+    reduction = "sum"  # every pair is a full SGD step, as in word2vec.c
+    combine = "sum"  # ranks add their changes, as warps sharing one model do
+
+    def __init__(self, model, corpus, cfg, device: torch.device):
+        self.model, self.cfg, self.device = model, cfg, torch.device(device)
+        m, t = cfg.model, cfg.trainer
+        self.sim = simulated()
+        if self.sim != (self.device.type == "cpu"):
+            raise W2VError("trainer.engine=cuda runs on trainer.device=cuda (on CPU tensors "
+                           "only under numba's CUDA simulator, NUMBA_ENABLE_CUDASIM=1)")
+        nb = _numba_cuda()
+        if not self.sim:
+            if not nb.is_available():
+                raise W2VError("trainer.engine=cuda: numba-cuda finds no usable GPU (check the "
+                               "NVIDIA driver, or use trainer.engine=autograd)")
+            index = self.device.index if self.device.index is not None else \
+                torch.cuda.current_device()
+            nb.select_device(index)
+        vocab = corpus.vocab
+        self.ids = corpus.ids  # int32 (N,) memory-mapped, on the host
+        self.doc_offsets = corpus.doc_offsets.numpy().astype(np.int64)  # (D+1,)
+        self.keep = torch.from_numpy(vocab.keep_probs(m.sample)).to(self.device)
+        self.tables = make_tables(vocab, m.loss, m.ns_exponent, self.device)
+        weight = model.input.weight
+        table_bytes = 2 * weight.numel() * weight.element_size()
+        resident = t.cuda_resident_tokens
+        if resident is None and not self.sim:
+            resident = resident_tokens(self.device, table_bytes)
+        self.ranges = plan_ranges(self.doc_offsets, resident)  # (R+1,) document bounds
+        self.warps = t.cuda_warps or default_warps(self.device)
+        self.step_words = t.cuda_step_words
+        # Steps per range: about cuda_step_words (in-vocabulary) tokens each.
+        steps = [max(1, math.ceil(self._tokens(r) / self.step_words))
+                 for r in range(len(self.ranges) - 1)]
+        self.first_step = np.concatenate([[0], np.cumsum(steps)]).astype(np.int64).tolist()
+        self.resident_ids = None
+        if len(self.ranges) == 2:  # the whole corpus fits: copy it once, keep it
+            self.resident_ids = self.ids.to(self.device, torch.int32)
+        self.current: EpochRange | None = None
+        self._compile()
+
+    # -- the Engine protocol
+
+    def begin_epoch(self, epoch: int) -> int:
+        return self.first_step[-1]
+
+    def step(self, epoch: int, step: int, steps: int, lr: float, lr_end: float) -> Step:
+        if step >= self.first_step[-1]:
+            return Step(step, steps, 0.0, 0)  # this rank's shard is done (distributed)
+        r = bisect.bisect_right(self.first_step, step) - 1
+        part, parts = step - self.first_step[r], self.first_step[r + 1] - self.first_step[r]
+        span = self._prepare(epoch, r)
+        stats = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss, examples
+        if span.kept_ids.numel():
+            self._launch(span, part, parts, lr, lr_end, epoch, step, stats)
+        return Step(step, steps, stats[0], stats[1])
+
+    def pause(self) -> None:
+        pass  # kernels run on torch's current stream: whatever reads the weights next waits
+
+    def state_dict(self) -> None:
+        return None  # plain SGD: nothing beyond the weights; randomness is positional
+
+    def load_state_dict(self, state) -> None:
+        pass
+
+    # -- ranges and epochs
+
+    def _tokens(self, r: int) -> int:
+        lo, hi = self.ranges[r], self.ranges[r + 1]
+        return int(self.doc_offsets[hi] - self.doc_offsets[lo])
+
+    def _prepare(self, epoch: int, r: int) -> EpochRange:
+        """Range r's subsampled ids for this epoch (drawn once, when its first step runs)."""
+        if self.current is not None and self.current.key == (epoch, r):
+            return self.current
+        self.current = None  # free the previous range before copying the next one
+        d0, d1 = int(self.ranges[r]), int(self.ranges[r + 1])
+        t0, t1 = int(self.doc_offsets[d0]), int(self.doc_offsets[d1])
+        if self.resident_ids is not None:
+            ids = self.resident_ids
+        else:  # streamed: this range's ids, copied from the memory map
+            ids = self.ids[t0:t1].to(self.device, torch.int32)
+        # The kernel does not bounds-check: an id past the tables would write outside them.
+        if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < len(self.keep):
+            raise W2VError(f"cuda engine: token ids must be in [0, {len(self.keep)}): the "
+                           "corpus and the model come from different vocabularies")
+        seed = int(np.random.SeedSequence([self.cfg.trainer.seed, epoch, r])
+                   .generate_state(1, np.uint64)[0])
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        kept_ids, kept_offsets = subsample(ids, self.doc_offsets[d0:d1 + 1] - t0, self.keep,
+                                           gen)
+        workers = max(1, min(self.warps, kept_ids.numel() // MIN_WARP_TOKENS))
+        self.current = EpochRange((epoch, r), kept_ids, kept_offsets, workers)
+        return self.current
+
+    # -- launching
+
+    def _launch(self, span: EpochRange, part: int, parts: int, lr: float, lr_end: float,
+                epoch: int, step: int, stats: torch.Tensor) -> None:
+        m = self.cfg.model
+        # The weights are viewed afresh at every launch: whatever replaced them since (a
+        # checkpoint restore, a distributed sync) is what trains.
+        train_slice(self.model.input.weight, self.model.output.weight, span.kept_ids,
+                    span.kept_offsets, self.tables, stats, arch=m.arch, loss=m.loss,
+                    window=m.window, negative=m.negative, cbow_mean=m.cbow_mean,
+                    lr_start=lr, lr_end=lr_end, seed=self.cfg.trainer.seed, epoch=epoch,
+                    step=step, workers=span.workers, part=part, parts=parts)
+
+    def _compile(self) -> None:
+        """Compile the kernel now (a launch with no work), so training time excludes it."""
+        one = torch.zeros(1, dtype=torch.int32, device=self.device)
+        span = EpochRange((-1, -1), one, torch.zeros(2, dtype=torch.int64, device=self.device),
+                          0)
+        stats = torch.zeros(2, dtype=torch.float64, device=self.device)
+        try:
+            self._launch(span, 0, 1, 0.0, 0.0, 0, 0, stats)
+        except W2VError:
+            raise
+        except Exception as err:  # numba-cuda raises many types (no NVVM, no driver, ...)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise W2VError(
+                f"trainer.engine=cuda could not compile its kernel ({type(err).__name__}: "
+                f"{first}); reinstall with pip install 'w2v[cuda12]' (or 'w2v[cuda13]', the "
+                "CUDA major version of torch.version.cuda; it also keeps numpy below 2.5), or "
+                "use trainer.engine=autograd"
+            ) from err
