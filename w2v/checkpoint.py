@@ -10,9 +10,11 @@ carrying a pickle payload is refused rather than run.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -49,20 +51,92 @@ class Position:
 
 def save(ckpt_dir: Path, model, engine, vocab, cfg, pos: Position) -> Path:
     """Write checkpoints/step-N.pt atomically, then prune all but the newest KEEP."""
-    path = Path(ckpt_dir) / f"step-{pos.global_step:08d}.pt"
-    state = {
+    return write(ckpt_dir, pos.global_step, snapshot(model, engine, vocab, cfg, pos))
+
+
+def snapshot(model, engine, vocab, cfg, pos: Position) -> dict:
+    """The checkpoint's contents, every tensor a CPU copy: later training steps do not
+    change it, so it can be written while training goes on."""
+    return {
         "format": FORMAT,
-        "model": model.state_dict(),
-        "optimizer": engine.state_dict(),
+        "model": _cpu_copy(model.state_dict()),
+        "optimizer": _cpu_copy(engine.state_dict()),
         "vocab": vocab.to_dict(),
         "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
         "position": asdict(pos),
         "rng": {"torch": torch.get_rng_state()},
     }
+
+
+def write(ckpt_dir: Path, global_step: int, state: dict) -> Path:
+    """Write a snapshot as checkpoints/step-N.pt atomically; prune all but the newest KEEP."""
+    path = Path(ckpt_dir) / f"step-{global_step:08d}.pt"
     atomic_torch_save(state, path)
     for old in sorted(_step_files(ckpt_dir))[:-KEEP]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _cpu_copy(obj):
+    """Tensors (and numpy arrays) copied to the CPU, through dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+class Writer:
+    """Writes a run's checkpoints, in a background thread when the tables are small enough to
+    copy (BACKGROUND_BYTES): the loop then waits only for the copy (milliseconds), not for
+    serialising and fsync-ing the file (tens of milliseconds per epoch end, which on a GPU or
+    many cores is a real share of an epoch). One write at a time: the next checkpoint, the
+    end of training and a stop signal wait for the one in flight, and its error (a full disk)
+    is raised there. Larger tables are written in the loop, as before, without the copy."""
+
+    BACKGROUND_BYTES = 1 << 30
+
+    def __init__(self, ckpt_dir: Path, background: bool = True) -> None:
+        self.ckpt_dir, self.background = Path(ckpt_dir), background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.last: Path | None = None
+
+    def save(self, model, engine, vocab, cfg, pos: Position, wait: bool = False) -> Path:
+        """Checkpoint now; returns the path the file has (or will have, when written in the
+        background). wait=True: on disk before returning (a stop signal's checkpoint)."""
+        self.wait()
+        path = Path(self.ckpt_dir) / f"step-{pos.global_step:08d}.pt"
+        small = sum(t.numel() * t.element_size() for t in model.state_dict().values()
+                    ) <= self.BACKGROUND_BYTES
+        if wait or not (self.background and small):
+            self.last = save(self.ckpt_dir, model, engine, vocab, cfg, pos)
+            return self.last
+        state = snapshot(model, engine, vocab, cfg, pos)
+        self._thread = threading.Thread(target=self._write, args=(pos.global_step, state),
+                                        name="w2v-checkpoint")
+        self._thread.start()
+        self.last = path
+        return path
+
+    def _write(self, global_step: int, state: dict) -> None:
+        try:
+            write(self.ckpt_dir, global_step, state)
+        except BaseException as err:  # re-raised in the loop's thread by wait()
+            self._error = err
+
+    def wait(self) -> None:
+        """Until the write in flight is on disk; raise its error, if it had one."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 def _read(path: Path, mmap: bool) -> dict:

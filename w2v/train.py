@@ -199,6 +199,8 @@ class Loop:
         self.corpus, self.writer, self.pos, self.world = corpus, writer, position, world
         self.lr_at = lr_schedule(cfg)
         self.ckpt_dir = run_dir / "checkpoints"
+        # Rank 0 alone writes; under torchrun the others wait at a barrier until it is on disk.
+        self.checkpoints = ckpt.Writer(self.ckpt_dir, background=not world.active)
         self.params = [p.data for p in model.parameters()]
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.eval_metrics: dict[str, float] = {}
@@ -252,10 +254,12 @@ class Loop:
                                 self.lr_at(epoch + 1, 0.0))
             self.pos.next_epoch()
             self._checkpoint()
+        self.checkpoints.wait()  # the last epoch's checkpoint is on disk before the exports
         bar.close()
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
+            self.checkpoints.wait()  # a checkpoint still being written is a good one
             last = ckpt.latest(self.ckpt_dir)
             kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
             raise W2VError(
@@ -263,18 +267,18 @@ class Loop:
                 f"{kept}; lower trainer.lr or check the corpus"
             )
 
-    def _checkpoint(self) -> Path | None:
+    def _checkpoint(self, wait: bool = False) -> Path | None:
         if not self.world.main:
             distributed.barrier(self.world)  # wait until rank 0 has it on disk
             return None
-        path = ckpt.save(self.ckpt_dir, self.model, self.engine, self.corpus.vocab, self.cfg,
-                         self.pos)
+        path = self.checkpoints.save(self.model, self.engine, self.corpus.vocab, self.cfg,
+                                     self.pos, wait=wait)
         log.debug("checkpoint %s", path)
         distributed.barrier(self.world)
         return path
 
     def _interrupted(self, signum: int | None) -> None:
-        path = self._checkpoint()
+        path = self._checkpoint(wait=True)  # on disk before the process exits
         name = signal.Signals(signum).name if signum else "a stop signal on another rank"
         where = f"written to {path}; continue with trainer.resume={path}" if path else "written"
         raise TrainingInterrupted(f"{name}: checkpoint {where}", 128 + (signum or 15))

@@ -1,0 +1,62 @@
+"""Checkpoint writing: a background write holds the model as it was when the loop asked, and
+its errors reach the loop; a stop signal's checkpoint is on disk before save returns."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from w2v import checkpoint
+from w2v.config import Config, ModelConfig
+from w2v.errors import W2VError
+from w2v.model import Word2Vec
+from w2v.vocab import Vocab
+
+WORDS = ["a", "b", "c", "d"]
+
+
+def parts():
+    vocab = Vocab(WORDS, [4, 3, 2, 1])
+    model = Word2Vec(len(WORDS), 5, arch="skipgram")
+    engine = SimpleNamespace(state_dict=lambda: {"moments": torch.ones(3)})
+    return model, engine, vocab, Config(model=ModelConfig(arch="skipgram", dim=5))
+
+
+def test_a_background_checkpoint_holds_the_model_as_it_was(tmp_path):
+    model, engine, vocab, cfg = parts()
+    writer = checkpoint.Writer(tmp_path, background=True)
+    before = model.input.weight.detach().clone()
+    path = writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=7))
+    with torch.no_grad():
+        model.input.weight.add_(1.0)  # training goes on while the file is written
+    writer.wait()
+    state = checkpoint.load(path)
+    assert path.name == "step-00000007.pt" and writer.last == path
+    assert torch.equal(state["model"]["input.weight"], before)
+    assert torch.equal(state["optimizer"]["moments"], torch.ones(3))
+    assert state["position"]["global_step"] == 7
+
+
+def test_a_failed_background_write_is_raised_at_the_next_wait(tmp_path):
+    model, engine, vocab, cfg = parts()
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    writer = checkpoint.Writer(blocked / "checkpoints", background=True)
+    writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=1))
+    with pytest.raises(W2VError, match="cannot write"):
+        writer.wait()
+    writer.wait()  # raised once
+
+
+def test_wait_true_and_large_tables_write_before_returning(tmp_path, monkeypatch):
+    model, engine, vocab, cfg = parts()
+    writer = checkpoint.Writer(tmp_path, background=True)
+    path = writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=2), wait=True)
+    assert path.is_file() and writer._thread is None
+    monkeypatch.setattr(checkpoint.Writer, "BACKGROUND_BYTES", 0)  # tables too big to copy
+    path = writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=3))
+    assert path.is_file() and writer._thread is None
+    assert [p.name for p in sorted(tmp_path.glob("step-*.pt"))] == ["step-00000002.pt",
+                                                                     "step-00000003.pt"]
