@@ -60,3 +60,29 @@ def test_wait_true_and_large_tables_write_before_returning(tmp_path, monkeypatch
     assert path.is_file() and writer._thread is None
     assert [p.name for p in sorted(tmp_path.glob("step-*.pt"))] == ["step-00000002.pt",
                                                                      "step-00000003.pt"]
+
+
+def test_the_loop_never_waits_for_the_disk_and_a_newer_snapshot_supersedes_a_waiting_one(
+        tmp_path, monkeypatch):
+    import threading
+
+    model, engine, vocab, cfg = parts()
+    writer = checkpoint.Writer(tmp_path, background=True)
+    disk_free, writing = threading.Event(), threading.Event()
+    write = checkpoint.write
+
+    def slow_write(ckpt_dir, step, state):
+        writing.set()
+        disk_free.wait(10)  # the disk is slow: every write waits until the test lets it go
+        return write(ckpt_dir, step, state)
+
+    monkeypatch.setattr(checkpoint, "write", slow_write)
+    writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=1))
+    assert writing.wait(10)  # 1 is being written
+    for step in (2, 3):  # 2 waits in the slot, 3 replaces it
+        writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=step))
+    assert not list(tmp_path.glob("step-*.pt"))  # the saves returned with nothing on disk yet
+    disk_free.set()
+    writer.wait()
+    assert [p.name for p in sorted(tmp_path.glob("step-*.pt"))] == ["step-00000001.pt",
+                                                                     "step-00000003.pt"]

@@ -148,3 +148,29 @@ def test_the_runs_story_goes_to_the_console_and_train_log(planted, tmp_path):
         assert line in done.stdout, line  # the console tells the same story...
     assert "[w2v.train][INFO]" in log and "[INFO]" not in done.stdout  # ...without stamps
     assert "skipgram/fused" in done.stderr  # the tqdm bar, on stderr as always
+
+
+def test_the_fused_engines_default_steps_give_the_default_run_its_curve(text8_prefix):
+    """trainer.chunk_words=null sizes the fused engine's jobs by the run: the default 5-epoch
+    run on text8-prefix gets ~256 steps, so its loss curve has its ~200 points (100k-word
+    jobs gave 107 steps; log_every=50 of them gave 2 points)."""
+    from w2v.config import DataConfig
+    from w2v.corpus import build_corpus
+    from w2v.engines.fused import job_words, plan_jobs
+
+    corpus = build_corpus(DataConfig(path=str(text8_prefix)), progress=False)
+    offsets = corpus.doc_offsets.numpy()
+    words = job_words(None, int(offsets[-1]), epochs=5, lockstep=False)
+    steps = 5 * (len(plan_jobs(offsets, words)) - 1)
+    assert 240 <= steps <= 270
+    assert job_words(None, 36_000, epochs=2, lockstep=False) == 10_000  # small: one document
+    assert job_words(None, int(offsets[-1]), epochs=5, lockstep=True) == 100_000  # torchrun
+    assert job_words(None, 10**10, epochs=5, lockstep=False) == 1_000_000
+    assert job_words(7_200, int(offsets[-1]), epochs=5, lockstep=False) == 7_200
+    # The loop's steps share out the epoch's raw words; the curve takes ~200 of them.
+    per_epoch = len(plan_jobs(offsets, words)) - 1
+    raw = corpus.raw_tokens
+    step_words = [raw * (i + 1) // per_epoch - raw * i // per_epoch
+                  for _ in range(5) for i in range(per_epoch)]
+    writer, _ = run_curve(step_words)
+    assert len(writer.points["train/loss"]) == pytest.approx(200, abs=5)

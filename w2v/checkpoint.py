@@ -51,18 +51,24 @@ class Position:
 
 def save(ckpt_dir: Path, model, engine, vocab, cfg, pos: Position) -> Path:
     """Write checkpoints/step-N.pt atomically, then prune all but the newest KEEP."""
-    return write(ckpt_dir, pos.global_step, snapshot(model, engine, vocab, cfg, pos))
+    return write(ckpt_dir, pos.global_step, snapshot(model, engine, pos, run_record(vocab, cfg)))
 
 
-def snapshot(model, engine, vocab, cfg, pos: Position) -> dict:
+def run_record(vocab, cfg) -> dict:
+    """What a checkpoint holds that does not change during a run: the vocabulary and the
+    config (converting the config takes milliseconds: a run computes this once)."""
+    return {"vocab": vocab.to_dict(),
+            "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)}
+
+
+def snapshot(model, engine, pos: Position, record: dict) -> dict:
     """The checkpoint's contents, every tensor a CPU copy: later training steps do not
     change it, so it can be written while training goes on."""
     return {
         "format": FORMAT,
         "model": _cpu_copy(model.state_dict()),
         "optimizer": _cpu_copy(engine.state_dict()),
-        "vocab": vocab.to_dict(),
-        "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True),
+        **record,
         "position": asdict(pos),
         "rng": {"torch": torch.get_rng_state()},
     }
@@ -91,49 +97,71 @@ def _cpu_copy(obj):
 
 
 class Writer:
-    """Writes a run's checkpoints, in a background thread when the tables are small enough to
-    copy (BACKGROUND_BYTES): the loop then waits only for the copy (milliseconds), not for
-    serialising and fsync-ing the file (tens of milliseconds per epoch end, which on a GPU or
-    many cores is a real share of an epoch). One write at a time: the next checkpoint, the
-    end of training and a stop signal wait for the one in flight, and its error (a full disk)
-    is raised there. Larger tables are written in the loop, as before, without the copy."""
+    """Writes a run's checkpoints in a background thread when the tables are small enough
+    to copy (BACKGROUND_BYTES): the loop waits only for the copy (milliseconds), not for
+    serialising and fsync-ing the file (tens of milliseconds, which on a GPU is longer than
+    an epoch of text8-prefix). A snapshot that arrives while another is being written waits
+    in one slot, replacing an older one still waiting there (the newer checkpoint supersedes
+    it), so the loop never waits for the disk. The end of training and a stop signal
+    (`wait=True`) wait until the newest is on disk; a write's error (a full disk) is raised
+    at the loop's next save or wait. Larger tables are written in the loop, without a copy."""
 
     BACKGROUND_BYTES = 1 << 30
 
     def __init__(self, ckpt_dir: Path, background: bool = True) -> None:
         self.ckpt_dir, self.background = Path(ckpt_dir), background
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._pending: tuple[int, dict] | None = None
         self._error: BaseException | None = None
+        self._record: dict | None = None
         self.last: Path | None = None
 
     def save(self, model, engine, vocab, cfg, pos: Position, wait: bool = False) -> Path:
-        """Checkpoint now; returns the path the file has (or will have, when written in the
+        """Checkpoint now; returns the path the file has (or will have, once written in the
         background). wait=True: on disk before returning (a stop signal's checkpoint)."""
-        self.wait()
+        self._raise()
+        if self._record is None:
+            self._record = run_record(vocab, cfg)
         path = Path(self.ckpt_dir) / f"step-{pos.global_step:08d}.pt"
-        small = sum(t.numel() * t.element_size() for t in model.state_dict().values()
+        state = snapshot(model, engine, pos, self._record)
+        small = sum(t.numel() * t.element_size() for t in state["model"].values()
                     ) <= self.BACKGROUND_BYTES
         if wait or not (self.background and small):
-            self.last = save(self.ckpt_dir, model, engine, vocab, cfg, pos)
+            self.wait()
+            self.last = write(self.ckpt_dir, pos.global_step, state)
             return self.last
-        state = snapshot(model, engine, vocab, cfg, pos)
-        self._thread = threading.Thread(target=self._write, args=(pos.global_step, state),
-                                        name="w2v-checkpoint")
-        self._thread.start()
+        with self._lock:
+            self._pending = (pos.global_step, state)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="w2v-checkpoint")
+                self._thread.start()
         self.last = path
         return path
 
-    def _write(self, global_step: int, state: dict) -> None:
-        try:
-            write(self.ckpt_dir, global_step, state)
-        except BaseException as err:  # re-raised in the loop's thread by wait()
-            self._error = err
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                item, self._pending = self._pending, None
+                if item is None:
+                    self._thread = None
+                    return
+            try:
+                write(self.ckpt_dir, *item)
+            except BaseException as err:  # raised in the loop's thread by _raise()
+                self._error = err
 
     def wait(self) -> None:
-        """Until the write in flight is on disk; raise its error, if it had one."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Until every snapshot taken is on disk (or superseded); raise a write's error."""
+        while True:
+            with self._lock:
+                thread = self._thread
+            if thread is None:
+                break
+            thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
         if self._error is not None:
             err, self._error = self._error, None
             raise err

@@ -223,10 +223,11 @@ class TrainerConfig:
     # takes a full word2vec step, so a word repeated many times in one batch sums that many
     # stale steps: keep batches moderate with SGD, or use sparse_adam/adam for big GPU batches.
     batch_size: int = 1024
-    # Words per fused-engine step (a job of whole documents: the unit of steps for logging,
-    # evaluation and checkpoints). Its threads do not stop at job ends, so it does not limit
-    # how many threads have work.
-    chunk_words: int = 100_000
+    # Words per fused-engine step (a job of whole documents: the unit of steps for evaluation,
+    # checkpoints and the loss curve's points). Its threads do not stop at job ends, so it
+    # does not limit how many threads have work. null: a run's words over about 256 steps,
+    # within 10k..1M words (100k..1M under torchrun, where every step syncs the ranks).
+    chunk_words: int | None = None
     # cuda engine: warps in flight, each training its own stretch of the corpus. null: 16 per
     # SM of the GPU (2,112 on an H100); either way at most one per 256 kept tokens.
     cuda_warps: int | None = None
@@ -268,8 +269,8 @@ class TrainerConfig:
         _choice("trainer.engine", self.engine, ENGINES)
         _choice("trainer.device", self.device, DEVICES)
         _require(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
-        _require(self.chunk_words >= 1, "trainer.chunk_words", "an integer >= 1",
-                 self.chunk_words)
+        _require(self.chunk_words is None or self.chunk_words >= 1, "trainer.chunk_words",
+                 "null (about 256 steps per run) or an integer >= 1", self.chunk_words)
         _require(self.cuda_warps is None or self.cuda_warps >= 1, "trainer.cuda_warps",
                  "null or an integer >= 1", self.cuda_warps)
         _require(self.cuda_step_words >= 1, "trainer.cuda_step_words", "an integer >= 1",

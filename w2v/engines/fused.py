@@ -856,10 +856,27 @@ def _lockstep() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+# trainer.chunk_words=null: jobs sized so a run has about this many steps, which is what lets
+# the loss curve have its trainer.log_points (200) points: a point needs a finished step.
+STEPS_PER_RUN = 256
+JOB_WORDS = (10_000, 1_000_000)  # auto job sizes stay within these (one document .. a lot)
+LOCKSTEP_JOB_WORDS = 100_000  # under torchrun every step is a sync of both tables: not smaller
+
+
+def job_words(chunk_words: int | None, tokens: int, epochs: int, lockstep: bool) -> int:
+    """Words per job: trainer.chunk_words, or (null) a run's tokens over STEPS_PER_RUN."""
+    if chunk_words:
+        return chunk_words
+    lo, hi = JOB_WORDS
+    words = -(-tokens * epochs // STEPS_PER_RUN)
+    return int(min(max(words, LOCKSTEP_JOB_WORDS if lockstep else lo), hi))
+
+
 class FusedEngine:
     """train.py's view of this module.
 
-    A step is a job of whole documents (trainer.chunk_words words, plan_jobs): `step` returns
+    A step is a job of whole documents (`job_words`: trainer.chunk_words words, or by default
+    a run's words over STEPS_PER_RUN, within JOB_WORDS; plan_jobs): `step` returns
     once all of its documents are done, but the threads do not stop there, they run on through
     the epoch; `pause` stops them when the loop needs the model whole. The learning rate falls
     linearly with the token position over the epoch (trainer.lr_at), so where steps and pauses
@@ -879,13 +896,15 @@ class FusedEngine:
         tables = ({"noise": build_noise_table(vocab.noise_probs(m.ns_exponent))}
                   if m.loss == "negative" else {"huffman": vocab.huffman()})
         in_w, out_w = self._views()
+        self.lockstep = _lockstep()
+        self.chunk_words = job_words(cfg.trainer.chunk_words, int(corpus.doc_offsets[-1]),
+                                     cfg.trainer.epochs, self.lockstep)
         self.task = prepare(in_w, out_w, corpus.ids, corpus.doc_offsets,
                             vocab.keep_probs(m.sample), arch=m.arch, loss=m.loss,
                             window=m.window, negative=m.negative, cbow_mean=m.cbow_mean,
-                            chunk_words=cfg.trainer.chunk_words, **tables)
+                            chunk_words=self.chunk_words, **tables)
         self.bounds = self.task.bounds  # (J+1,)
         self.threads = Threads(cfg.trainer.threads, jobs=len(self.bounds) - 1)
-        self.lockstep = _lockstep()
         self.epoch, self.next_doc = 0, 0  # where the threads start next (when paused)
 
     def _views(self):
@@ -932,7 +951,7 @@ class FusedEngine:
         have finished jobs past the loop's step; a resumed run still reports them). Plain
         SGD has no other state."""
         self.pause()
-        return {"engine": "fused", "chunk_words": self.cfg.trainer.chunk_words,
+        return {"engine": "fused", "chunk_words": self.chunk_words,
                 "epoch": self.epoch, "next_doc": self.next_doc,
                 "job_loss": torch.from_numpy(self.threads.job_loss.copy()),
                 "job_counts": torch.from_numpy(self.threads.job_counts.copy())}
@@ -943,9 +962,10 @@ class FusedEngine:
         if state.get("engine") != "fused":
             raise W2VError("this checkpoint holds another engine's optimizer state: resume it "
                            "with the engine that wrote it (trainer.engine=autograd)")
-        if state["chunk_words"] != self.cfg.trainer.chunk_words:
+        if state["chunk_words"] != self.chunk_words:
             raise W2VError(f"this checkpoint counts steps in jobs of trainer.chunk_words="
-                           f"{state['chunk_words']} words: resume with that value")
+                           f"{state['chunk_words']} words (this run's are {self.chunk_words}): "
+                           f"resume with trainer.chunk_words={state['chunk_words']}")
         if self.lockstep:
             return  # every step ended at its job's end, where the loop's step resumes (and
             # rank 0's documents are not this rank's)
