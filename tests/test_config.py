@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -29,7 +30,16 @@ def test_every_group_combination_composes(data, model, trainer):
     cfg = compose_cfg([f"data={data}", f"model={model}", f"trainer={trainer}", "data.path=x.txt"])
     assert isinstance(cfg, Config)
     assert cfg.model.arch == model
-    assert cfg.data.path == "x.txt"
+    assert cfg.data.path == str(Path("x.txt").resolve())  # recorded absolute
+
+
+def test_local_paths_are_recorded_absolute_so_a_resume_finds_them_anywhere(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_cfg(["data.path='corpus/*.txt'", "trainer.init_from='~/runs/a/vectors.pt'"])
+    assert cfg.data.path == str(tmp_path / "corpus" / "*.txt")
+    assert cfg.trainer.init_from == str(Path.home() / "runs" / "a" / "vectors.pt")
+    assert compose_cfg(["data=text8"]).data.path is None  # the Hub: no path
 
 
 def test_experiment_sets_the_benchmark_settings():

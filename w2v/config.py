@@ -41,6 +41,14 @@ def default_eval_dir() -> str:
     return str(Path(root).expanduser() / "eval")
 
 
+def absolute_path(path: str | None) -> str | None:
+    """A local path (file, folder or glob, `~` expanded) made absolute; None, Hydra's
+    unset value and URLs stay as they are."""
+    if not isinstance(path, str) or path == MISSING or "://" in path:
+        return path
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
     if not ok:
         raise W2VError(f"{key}={value!r} is out of range: it must be {allowed}")
@@ -142,6 +150,9 @@ class DataConfig:
     vocab_update: bool = False
 
     def __post_init__(self) -> None:
+        # A local path is recorded absolute (in checkpoints too), so a resume from another
+        # working directory finds the same files.
+        self.path = absolute_path(self.path)
         _require(self.min_count >= 1, "data.min_count", "an integer >= 1", self.min_count)
         _require(
             self.max_vocab is None or self.max_vocab >= 1,
@@ -261,6 +272,7 @@ class TrainerConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self.init_from = absolute_path(self.init_from)  # read again when the run resumes
         _require(self.epochs >= 1, "trainer.epochs", "an integer >= 1", self.epochs)
         _require(self.lr is None or self.lr > 0, "trainer.lr",
                  "> 0 (or null: the model's default)", self.lr)
