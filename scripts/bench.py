@@ -140,13 +140,19 @@ def worker_w2v(args) -> dict:
 
 def time_checkpoints() -> dict:
     """Count the seconds train()'s loop spends on checkpoints (it still writes them): the
-    snapshot, and the whole write where it is not in the background."""
+    snapshot, and the whole write where it is not in the background. On a GPU the snapshot's
+    copy would first wait for the steps still queued: that wait is training, so the GPU is
+    synchronised before the clock starts."""
+    import torch
+
     from w2v import checkpoint
 
     saving = {"seconds": 0.0}
     save = checkpoint.Writer.save
 
     def timed(*a, **kw):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         try:
             return save(*a, **kw)

@@ -108,7 +108,8 @@ def test_resuming_a_finished_run_changes_nothing(cli_run):
 
 def test_words_per_sec_counts_each_part_of_an_interrupted_run_once(planted, tmp_path,
                                                                     monkeypatch):
-    """A fake clock ticks 1 s per read: the loop's seconds are then its steps. Cut late and
+    """A fake clock ticks 1 s per read: the loop's seconds are then its steps plus one read per
+    epoch end (after the epoch's loss and checkpoint). Cut late and
     resumed, the run's train_seconds must be all its steps (both parts), and words/s all its
     words over that - not all the words over the resumed part's few seconds."""
     over = ("trainer.engine=fused", "trainer.epochs=2", "trainer.chunk_words=3000")
@@ -120,12 +121,12 @@ def test_words_per_sec_counts_each_part_of_an_interrupted_run_once(planted, tmp_
     monkeypatch.undo()
     monkeypatch.setattr(train_mod, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
     _, cut = checkpoint.peek(checkpoint.latest(tmp_path / "checkpoints"))
-    assert cut.train_seconds == 21  # 21 steps done when the stop was seen
+    assert cut.train_seconds == 21 + 1  # 21 steps done when the stop was seen, 1 epoch end
     metrics = train(planted_cfg(planted, *over, "trainer.resume=latest"), tmp_path)
-    steps = 2 * math.ceil(36_000 / 3_000)
-    assert metrics["train_seconds"] == steps
-    assert metrics["words_per_sec"] == pytest.approx(2 * 36_000 / steps)
-    assert strict_load(tmp_path / "metrics.json")["train_seconds"] == steps
+    seconds = 2 * math.ceil(36_000 / 3_000) + 2
+    assert metrics["train_seconds"] == seconds
+    assert metrics["words_per_sec"] == pytest.approx(2 * 36_000 / seconds)
+    assert strict_load(tmp_path / "metrics.json")["train_seconds"] == seconds
 
 
 def test_metrics_json_is_strict_json():

@@ -254,6 +254,9 @@ class Loop:
                                 self.lr_at(epoch + 1, 0.0))
             self.pos.next_epoch()
             self._checkpoint()
+            # The epoch's loss was read (a GPU's queued steps are done) and its checkpoint
+            # taken: both are the epoch's time.
+            clock.tick()
         self.checkpoints.wait()  # the last epoch's checkpoint is on disk before the exports
         bar.close()
 
