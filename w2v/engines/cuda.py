@@ -663,11 +663,16 @@ class CudaEngine:
                     step=step, workers=span.workers, part=part, parts=parts)
 
     def _compile(self) -> None:
-        """Compile the kernel now (a launch with no work), so training time excludes it."""
+        """Compile the kernel now (a launch with no work), so training time excludes it; and
+        run the epoch's subsampling once on a few tokens, so torch's kernels for it are loaded
+        (lazily, at first use: a fixed cost per process) before the clock starts too."""
         one = torch.zeros(1, dtype=torch.int32, device=self.device)
         span = EpochRange((-1, -1), one, torch.zeros(2, dtype=torch.int64, device=self.device),
                           0)
         stats = torch.zeros(2, dtype=torch.float64, device=self.device)
+        few = torch.zeros(min(1024, len(self.keep)), dtype=torch.int32, device=self.device)
+        subsample(few, np.array([0, few.numel()], np.int64), self.keep,
+                  torch.Generator(device=self.device).manual_seed(0))
         try:
             self._launch(span, 0, 1, 0.0, 0.0, 0, 0, stats)
         except W2VError:
