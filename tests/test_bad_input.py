@@ -34,6 +34,7 @@ from w2v.config import DataConfig, ExportConfig, register_configs
 from w2v.corpus import build_corpus
 from w2v.errors import W2VError
 from w2v.export import export_checkpoint, load_embedding, load_vectors, save_vectors
+from w2v.init_from import load_init
 from w2v.train import choose_device, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -531,13 +532,17 @@ def test_damaged_checkpoint_is_refused(trained_run, tmp_path, how):
     with pytest.raises(W2VError):
         export_checkpoint(bad, tmp_path / "out", ExportConfig())
     assert not (tmp_path / "out").exists()
+    with pytest.raises(W2VError) as err:  # a new run starting from it
+        load_init(planted_cfg(trained_run.planted, f"trainer.init_from={bad}"))
+    one_line(err)
 
 
 @pytest.mark.parametrize("how", DAMAGE)
 def test_damaged_vectors_pt_is_refused_by_every_loader(trained_run, tmp_path, how):
     bad = tmp_path / "vectors.pt"
     bad.write_bytes(_damage((trained_run.run / "vectors.pt").read_bytes(), how))
-    for loader in (load_vectors, load_embedding):
+    for loader in (load_vectors, load_embedding, lambda path: load_init(
+            planted_cfg(trained_run.planted, f"trainer.init_from={path}"))):
         with pytest.raises(W2VError) as err:
             loader(bad)
         one_line(err)

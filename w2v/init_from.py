@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from w2v import checkpoint as ckpt
-from w2v.atomic import archive_damage
 from w2v.config import Config
 from w2v.errors import W2VError
 from w2v.export import FORMAT as VECTORS_FORMAT
@@ -77,21 +76,16 @@ def load_init(cfg: Config) -> InitFrom:
 
 
 def _read_torch(path: Path) -> InitFrom:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged archive
-        raise W2VError(f"trainer.init_from={str(path)!r} cannot be read "
-                       f"({type(err).__name__}); give an intact vectors.pt or checkpoint") from None
-    fmt = obj.get("format") if isinstance(obj, dict) else None
+    """A checkpoint, read by checkpoint.load, or a vectors.pt, read by export.read_vectors_pt
+    (each checks its format and refuses damage); the format tag says which."""
+    fmt = _format_tag(path)
     if fmt == ckpt.FORMAT:
-        damage = archive_damage(path)
-        if damage:
-            raise W2VError(f"trainer.init_from={str(path)!r} is corrupt: {damage}")
-        state, vocab = obj["model"], obj["vocab"]
-        loss = (obj.get("config") or {}).get("model", {}).get("loss", "negative")
+        state = ckpt.load(path)
+        model, vocab = state["model"], state["vocab"]
+        loss = (state.get("config") or {}).get("model", {}).get("loss", "negative")
         return InitFrom(path, "checkpoint",
                         _vocab(path, vocab["words"], vocab["counts"], vocab["tokenizer"]),
-                        state["input.weight"].float(), state.get("output.weight"), loss)
+                        model["input.weight"].float(), model.get("output.weight"), loss)
     if fmt == VECTORS_FORMAT:
         obj = read_vectors_pt(path)
         output = obj.get("output")
@@ -100,6 +94,16 @@ def _read_torch(path: Path) -> InitFrom:
                         obj["vectors"].float(), output, "negative" if output is not None else None)
     raise W2VError(f"trainer.init_from={str(path)!r} is neither a w2v vectors.pt nor a "
                    f"checkpoint (format {fmt!r})")
+
+
+def _format_tag(path: Path) -> str | None:
+    """The "format" entry of a torch file, its tensors memory-mapped and left unread."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises many types for a damaged archive
+        raise W2VError(f"trainer.init_from={str(path)!r} cannot be read "
+                       f"({type(err).__name__}); give an intact vectors.pt or checkpoint") from None
+    return obj.get("format") if isinstance(obj, dict) else None
 
 
 def _vocab(path: Path, words: list[str], counts, tokenizer: dict) -> Vocab:
