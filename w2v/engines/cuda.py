@@ -64,17 +64,17 @@ import torch
 
 from w2v.engines import Step, simulated
 from w2v.engines.fused import (
-    _GOLDEN,
-    _LOW32,
-    _MIX1,
-    _MIX2,
-    _S27,
-    _S30,
-    _S31,
-    _S32,
-    _SCALE,
+    GOLDEN,
     LOSS_TABLE,
+    LOW32,
     MAX_EXP,
+    MIX1,
+    MIX2,
+    S27,
+    S30,
+    S31,
+    S32,
+    SCALE,
     SIGMOID_TABLE,
     build_noise_table,
     plan_jobs,
@@ -167,16 +167,16 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
     @device
     def next_bits(state):
         """splitmix64 (as the fused engine): (new state, 64 random bits)."""
-        state = state + _GOLDEN
+        state = state + GOLDEN
         z = state
-        z = (z ^ (z >> _S30)) * _MIX1
-        z = (z ^ (z >> _S27)) * _MIX2
-        return state, z ^ (z >> _S31)
+        z = (z ^ (z >> S30)) * MIX1
+        z = (z ^ (z >> S27)) * MIX2
+        return state, z ^ (z >> S31)
 
     @device
     def below(bits, n):
         """An integer uniform in [0, n) from the top 32 bits (multiply-shift)."""
-        return int64(((bits >> _S32) * uint64(n)) >> _S32)
+        return int64(((bits >> S32) * uint64(n)) >> S32)
 
     @device
     def warp_state(seed, epoch, step, worker):
@@ -197,7 +197,7 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
         if f <= -MAX_EXP:
             return float32(0.0)
         table = cuda.const.array_like(sigmoid_table)
-        return table[int64((f + MAX_EXP) * _SCALE)]
+        return table[int64((f + MAX_EXP) * SCALE)]
 
     @device
     def loss_of(f):
@@ -207,7 +207,7 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
         if f <= -MAX_EXP:
             return float64(-f)
         table = cuda.const.array_like(loss_table)
-        return float64(table[int64((f + MAX_EXP) * _SCALE)])
+        return float64(table[int64((f + MAX_EXP) * SCALE)])
 
     @device
     def warp_sum(v):
@@ -251,7 +251,7 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
             else:
                 state, bits = next_bits(state)
                 t = below(bits, n_noise)
-                if int64(bits & _LOW32) >= threshold[t]:
+                if int64(bits & LOW32) >= threshold[t]:
                     t = int64(alias[t])
                 if t == w:
                     continue  # word2vec.c skips a noise word equal to the target

@@ -87,18 +87,20 @@ EXP_TABLE_SIZE = 1000
 
 _JIT = dict(fastmath=True, cache=True, nogil=True)
 
+# word2vec.c's tables and the random generator's constants are public: the CUDA kernel
+# (w2v.engines.cuda) scores and draws with the same ones, so both engines learn alike.
 # word2vec.c's tables: entry i is x_i = (2 i / SIZE - 1) * MAX_EXP.
 _X = (np.arange(EXP_TABLE_SIZE, dtype=np.float64) / EXP_TABLE_SIZE * 2 - 1) * MAX_EXP
 SIGMOID_TABLE = (1.0 / (1.0 + np.exp(-_X))).astype(np.float32)  # sigmoid(x_i)
 LOSS_TABLE = np.logaddexp(0.0, -_X).astype(np.float32)  # -log sigmoid(x_i)
-_SCALE = EXP_TABLE_SIZE / MAX_EXP / 2
+SCALE = EXP_TABLE_SIZE / MAX_EXP / 2
 
 _U = np.uint64
-_GOLDEN = _U(0x9E3779B97F4A7C15)
-_MIX1 = _U(0xBF58476D1CE4E5B9)
-_MIX2 = _U(0x94D049BB133111EB)
-_S30, _S27, _S31, _S32 = _U(30), _U(27), _U(31), _U(32)
-_LOW32 = _U(0xFFFFFFFF)
+GOLDEN = _U(0x9E3779B97F4A7C15)
+MIX1 = _U(0xBF58476D1CE4E5B9)
+MIX2 = _U(0x94D049BB133111EB)
+S30, S27, S31, S32 = _U(30), _U(27), _U(31), _U(32)
+LOW32 = _U(0xFFFFFFFF)
 _INV24 = 1.0 / (1 << 24)
 
 # The threads' shared state (see _work). Values that different threads write often sit 64
@@ -135,17 +137,17 @@ class NoiseTable:
 @njit(inline="always", **_JIT)
 def _next(state):
     """splitmix64: returns (new state, 64 random bits)."""
-    state = state + _GOLDEN
+    state = state + GOLDEN
     z = state
-    z = (z ^ (z >> _S30)) * _MIX1
-    z = (z ^ (z >> _S27)) * _MIX2
-    return state, z ^ (z >> _S31)
+    z = (z ^ (z >> S30)) * MIX1
+    z = (z ^ (z >> S27)) * MIX2
+    return state, z ^ (z >> S31)
 
 
 @njit(inline="always", **_JIT)
 def _below(bits, n):
     """An integer uniform in [0, n) from the top 32 bits (multiply-shift, no modulo)."""
-    return np.int64(((bits >> _S32) * _U(n)) >> _S32)
+    return np.int64(((bits >> S32) * _U(n)) >> S32)
 
 
 @njit(**_JIT)
@@ -163,7 +165,7 @@ def _doc_state(seed, epoch, doc):
 @njit(inline="always", **_JIT)
 def _noise(bits, threshold, alias):
     i = _below(bits, threshold.shape[0])
-    if (bits & _LOW32) < threshold[i]:
+    if (bits & LOW32) < threshold[i]:
         return i
     return np.int64(alias[i])
 
@@ -239,7 +241,7 @@ def _loss(f):
         return 0.0
     if f <= -MAX_EXP:
         return -f
-    return LOSS_TABLE[int((f + MAX_EXP) * _SCALE)]
+    return LOSS_TABLE[int((f + MAX_EXP) * SCALE)]
 
 
 @njit(inline="always", **_JIT)
@@ -248,7 +250,7 @@ def _sigmoid(f):
         return 1.0
     if f <= -MAX_EXP:
         return 0.0
-    return SIGMOID_TABLE[int((f + MAX_EXP) * _SCALE)]
+    return SIGMOID_TABLE[int((f + MAX_EXP) * SCALE)]
 
 
 # Rows are indexed as w[row, k] rather than taken as views (w[row]): a view increments the
