@@ -199,21 +199,26 @@ def test_undecodable_bytes_are_counted(tmp_path):
     assert c.vocab.words == ["ok", "caf\ufffd"] and c.meta["replaced_tokens"] == 2
 
 
-def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env_extra: dict | None = None, cwd: Path = REPO
+            ) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "w2v.data", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "w2v.data", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
 def test_cli_summary_then_cache_hit(tmp_path, planted):
-    args = ("data=local", f"data.path={planted.path}", "trainer.progress=false",
-            f"hydra.run.dir={tmp_path / 'run'}")
-    first = run_cli(*args)
+    """The summary, then a cache hit; the command leaves nothing in the current directory
+    (no Hydra run folder, no log file)."""
+    args = ("data=local", f"data.path={planted.path}", "trainer.progress=false")
+    here = tmp_path / "here"
+    here.mkdir()
+    first = run_cli(*args, cwd=here)
     assert first.returncode == 0, first.stderr
     assert "types:" in first.stdout and "retained tokens:" in first.stdout
     assert "built now" in first.stdout
-    second = run_cli(*args)
+    second = run_cli(*args, cwd=here)
     assert second.returncode == 0 and "(hit)" in second.stdout
+    assert list(here.iterdir()) == []
 
 
 def test_cli_prints_one_error_line(tmp_path):

@@ -44,9 +44,15 @@ def _hydra_main(dict_cfg: DictConfig) -> None:
     print(summary(corpus))
 
 
+# The command writes only the corpus cache: no Hydra run folder (outputs/<date>/<time>/.hydra)
+# and no log file in the current directory. Given first, so the user's overrides still win.
+NO_RUN_DIR = ["hydra.run.dir=.", "hydra.output_subdir=null",
+              "hydra.job_logging.root.handlers=[console]"]
+
+
 @report_errors
 def main() -> None:
-    run_hydra(_hydra_main, USAGE)
+    run_hydra(_hydra_main, USAGE, hydra_args=lambda argv: NO_RUN_DIR + argv)
 
 
 if __name__ == "__main__":
