@@ -86,3 +86,27 @@ def test_the_loop_never_waits_for_the_disk_and_a_newer_snapshot_supersedes_a_wai
     writer.wait()
     assert [p.name for p in sorted(tmp_path.glob("step-*.pt"))] == ["step-00000001.pt",
                                                                      "step-00000003.pt"]
+
+
+def test_the_first_failed_write_is_the_one_reported_and_nothing_after_it_is_written(
+        tmp_path, monkeypatch):
+    """A snapshot waiting behind a failing write is dropped: the error names the first file
+    that could not be written (a full disk fails every later one the same way)."""
+    import threading
+
+    model, engine, vocab, cfg = parts()
+    writer = checkpoint.Writer(tmp_path, background=True)
+    queued, attempts = threading.Event(), []
+
+    def failing_write(ckpt_dir, step, state):
+        attempts.append(step)
+        queued.wait(10)  # the loop queues the next snapshot while this one is being written
+        raise W2VError(f"cannot write step-{step:08d}.pt: No space left on device")
+
+    monkeypatch.setattr(checkpoint, "write", failing_write)
+    writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=3))
+    writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=6))
+    queued.set()
+    with pytest.raises(W2VError, match="step-00000003.pt"):
+        writer.wait()
+    assert attempts == [3]

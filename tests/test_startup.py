@@ -23,19 +23,26 @@ from w2v.errors import INTERRUPTED
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_ctrl_c_while_the_program_imports_its_libraries(planted, tmp_path):
-    """SIGINT 0.3 s after start lands in the imports (torch alone takes longer): one line."""
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.3, 0.35, 0.4, 0.6, 0.9])
+def test_ctrl_c_during_start_up_is_one_line_and_leaves_nothing(planted, tmp_path, delay):
+    """SIGINT at any moment of start-up (the imports, the corpus build with `datasets`, the
+    engine): exit 130, one line, no run dir, no cache. Raised as a KeyboardInterrupt inside a
+    library, 0.3-0.4 s in was measured ending in exit 0, "maximum recursion depth exceeded"
+    or SIGABRT; the handler (errors.stop_at_once) now stops the program itself."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "W2V_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "w2v.train", "data=local",
                              f"data.path={planted.path}", "trainer.progress=false",
                              f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
+    if "checkpoint written" in err:  # a slow machine reached the training loop: its own rule
+        assert proc.returncode == 130
+        return
     assert proc.returncode == 130, err
-    assert err == INTERRUPTED + "\n" and out == ""
+    assert err == INTERRUPTED + "\n", err
     assert not run.exists() and not (tmp_path / "cache").exists()
 
 

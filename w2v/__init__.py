@@ -5,7 +5,6 @@
 """
 
 import importlib
-import os
 import sys
 from pathlib import Path
 
@@ -44,20 +43,18 @@ def _program_is_w2v(argv: list[str]) -> bool:
     return False
 
 
-def _interrupted_while_starting(kind, value, tb) -> None:
-    """Ctrl-C while a w2v program imports its libraries (torch, numba: seconds) happens
-    before any entry point can catch it: one line and exit 130, not a 40-line traceback."""
-    if issubclass(kind, KeyboardInterrupt):
-        from w2v.errors import INTERRUPTED
+def _install_stop() -> None:
+    """Ctrl-C stops a w2v program in the signal handler (w2v.errors.stop_at_once: one line,
+    exit 130, half-written files removed), from here on, before torch and numba are imported
+    (seconds). Not where SIGINT is ignored (a background job of a non-interactive shell)."""
+    import signal
 
-        sys.stdout.flush()
-        sys.stderr.write(INTERRUPTED + "\n")
-        sys.stderr.flush()
-        os._exit(130)  # nothing to clean up yet; SystemExit cannot be raised from here
-    _interrupted_while_starting.previous(kind, value, tb)
+    from w2v.errors import stop_at_once
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, stop_at_once)
 
 
 # Only when w2v is the program: importing w2v as a library changes nothing in the host.
 if _program_is_w2v(getattr(sys, "orig_argv", [])):
-    _interrupted_while_starting.previous = sys.excepthook
-    sys.excepthook = _interrupted_while_starting
+    _install_stop()

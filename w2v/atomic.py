@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import torch
 
-from w2v.errors import W2VError
+from w2v.errors import W2VError, unfinished
 
 
 @contextlib.contextmanager
@@ -32,11 +32,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     except OSError as err:
         raise W2VError(f"cannot write {path}: {err.strerror}; choose a writable location") from err
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with unfinished(lambda: _remove_quietly(tmp)):  # Ctrl-C: errors.stop_at_once
+            with os.fdopen(fd, mode, **kwargs) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except OSError as err:
         _remove_quietly(tmp)
         raise W2VError(

@@ -149,7 +149,12 @@ class Writer:
             try:
                 write(self.ckpt_dir, *item)
             except BaseException as err:  # raised in the loop's thread by _raise()
-                self._error = err
+                # The first failure is the one to report (a later snapshot would fail the
+                # same way, and name another file): drop what waits, and stop writing.
+                with self._lock:
+                    self._error = self._error or err
+                    self._pending, self._thread = None, None
+                return
 
     def wait(self) -> None:
         """Until every snapshot taken is on disk (or superseded); raise a write's error."""

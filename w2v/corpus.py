@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from w2v.atomic import atomic_write_text, umask
 from w2v.config import DataConfig
-from w2v.errors import W2VError
+from w2v.errors import W2VError, unfinished
 from w2v.sources import describe_source, source_fingerprint
 from w2v.vocab import Tokenizer, Vocab, continue_vocab
 
@@ -158,20 +158,25 @@ def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float,
     made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        _build(cfg, tmp, progress, start, base)
-        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700: give the cache the usual mode
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not (path / "meta.json").is_file():  # not a concurrent build finishing first
-                raise
-        made = []
-    finally:
+
+    def clean_up() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         for folder in made:  # deepest first; rmdir leaves a folder someone else filled
             with contextlib.suppress(OSError):
                 folder.rmdir()
+
+    try:
+        with unfinished(clean_up):  # Ctrl-C (errors.stop_at_once) removes the same
+            _build(cfg, tmp, progress, start, base)
+            os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700: the cache gets the usual mode
+            try:
+                os.rename(tmp, path)
+            except OSError:
+                if not (path / "meta.json").is_file():  # not a concurrent build finishing first
+                    raise
+            made = []
+    finally:
+        clean_up()
 
 
 def load_corpus(path: str | os.PathLike) -> Corpus:

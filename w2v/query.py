@@ -12,6 +12,7 @@ restrict_vocab=N.
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -62,6 +63,8 @@ def answer(kv: KeyedVectors, text: str, topn: int = 10, restrict_vocab: int | No
 
 def _interactive(kv: KeyedVectors, args: QueryArgs) -> None:
     print(f"{len(kv)} words, dim {kv.dim}. A word, 'a b c' or 'a:b::c:?'; Ctrl-D quits.")
+    # At the prompt Ctrl-C ends the session quietly, as Ctrl-D does (nothing is being written).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     while True:
         try:
             line = input("query> ").strip()

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from w2v import checkpoint as ckpt
 from w2v.atomic import atomic_write_text
 from w2v.config import Config
-from w2v.errors import W2VError
+from w2v.errors import W2VError, unfinished
 
 # Settings a resume may change: they do not change what is trained. Entries ending in "."
 # cover a whole group. Everything else must equal the run's.
@@ -155,7 +155,8 @@ def discard_if_unused(run_dir: str | Path) -> Iterator[None]:
     train.log): a run that failed or was interrupted before writing anything leaves no
     empty run folder. Only those files are removed, never anything else."""
     try:
-        yield
+        with unfinished(lambda: _discard(Path(run_dir))):  # Ctrl-C: errors.stop_at_once
+            yield
     except BaseException:
         _discard(Path(run_dir))
         raise
