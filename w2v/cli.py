@@ -28,7 +28,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from w2v.config import Config, config_dir, register_configs
-from w2v.errors import INTERRUPTED, W2VError, one_line
+from w2v.errors import INTERRUPTED, INTERRUPTED_CODE, W2VError, one_line
 
 # The Hydra config directory (the defaults list and the groups): the one place it is named.
 # The YAML groups: inside the package in a wheel (w2v/conf), the repository's conf/ in a
@@ -55,7 +55,7 @@ def report_errors(fn: F) -> F:
             sys.exit(2)
         except KeyboardInterrupt:
             print(INTERRUPTED, file=sys.stderr)
-            sys.exit(130)
+            sys.exit(INTERRUPTED_CODE)
 
     return wrapper  # type: ignore[return-value]
 
