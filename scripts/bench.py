@@ -12,6 +12,10 @@ with every CPU core (--threads, default os.cpu_count()), text8-prefix 5 epochs s
 CBOW (raw words/s, quality, peak GPU memory) and text8-prefix x8 1 epoch (raw words/s),
 headed by the GPU's name and the engine's concurrency (trainer.cuda_warps, --cuda-warps).
 
+--seeds 1,2,3 gives the repeats those seeds in turn (both sides alike): quality figures are then
+the mean over the runs with their range, the seed noise the issue's quality bounds speak of
+(with one seed, a GPU engine whose randomness is positional repeats one draw).
+
 Each measurement runs in a fresh subprocess (so peak RSS is that side's alone), alternating
 w2v and gensim and swapping the order every repeat so machine noise hits both alike. Both sides
 get the same corpus file, settings and thread count (gensim's `workers`); quality is scored on
@@ -95,6 +99,7 @@ def worker_w2v(args) -> dict:
     cached = time.perf_counter() - t0
     compile_s = fused.warmup() if args.device == "cpu" else 0.0
     saving = time_checkpoints()
+    epoch_speeds = record_epochs()
 
     cfg = Config(
         data=data,
@@ -102,7 +107,7 @@ def worker_w2v(args) -> dict:
                           negative=SETTINGS["negative"], sample=SETTINGS["sample"],
                           ns_exponent=SETTINGS["ns_exponent"]),
         trainer=TrainerConfig(epochs=args.epochs, lr=args.lr, min_lr=SETTINGS["min_lr"],
-                              threads=args.threads, seed=SETTINGS["seed"], device=args.device,
+                              threads=args.threads, seed=args.seed, device=args.device,
                               engine=args.engine, progress=False, ckpt_every=0,
                               **({"batch_size": args.batch_size} if args.batch_size else {}),
                               cuda_warps=args.cuda_warps),
@@ -124,6 +129,7 @@ def worker_w2v(args) -> dict:
         "words_per_sec": words / train_s,
         "checkpoint_seconds": saving["seconds"],
         "words_per_sec_no_ckpt": words / max(train_s - saving["seconds"], 1e-9),
+        **epoch_figures(epoch_speeds),
         "vocab_seconds": cold,
         "vocab_cached_seconds": cached,
         "compile_seconds": compile_s,
@@ -163,6 +169,32 @@ def time_checkpoints() -> dict:
     return saving
 
 
+def record_epochs() -> list[float]:
+    """Collect each epoch's words/s as train() logs it (the epoch's steps, from its start to
+    its loss read; the checkpoint after it excluded)."""
+    from w2v import monitor
+
+    speeds: list[float] = []
+    epoch_end = monitor.LossCurve.epoch_end
+
+    def recorded(self, epoch, epochs, mean, speed, lr):
+        speeds.append(speed)
+        return epoch_end(self, epoch, epochs, mean, speed, lr)
+
+    monitor.LossCurve.epoch_end = recorded
+    return speeds
+
+
+def epoch_figures(speeds: list[float]) -> dict:
+    """The first epoch's words/s and the median of the others: a gap between them is a
+    start-up cost (lazy initialisation, a GPU still raising its clocks) that a short run pays
+    in full and a long one hardly at all."""
+    if len(speeds) < 2:
+        return {}
+    return {"first_epoch_words_per_sec": speeds[0],
+            "later_epochs_words_per_sec": statistics.median(speeds[1:])}
+
+
 def gpu_before(device: str) -> str | None:
     if device != "cuda":
         return None
@@ -195,7 +227,7 @@ def worker_gensim(args) -> dict:
         negative=SETTINGS["negative"], hs=0, sample=SETTINGS["sample"],
         min_count=args.min_count, ns_exponent=SETTINGS["ns_exponent"],
         alpha=args.lr, min_alpha=SETTINGS["min_lr"], workers=args.threads,
-        epochs=args.epochs, seed=SETTINGS["seed"], cbow_mean=1,
+        epochs=args.epochs, seed=args.seed, cbow_mean=1,
     )
     sentences = Text8Corpus(str(args.corpus))
     t0 = time.perf_counter()
@@ -268,9 +300,17 @@ def arch_lr(model: str) -> float:
     return ARCH_LR[model]
 
 
-def run_worker(side: str, corpus: Path, args, min_count: int, model: str, threads: int) -> dict:
+def seed_of(args, repeat: int) -> int:
+    """The seed of repeat r (both sides): --seeds in turn, so quality over several repeats is
+    spread over seeds (one fixed seed makes every repeat of a deterministic engine one draw)."""
+    seeds = [int(x) for x in str(args.seeds).split(",") if x]
+    return seeds[repeat % len(seeds)]
+
+
+def run_worker(side: str, corpus: Path, args, min_count: int, model: str, threads: int,
+               seed: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", side, "--corpus", str(corpus),
-           "--min-count", str(min_count),
+           "--min-count", str(min_count), "--seed", str(seed),
            "--model", model, "--epochs", str(args.epochs), "--threads", str(threads),
            "--device", args.device, "--engine", args.engine, "--eval-dir", str(args.eval_dir),
            "--lr", str(args.lr or arch_lr(model))]
@@ -285,17 +325,29 @@ def run_worker(side: str, corpus: Path, args, min_count: int, model: str, thread
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+QUALITY = ("analogy", "ws353", "simlex")
+
+
 def median_of(runs: list[dict]) -> dict:
+    """Medians of the runs' figures; quality is the mean over the runs (their seeds) with its
+    range, as seed noise is what a quality bound is judged against."""
     out = dict(runs[0])
     for key, value in runs[0].items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = statistics.median(r[key] for r in runs)
+    for key in QUALITY:
+        if key in out and len(runs) > 1:
+            values = [r[key] for r in runs]
+            out[key] = statistics.fmean(values)
+            out[f"{key}_range"] = (min(values), max(values))
     return out
 
 
 ROWS = [
     ("raw words/s", "words_per_sec", "{:,.0f}"),
     ("raw words/s, checkpoints excluded", "words_per_sec_no_ckpt", "{:,.0f}"),
+    ("raw words/s, first epoch's steps", "first_epoch_words_per_sec", "{:,.0f}"),
+    ("raw words/s, later epochs' steps (median)", "later_epochs_words_per_sec", "{:,.0f}"),
     ("training seconds", "train_seconds", "{:.2f}"),
     ("vocabulary seconds (cold)", "vocab_seconds", "{:.2f}"),
     ("vocabulary seconds (cached)", "vocab_cached_seconds", "{:.3f}"),
@@ -315,9 +367,19 @@ def table(label: str, w2v: dict | None, gensim: dict | None) -> str:
         if a is None and b is None:
             continue
         ratio = f"{a / b:.2f}x" if a is not None and b else ""
-        lines.append(f"| {name} | {fmt.format(a) if a is not None else ''} | "
-                     f"{fmt.format(b) if b is not None else ''} | {ratio} |")
+        lines.append(f"| {name} | {cell(w2v, key, fmt)} | {cell(gensim, key, fmt)} | {ratio} |")
     return "\n".join(lines)
+
+
+def cell(result: dict | None, key: str, fmt: str) -> str:
+    """A figure, and the range over seeds where quality was averaged over several."""
+    if not result or result.get(key) is None:
+        return ""
+    text = fmt.format(result[key])
+    if f"{key}_range" in result:
+        lo, hi = result[f"{key}_range"]
+        text += f" ({fmt.format(lo)}-{fmt.format(hi)})"
+    return text
 
 
 GPU_RUNS = [  # (model, corpus copies, epochs, quality): BENCHMARK.md's GPU section
@@ -352,7 +414,7 @@ def gpu_protocol(args, tmp: Path) -> list[tuple[str, dict]]:
         for r in range(args.repeat):
             for side in sides if r % 2 == 0 else sides[::-1]:
                 runs[side].append(run_worker(side, corpus, run, SETTINGS["min_count"], model,
-                                             int(args.threads)))
+                                             int(args.threads), seed_of(args, r)))
                 print(f"  {model} x{scale} run {r + 1} {side}: "
                       f"{runs[side][-1]['words_per_sec']:,.0f} words/s", file=sys.stderr)
         label = f"{model}, {args.corpus.name} x{scale}, {epochs} epoch(s)"
@@ -365,7 +427,7 @@ def gpu_report(args, results: list[tuple[str, dict]]) -> str:
     first = next((res["w2v"] for _, res in results if "w2v" in res), {})
     lines = [f"GPU: {first.get('gpu', '?')}; w2v engine {first.get('engine', '?')}, "
              f"trainer.cuda_warps {first.get('cuda_warps', '?')}; gensim workers "
-             f"{args.threads}; median of {args.repeat}"]
+             f"{args.threads}; median of {args.repeat} (quality: mean over seeds {args.seeds})"]
     for label, res in results:
         lines += ["", label, table("figure", res.get("w2v"), res.get("gensim"))]
     return "\n".join(lines)
@@ -382,6 +444,10 @@ def main() -> None:
                    "1,2,4,8,16 for a sweep (default 2; with --device cuda, every core)")
     p.add_argument("--scale", default="1", help="comma list of corpus repeats, e.g. 1,4,8")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--seeds", default=str(SETTINGS["seed"]),
+                   help="comma list of seeds taken in turn by the repeats (both sides), e.g. "
+                        "--repeat 3 --seeds 1,2,3: quality is then the mean over the seeds")
+    p.add_argument("--seed", type=int, default=SETTINGS["seed"], help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu")
     p.add_argument("--engine", default="auto")
     p.add_argument("--batch-size", type=int, help="autograd engine only (default: its own)")
@@ -440,7 +506,8 @@ def main() -> None:
             for r in range(args.repeat):
                 for i, (model, threads) in enumerate(points):
                     for side in sides if (r + i) % 2 == 0 else sides[::-1]:
-                        out = run_worker(side, corpus, args, min_count, model, threads)
+                        out = run_worker(side, corpus, args, min_count, model, threads,
+                                         seed_of(args, r))
                         runs[model, threads, side].append(out)
                         print(f"  scale {scale} run {r + 1} {model} {threads} thread(s) {side}: "
                               f"{out['words_per_sec']:,.0f} words/s", file=sys.stderr)
@@ -448,10 +515,12 @@ def main() -> None:
                               for m, t in points}
     lr = args.lr or "word2vec.c's per arch (0.025 skip-gram, 0.05 CBOW)"
     print(f"{args.model}, lr {lr}, {args.epochs} epoch(s), {args.threads} thread(s), device "
-          f"{args.device}, median of {args.repeat}, corpus {args.corpus.name}")
+          f"{args.device}, median of {args.repeat} (quality: mean over seeds {args.seeds}), "
+          f"corpus {args.corpus.name}")
     for scale, by_point in results.items():
         first = next(iter(by_point.values()))[sides[0]]
-        print(f"\nscale x{scale} ({first['words']:,} words, vocabulary {first['vocab']:,})")
+        words, vocab = int(first["words"]), int(first["vocab"])
+        print(f"\nscale x{scale} ({words:,} words, vocabulary {vocab:,})")
         if len(points) > 1:
             print(sweep_table(by_point, models, counts))
             continue

@@ -1,12 +1,16 @@
 """The cuda engine alone: raw words/s of its steps at several concurrency settings, on a GPU.
 
     python scripts/bench_cuda.py --model skipgram --warps 528,1056,2112,4224 --scale 1,8
+    python scripts/bench_cuda.py --model cbow --epochs 5 --reads cached,coherent --quality \
+        --seeds 1,2,3                            # how rows are loaded: speed and quality
 
 What scripts/bench.py's end-to-end figure adds to this (checkpoints, logging, evaluation) is
 left out: each configuration trains `--epochs` epochs through CudaEngine.step, timed with the
 GPU synchronised, and reports the share of the time spent subsampling (each epoch's first
-step of a range prepares it). For tuning trainer.cuda_warps and trainer.cuda_step_words; the
-quality at the default concurrency is bench.py's to measure.
+step of a range prepares it). For tuning trainer.cuda_warps, trainer.cuda_step_words and
+w2v.engines.cuda.READS (--reads); --quality scores each run's vectors on the suites in
+--eval-dir (w2v's evaluators, equal to gensim's), --seeds runs each configuration once per
+seed. The end-to-end figures against gensim are bench.py's to measure.
 """
 
 from __future__ import annotations
@@ -23,18 +27,21 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 
-def run(corpus, model_name: str, warps: int, step_words: int, epochs: int) -> dict:
+def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads: str = "cached",
+        seed: int = 1) -> tuple[dict, object]:
     import torch
 
     from w2v.config import Config, DataConfig, ModelConfig, TrainerConfig
+    from w2v.engines import cuda as engine_mod
     from w2v.engines.cuda import CudaEngine
     from w2v.model import build_model
 
     device = torch.device("cuda")
     cfg = Config(data=DataConfig(path="unused"), model=ModelConfig(arch=model_name),
                  trainer=TrainerConfig(device="cuda", engine="cuda", cuda_warps=warps or None,
-                                       cuda_step_words=step_words, epochs=epochs))
-    torch.manual_seed(1)
+                                       cuda_step_words=step_words, epochs=epochs, seed=seed))
+    engine_mod.READS = reads
+    torch.manual_seed(seed)
     model = build_model(cfg.model, corpus.vocab).to(device)
     engine = CudaEngine(model, corpus, cfg, device)
     t = cfg.trainer
@@ -58,7 +65,21 @@ def run(corpus, model_name: str, warps: int, step_words: int, epochs: int) -> di
     seconds = time.perf_counter() - t0
     words = corpus.raw_tokens * epochs
     return {"warps": engine.current.workers, "steps": engine.begin_epoch(0),
-            "words_per_sec": words / seconds, "subsample_share": prepare / seconds}
+            "words_per_sec": words / seconds, "subsample_share": prepare / seconds}, model
+
+
+def quality(model, corpus, eval_dir: Path) -> str:
+    """analogy | WS353 | SimLex cells for a trained model (w2v's evaluators)."""
+    from w2v.config import EvalConfig
+    from w2v.evaluate import run_suites
+    from w2v.vectors import KeyedVectors
+
+    kv = KeyedVectors(corpus.vocab.words, model.input.weight.detach().cpu(),
+                      counts=corpus.vocab.counts)
+    m = run_suites(kv, EvalConfig(dir=str(eval_dir), projector_words=0))
+    keys = ("analogy/questions-words/accuracy", "similarity/wordsim353/spearman",
+            "similarity/simlex999/spearman")
+    return " | ".join(f"{m[k]:.4f}" if k in m else "" for k in keys)
 
 
 def main() -> None:
@@ -68,6 +89,10 @@ def main() -> None:
     p.add_argument("--step-words", default="2000000", help="comma list")
     p.add_argument("--scale", default="1", help="comma list of text8-prefix copies")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--reads", default="cached", help="comma list of w2v.engines.cuda.READS")
+    p.add_argument("--seeds", default="1", help="comma list: one run per seed")
+    p.add_argument("--quality", action="store_true", help="score every run's vectors too")
+    p.add_argument("--eval-dir", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
     p.add_argument("--corpus", type=Path,
                    default=ROOT.parent / "shared" / "data" / "text8-prefix" / "text8-prefix")
     args = p.parse_args()
@@ -81,19 +106,24 @@ def main() -> None:
     from w2v.corpus import build_corpus
 
     print(f"{torch.cuda.get_device_name()}, {args.model}, {args.epochs} epoch(s)")
-    print("| copies | cuda_warps | cuda_step_words | steps/epoch | raw words/s | subsampling |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    head = "| copies | reads | seed | cuda_warps | cuda_step_words | steps/epoch | raw words/s | " \
+           "subsampling |"
+    print(head + (" analogy | WS353 | SimLex |" if args.quality else ""))
+    print("| ---: " * (head.count("|") - 1 + (3 if args.quality else 0)) + "|")
     with tempfile.TemporaryDirectory() as tmp:
         for scale in [int(s) for s in args.scale.split(",")]:
             path = scaled_corpus(args.corpus, scale, Path(tmp))
             corpus = build_corpus(DataConfig(path=str(path), cache_dir=f"{tmp}/cache"),
                                   progress=False)
-            for warps in [int(w) for w in args.warps.split(",")]:
-                for step_words in [int(s) for s in args.step_words.split(",")]:
-                    r = run(corpus, args.model, warps, step_words, args.epochs)
-                    print(f"| x{scale} | {r['warps']:,} | {step_words:,} | {r['steps']} | "
-                          f"{r['words_per_sec']:,.0f} | {r['subsample_share']:.0%} |",
-                          flush=True)
+            points = [(reads, seed, int(w), int(s)) for reads in args.reads.split(",")
+                      for seed in [int(x) for x in args.seeds.split(",")]
+                      for w in args.warps.split(",") for s in args.step_words.split(",")]
+            for reads, seed, warps, step_words in points:
+                r, model = run(corpus, args.model, warps, step_words, args.epochs, reads, seed)
+                cells = f" {quality(model, corpus, args.eval_dir)} |" if args.quality else ""
+                print(f"| x{scale} | {reads} | {seed} | {r['warps']:,} | {step_words:,} | "
+                      f"{r['steps']} | {r['words_per_sec']:,.0f} | {r['subsample_share']:.0%} |"
+                      + cells, flush=True)
 
 
 if __name__ == "__main__":

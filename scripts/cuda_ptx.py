@@ -2,11 +2,14 @@
 
     pip install 'w2v[cuda12]' && python scripts/cuda_ptx.py          # every variant, sm_80/90
     python scripts/cuda_ptx.py --dim 300 --cc 9.0 --out kernel.ptx     # one dim, keep the PTX
+    python scripts/cuda_ptx.py --reads coherent                        # the L2-load variant
 
 numba's CUDA simulator (the CI tests) runs the kernel as Python, so it cannot show that the
 kernel compiles for a GPU; numba-cuda's NVVM wheel can, and ptxas (in the same wheel, when
 present) reports registers per thread and spills, which set the occupancy to tune on a GPU.
-One line per variant: architecture, loss, dim, compute capability, then `ok` and the figures.
+One line per variant: architecture, loss, dim, compute capability, how weight rows are read
+(w2v.engines.cuda.READS), then `ok` and the figures. A "coherent" variant must load its rows
+with ld.global.cg, or it fails.
 """
 
 from __future__ import annotations
@@ -74,10 +77,23 @@ def ptxas_report(ptx: str, cc: tuple[int, int]) -> str:
     return f"{regs.group(1)} registers, {spill.group(1) if spill else '?'} bytes spilled"
 
 
+def compile_variant(engine, cuda, dim: int, arch: str, loss: str, reads: str,
+                    cc: tuple[int, int]) -> str:
+    engine._kernel.cache_clear()
+    kernel = engine._kernel(-(-dim // engine.LANES), engine.LANES, arch == "skipgram",
+                            loss == "hs", reads == "coherent")
+    ptx, _ = cuda.compile_ptx(kernel.py_func, kernel_signature(), cc=cc, fastmath=True)
+    if (reads == "coherent") != ("ld.global.cg" in ptx):
+        raise RuntimeError(f"reads={reads} but the PTX has "
+                           f"{ptx.count('ld.global.cg')} ld.global.cg loads")
+    return ptx
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dim", type=int, nargs="*", default=[100, 300])
     p.add_argument("--cc", nargs="*", default=["8.0", "9.0"])
+    p.add_argument("--reads", nargs="*", default=["cached", "coherent"])
     p.add_argument("--out", type=Path, help="write the last variant's PTX here")
     args = p.parse_args()
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
@@ -100,19 +116,17 @@ def main() -> None:
         for dim in args.dim:
             for arch in ("skipgram", "cbow"):
                 for loss in ("negative", "hs"):
-                    engine._kernel.cache_clear()
-                    kernel = engine._kernel(-(-dim // engine.LANES), engine.LANES,
-                                            arch == "skipgram", loss == "hs")
-                    name = f"{arch:8} {loss:8} dim {dim:4} sm_{cc[0]}{cc[1]}"
-                    try:
-                        ptx, _ = cuda.compile_ptx(kernel.py_func, kernel_signature(), cc=cc,
-                                                  fastmath=True)
-                    except Exception as err:  # report every variant, then fail
-                        print(f"{name}: FAILED {type(err).__name__}: {err}")
-                        failed = True
-                        continue
-                    print(f"{name}: ok, {len(ptx.splitlines())} PTX lines, "
-                          f"{ptxas_report(ptx, cc)}", flush=True)
+                    for reads in args.reads:
+                        name = f"{arch:8} {loss:8} dim {dim:4} sm_{cc[0]}{cc[1]} {reads:8}"
+                        try:
+                            ptx = compile_variant(engine, cuda, dim, arch, loss, reads, cc)
+                        except Exception as err:  # report every variant, then fail
+                            print(f"{name}: FAILED {type(err).__name__}: {err}")
+                            failed = True
+                            continue
+                        print(f"{name}: ok, {len(ptx.splitlines())} PTX lines, "
+                              f"{ptx.count('ld.global.cg')} L2 loads, {ptxas_report(ptx, cc)}",
+                              flush=True)
     if args.out and ptx:
         args.out.write_text(ptx)
     sys.exit(1 if failed else 0)

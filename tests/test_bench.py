@@ -42,12 +42,28 @@ def test_gpu_report_names_the_gpu_the_concurrency_and_every_figure():
            "simlex": 0.226}
     gensim = {"words_per_sec": 1.5e6, "train_seconds": 7.0, "peak_rss_mib": 150,
               "analogy": 0.084, "ws353": 0.46, "simlex": 0.224}
-    args = Namespace(threads=16, repeat=3)
+    args = Namespace(threads=16, repeat=3, seeds="1,2,3")
     report = bench.gpu_report(args, [("skipgram, text8-prefix x1, 5 epoch(s)",
                                       {"w2v": w2v, "gensim": gensim})])
     assert report.splitlines()[0] == ("GPU: NVIDIA H100 80GB HBM3; w2v engine cuda, "
-                                      "trainer.cuda_warps 2112; gensim workers 16; median of 3")
+                                      "trainer.cuda_warps 2112; gensim workers 16; median of 3 "
+                                      "(quality: mean over seeds 1,2,3)")
     assert "| raw words/s | 50,000,000 | 1,500,000 | 33.33x |" in report
     assert "| peak GPU MiB (torch.cuda.max_memory_allocated) | 120 |  |  |" in report
     assert "| analogy@30k | 0.0890 | 0.0840 | 1.06x |" in report
     assert [label for label, *_ in bench.GPU_RUNS] == ["skipgram", "cbow", "skipgram", "cbow"]
+
+
+def test_repeats_take_the_seeds_in_turn_and_quality_is_their_mean_with_its_range():
+    """Speed is the median of the repeats; quality the mean over their seeds, shown with the
+    range (a positional-random GPU engine gives one draw per seed, however often it runs)."""
+    bench = bench_module()
+    args = Namespace(seeds="1,2,3")
+    assert [bench.seed_of(args, r) for r in range(4)] == [1, 2, 3, 1]
+    runs = [{"words_per_sec": w, "simlex": q} for w, q in ((3e7, 0.17), (1e7, 0.20), (2e7, 0.21))]
+    merged = bench.median_of(runs)
+    assert merged["words_per_sec"] == 2e7
+    assert abs(merged["simlex"] - 0.19333) < 1e-4 and merged["simlex_range"] == (0.17, 0.21)
+    assert "| SimLex-999 Spearman | 0.1933 (0.1700-0.2100) |  |  |" in bench.table(
+        "figure", merged, None)
+    assert bench.median_of(runs[:1])["simlex"] == 0.17  # one run: its own figure, no range

@@ -24,11 +24,15 @@ def parts():
     return model, engine, vocab, Config(model=ModelConfig(arch="skipgram", dim=5))
 
 
+def writer_for(path, vocab, cfg):
+    return checkpoint.Writer(path, checkpoint.run_record(vocab, cfg), background=True)
+
+
 def test_a_background_checkpoint_holds_the_model_as_it_was(tmp_path):
     model, engine, vocab, cfg = parts()
-    writer = checkpoint.Writer(tmp_path, background=True)
+    writer = writer_for(tmp_path, vocab, cfg)
     before = model.input.weight.detach().clone()
-    path = writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=7))
+    path = writer.save(model, engine, checkpoint.Position(global_step=7))
     with torch.no_grad():
         model.input.weight.add_(1.0)  # training goes on while the file is written
     writer.wait()
@@ -39,12 +43,44 @@ def test_a_background_checkpoint_holds_the_model_as_it_was(tmp_path):
     assert state["position"]["global_step"] == 7
 
 
+def test_a_snapshot_on_disk_lends_its_tables_to_the_next_and_each_file_holds_its_own_model(
+        tmp_path, monkeypatch):
+    """The copy of a written checkpoint is reused for the next one (no fresh table-sized
+    allocation per checkpoint), and reusing it never changes a file already written or one
+    still being written."""
+    model, engine, vocab, cfg = parts()
+    writer = writer_for(tmp_path, vocab, cfg)
+    copies = []
+    model_copy = checkpoint._model_copy
+
+    def spy(state, into):
+        out = model_copy(state, into)
+        copies.append((into is not None, out["input.weight"].data_ptr()))
+        return out
+
+    monkeypatch.setattr(checkpoint, "_model_copy", spy)
+    expected = {}
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model.input.weight.fill_(float(step))
+        expected[step] = model.input.weight.detach().clone()
+        writer.save(model, engine, checkpoint.Position(global_step=step))
+        writer.wait()  # on disk: its tables are the spare the next save copies into
+        with torch.no_grad():
+            model.input.weight.fill_(-1.0)  # training goes on
+    assert [reused for reused, _ in copies] == [False, True, True]
+    assert len({ptr for _, ptr in copies}) == 1  # one table-sized copy for the whole run
+    for step, weight in expected.items():
+        state = checkpoint.load(tmp_path / f"step-{step:08d}.pt")
+        assert torch.equal(state["model"]["input.weight"], weight)
+
+
 def test_a_failed_background_write_is_raised_at_the_next_wait(tmp_path):
     model, engine, vocab, cfg = parts()
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
-    writer = checkpoint.Writer(blocked / "checkpoints", background=True)
-    writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=1))
+    writer = writer_for(blocked / "checkpoints", vocab, cfg)
+    writer.save(model, engine, checkpoint.Position(global_step=1))
     with pytest.raises(W2VError, match="cannot write"):
         writer.wait()
     writer.wait()  # raised once
@@ -52,11 +88,11 @@ def test_a_failed_background_write_is_raised_at_the_next_wait(tmp_path):
 
 def test_wait_true_and_large_tables_write_before_returning(tmp_path, monkeypatch):
     model, engine, vocab, cfg = parts()
-    writer = checkpoint.Writer(tmp_path, background=True)
-    path = writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=2), wait=True)
+    writer = writer_for(tmp_path, vocab, cfg)
+    path = writer.save(model, engine, checkpoint.Position(global_step=2), wait=True)
     assert path.is_file() and writer._thread is None
     monkeypatch.setattr(checkpoint.Writer, "BACKGROUND_BYTES", 0)  # tables too big to copy
-    path = writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=3))
+    path = writer.save(model, engine, checkpoint.Position(global_step=3))
     assert path.is_file() and writer._thread is None
     assert [p.name for p in sorted(tmp_path.glob("step-*.pt"))] == ["step-00000002.pt",
                                                                      "step-00000003.pt"]
@@ -67,7 +103,7 @@ def test_the_loop_never_waits_for_the_disk_and_a_newer_snapshot_supersedes_a_wai
     import threading
 
     model, engine, vocab, cfg = parts()
-    writer = checkpoint.Writer(tmp_path, background=True)
+    writer = writer_for(tmp_path, vocab, cfg)
     disk_free, writing = threading.Event(), threading.Event()
     write = checkpoint.write
 
@@ -77,10 +113,10 @@ def test_the_loop_never_waits_for_the_disk_and_a_newer_snapshot_supersedes_a_wai
         return write(ckpt_dir, step, state)
 
     monkeypatch.setattr(checkpoint, "write", slow_write)
-    writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=1))
+    writer.save(model, engine, checkpoint.Position(global_step=1))
     assert writing.wait(10)  # 1 is being written
     for step in (2, 3):  # 2 waits in the slot, 3 replaces it
-        writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=step))
+        writer.save(model, engine, checkpoint.Position(global_step=step))
     assert not list(tmp_path.glob("step-*.pt"))  # the saves returned with nothing on disk yet
     disk_free.set()
     writer.wait()
@@ -95,17 +131,19 @@ def test_the_first_failed_write_is_the_one_reported_and_nothing_after_it_is_writ
     import threading
 
     model, engine, vocab, cfg = parts()
-    writer = checkpoint.Writer(tmp_path, background=True)
-    queued, attempts = threading.Event(), []
+    writer = writer_for(tmp_path, vocab, cfg)
+    writing, queued, attempts = threading.Event(), threading.Event(), []
 
     def failing_write(ckpt_dir, step, state):
         attempts.append(step)
+        writing.set()
         queued.wait(10)  # the loop queues the next snapshot while this one is being written
         raise W2VError(f"cannot write step-{step:08d}.pt: No space left on device")
 
     monkeypatch.setattr(checkpoint, "write", failing_write)
-    writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=3))
-    writer.save(model, engine, vocab, cfg, checkpoint.Position(global_step=6))
+    writer.save(model, engine, checkpoint.Position(global_step=3))
+    assert writing.wait(10)  # 3 is being written (not still waiting, to be superseded)
+    writer.save(model, engine, checkpoint.Position(global_step=6))
     queued.set()
     with pytest.raises(W2VError, match="step-00000003.pt"):
         writer.wait()

@@ -49,29 +49,45 @@ class Position:
         self.epoch, self.step = self.epoch + 1, 0
 
 
-def save(ckpt_dir: Path, model, engine, vocab, cfg, pos: Position) -> Path:
-    """Write checkpoints/step-N.pt atomically, then prune all but the newest KEEP."""
-    return write(ckpt_dir, pos.global_step, snapshot(model, engine, pos, run_record(vocab, cfg)))
-
-
 def run_record(vocab, cfg) -> dict:
     """What a checkpoint holds that does not change during a run: the vocabulary and the
-    config (converting the config takes milliseconds: a run computes this once)."""
+    config (converting the config takes tens of milliseconds: a run computes this once,
+    before its clock starts)."""
     return {"vocab": vocab.to_dict(),
             "config": OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)}
 
 
-def snapshot(model, engine, pos: Position, record: dict) -> dict:
+def snapshot(model, engine, pos: Position, record: dict, into: dict | None = None,
+             copy: bool = True) -> dict:
     """The checkpoint's contents, every tensor a CPU copy: later training steps do not
-    change it, so it can be written while training goes on."""
+    change it, so it can be written while training goes on. `into`: the model tensors of an
+    earlier snapshot that is on disk now, copied over when their shapes still fit.
+    copy=False: the model's CPU tensors themselves (for a write before training goes on)."""
+    optimizer = _cpu_copy(engine.state_dict())  # first: the fused engine's state pauses its threads
+    state = model.state_dict()
     return {
         "format": FORMAT,
-        "model": _cpu_copy(model.state_dict()),
-        "optimizer": _cpu_copy(engine.state_dict()),
+        "model": _model_copy(state, into) if copy else _cpu_copy(state, only_devices=True),
+        "optimizer": optimizer,
         **record,
         "position": asdict(pos),
         "rng": {"torch": torch.get_rng_state()},
     }
+
+
+def _model_copy(state: dict, into: dict | None) -> dict:
+    """The model's tensors on the CPU, in `into`'s tensors when they fit. Copying into tables
+    that are already there skips allocating and first touching fresh memory (page faults),
+    which was most of a checkpoint's cost on a GPU; a GPU's tables go to pinned memory,
+    which the device copies to at full speed."""
+    fits = into is not None and into.keys() == state.keys() and all(
+        into[k].shape == v.shape and into[k].dtype == v.dtype for k, v in state.items())
+    if not fits:
+        into = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=v.is_cuda)
+                for k, v in state.items()}
+    for k, v in state.items():
+        into[k].copy_(v.detach())
+    return into
 
 
 def write(ckpt_dir: Path, global_step: int, state: dict) -> Path:
@@ -83,16 +99,17 @@ def write(ckpt_dir: Path, global_step: int, state: dict) -> Path:
     return path
 
 
-def _cpu_copy(obj):
-    """Tensors (and numpy arrays) copied to the CPU, through dicts, lists and tuples."""
+def _cpu_copy(obj, only_devices: bool = False):
+    """Tensors (and numpy arrays) copied to the CPU, through dicts, lists and tuples.
+    only_devices: tensors already on the CPU are kept as they are, not copied."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        return obj.detach().to("cpu", copy=not only_devices)
     if isinstance(obj, np.ndarray):
-        return obj.copy()
+        return obj if only_devices else obj.copy()
     if isinstance(obj, dict):
-        return {k: _cpu_copy(v) for k, v in obj.items()}
+        return {k: _cpu_copy(v, only_devices) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v) for v in obj)
+        return type(obj)(_cpu_copy(v, only_devices) for v in obj)
     return obj
 
 
@@ -104,33 +121,38 @@ class Writer:
     in one slot, replacing an older one still waiting there (the newer checkpoint supersedes
     it), so the loop never waits for the disk. The end of training and a stop signal
     (`wait=True`) wait until the newest is on disk; a write's error (a full disk) is raised
-    at the loop's next save or wait. Larger tables are written in the loop, without a copy."""
+    at the loop's next save or wait. Larger tables are written in the loop, without a copy.
+
+    `record` is `run_record(vocab, cfg)`, computed once by the caller. The copy of a snapshot
+    that is on disk is kept for the next one (one table-sized buffer for the run)."""
 
     BACKGROUND_BYTES = 1 << 30
 
-    def __init__(self, ckpt_dir: Path, background: bool = True) -> None:
-        self.ckpt_dir, self.background = Path(ckpt_dir), background
+    def __init__(self, ckpt_dir: Path, record: dict, background: bool = True) -> None:
+        self.ckpt_dir, self.record, self.background = Path(ckpt_dir), record, background
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pending: tuple[int, dict] | None = None
         self._error: BaseException | None = None
-        self._record: dict | None = None
+        self._spare: dict | None = None  # model tensors of a snapshot already on disk
         self.last: Path | None = None
 
-    def save(self, model, engine, vocab, cfg, pos: Position, wait: bool = False) -> Path:
+    def save(self, model, engine, pos: Position, wait: bool = False) -> Path:
         """Checkpoint now; returns the path the file has (or will have, once written in the
         background). wait=True: on disk before returning (a stop signal's checkpoint)."""
         self._raise()
-        if self._record is None:
-            self._record = run_record(vocab, cfg)
         path = Path(self.ckpt_dir) / f"step-{pos.global_step:08d}.pt"
-        state = snapshot(model, engine, pos, self._record)
-        small = sum(t.numel() * t.element_size() for t in state["model"].values()
+        small = sum(t.numel() * t.element_size() for t in model.state_dict().values()
                     ) <= self.BACKGROUND_BYTES
         if wait or not (self.background and small):
             self.wait()
+            # Written now, before training goes on: tables on the CPU need no copy.
+            state = snapshot(model, engine, pos, self.record, copy=False)
             self.last = write(self.ckpt_dir, pos.global_step, state)
             return self.last
+        with self._lock:
+            spare, self._spare = self._spare, None
+        state = snapshot(model, engine, pos, self.record, into=spare)
         with self._lock:
             self._pending = (pos.global_step, state)
             if self._thread is None:
@@ -148,6 +170,8 @@ class Writer:
                     return
             try:
                 write(self.ckpt_dir, *item)
+                with self._lock:  # on disk: its tables can hold the next snapshot
+                    self._spare = item[1]["model"]
             except BaseException as err:  # raised in the loop's thread by _raise()
                 # The first failure is the one to report (a later snapshot would fail the
                 # same way, and name another file): drop what waits, and stop writing.

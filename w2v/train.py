@@ -200,7 +200,8 @@ class Loop:
         self.lr_at = lr_schedule(cfg)
         self.ckpt_dir = run_dir / "checkpoints"
         # Rank 0 alone writes; under torchrun the others wait at a barrier until it is on disk.
-        self.checkpoints = ckpt.Writer(self.ckpt_dir, background=not world.active)
+        self.checkpoints = ckpt.Writer(self.ckpt_dir, ckpt.run_record(corpus.vocab, cfg),
+                                       background=not world.active)
         self.params = [p.data for p in model.parameters()]
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.eval_metrics: dict[str, float] = {}
@@ -274,8 +275,7 @@ class Loop:
         if not self.world.main:
             distributed.barrier(self.world)  # wait until rank 0 has it on disk
             return None
-        path = self.checkpoints.save(self.model, self.engine, self.corpus.vocab, self.cfg,
-                                     self.pos, wait=wait)
+        path = self.checkpoints.save(self.model, self.engine, self.pos, wait=wait)
         log.debug("checkpoint %s", path)
         distributed.barrier(self.world)
         return path

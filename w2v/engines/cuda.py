@@ -88,6 +88,12 @@ MIN_WARP_TOKENS = 256  # a warp's stretch is at least this many kept tokens (sma
 MIN_RESIDENT_TOKENS = 1 << 20  # fewer than this on the GPU at once: refuse (free memory)
 SUBSAMPLE_BLOCK = 1 << 24  # tokens subsampled at once: bounds the temporaries (~13 B/token)
 SIM_LANES = 1  # lanes per simulated warp (tests set 4 to exercise the shuffle)
+# How the kernel loads weight rows. "cached": plain loads, which an SM's L1 may serve after
+# atomics from other SMs (done in L2) have changed the row: a hot row can be read stale for
+# as long as it stays in L1. "coherent": ld.global.cg, from L2, where every atomic lands. The
+# measured figures (README) are "cached"; "coherent" is not yet measured on a GPU:
+# scripts/bench_cuda.py --reads cached,coherent --quality compares speed and quality.
+READS = "cached"
 _FULL_MASK = 0xFFFFFFFF
 
 cuda = None  # numba.cuda, imported on first use (the simulator swaps this global in kernels)
@@ -148,11 +154,12 @@ def _install_simulator_shuffle(numba_cuda) -> None:
 
 
 @functools.cache
-def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
+def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = False):
     """The training kernel for ceil(dim / lanes) floats per lane, compiled on first launch.
 
     Sizes and the architecture are compile-time constants (closure variables), so the
     register arrays have fixed sizes, the loops over them unroll and the unused branches go.
+    coherent: weight rows are loaded from L2 (see READS); the simulator has one memory.
     """
     _numba_cuda()  # sets the global `cuda`: kernels must name it so (the simulator swaps it)
     # Casts are numpy's, as in the fused engine (numba types as casts cost 10 us each in the
@@ -163,6 +170,16 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
     device = (lambda f: f) if simulated() else cuda.jit(device=True)
 
     sigmoid_table, loss_table = SIGMOID_TABLE, LOSS_TABLE
+
+    if coherent and not simulated():
+        @device
+        def weight(table, row, col):
+            """table[row, col] from L2, which every warp's atomics update."""
+            return cuda.ldcg(table, (int64(row), int64(col)))
+    else:
+        @device
+        def weight(table, row, col):
+            return table[row, col]
 
     @device
     def next_bits(state):
@@ -226,7 +243,7 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
         for k in range(per_lane):
             col = lane + k * lanes
             if col < dim:
-                o[k] = out_w[row, col]
+                o[k] = weight(out_w, row, col)
                 f += h[k] * o[k]
         return warp_sum(f)
 
@@ -329,7 +346,7 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
                     c = ids[j]
                     for k in range(per_lane):
                         col = lane + k * lanes
-                        h[k] = in_w[c, col] if col < dim else float32(0.0)
+                        h[k] = weight(in_w, c, col) if col < dim else float32(0.0)
                         e[k] = float32(0.0)
                     if hs:
                         loss += hierarchical_softmax(h, e, o, w, out_w, codes, points, lengths,
@@ -356,7 +373,7 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool):
                         for k in range(per_lane):
                             col = lane + k * lanes
                             if col < dim:
-                                h[k] += in_w[c, col]
+                                h[k] += weight(in_w, c, col)
                 inv = float32(1.0 / count)
                 if cbow_mean:
                     for k in range(per_lane):
@@ -502,7 +519,7 @@ def train_slice(in_w: torch.Tensor, out_w: torch.Tensor, kept_ids: torch.Tensor,
                 kept_offsets: torch.Tensor, tables: Tables, stats: torch.Tensor, *, arch: str,
                 loss: str, window: int, negative: int = 5, cbow_mean: bool = True,
                 lr_start: float, lr_end: float, seed: int, epoch: int = 0, step: int = 0,
-                workers: int = 1, part: int = 0, parts: int = 1) -> None:
+                workers: int = 1, part: int = 0, parts: int = 1, reads: str = "cached") -> None:
     """One kernel launch: each of `workers` warps trains slice `part` of `parts` of its
     stretch of the kept tokens, updating in_w (V, D) and out_w in place (atomic adds), and
     adds (loss, examples) into stats float64 (2,). Asynchronous on a GPU (torch's current
@@ -511,13 +528,14 @@ def train_slice(in_w: torch.Tensor, out_w: torch.Tensor, kept_ids: torch.Tensor,
     kept_ids int32 (M,) and kept_offsets int64 (D+1,) are an epoch's subsampled corpus (see
     `subsample`), tables the noise table or Huffman tree (`make_tables`). The learning rate
     goes linearly from lr_start to lr_end along each warp's slice; randomness depends on
-    (seed, epoch, step, warp) only.
+    (seed, epoch, step, warp) only. reads: how weight rows are loaded (see READS).
     """
     nb = _numba_cuda()
     sim = simulated()
     lanes = SIM_LANES if sim else LANES
     dim = in_w.shape[1]
-    kernel = _kernel(-(-dim // lanes), lanes, arch == "skipgram", loss == "hs")
+    kernel = _kernel(-(-dim // lanes), lanes, arch == "skipgram", loss == "hs",
+                     reads == "coherent")
     args = (
         _array(in_w), _array(out_w), _array(kept_ids), _array(kept_offsets),
         kept_offsets.numel() - 1, kept_ids.numel(), workers, part, parts, dim, window, negative,
@@ -660,7 +678,7 @@ class CudaEngine:
                     span.kept_offsets, self.tables, stats, arch=m.arch, loss=m.loss,
                     window=m.window, negative=m.negative, cbow_mean=m.cbow_mean,
                     lr_start=lr, lr_end=lr_end, seed=self.cfg.trainer.seed, epoch=epoch,
-                    step=step, workers=span.workers, part=part, parts=parts)
+                    step=step, workers=span.workers, part=part, parts=parts, reads=READS)
 
     def _compile(self) -> None:
         """Compile the kernel now (a launch with no work), so training time excludes it; and
