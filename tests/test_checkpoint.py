@@ -3,6 +3,7 @@ its errors reach the loop; a stop signal's checkpoint is on disk before save ret
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -65,11 +66,16 @@ def test_a_snapshot_on_disk_lends_its_tables_to_the_next_and_each_file_holds_its
             model.input.weight.fill_(float(step))
         expected[step] = model.input.weight.detach().clone()
         writer.save(model, engine, checkpoint.Position(global_step=step))
-        writer.wait()  # on disk: its tables are the spare the next save copies into
         with torch.no_grad():
             model.input.weight.fill_(-1.0)  # training goes on
+        deadline = time.monotonic() + 10
+        while writer._thread is not None:  # on disk: its tables are the spare for the next
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
     assert [reused for reused, _ in copies] == [False, True, True]
     assert len({ptr for _, ptr in copies}) == 1  # one table-sized copy for the whole run
+    writer.wait()
+    assert writer._spare is None  # the end of training: the copy's memory goes back
     for step, weight in expected.items():
         state = checkpoint.load(tmp_path / f"step-{step:08d}.pt")
         assert torch.equal(state["model"]["input.weight"], weight)

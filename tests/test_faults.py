@@ -28,7 +28,7 @@ from tests.test_config import compose_cfg
 from tests.test_train_smoke import planted_cfg
 from w2v import atomic, checkpoint
 from w2v.config import ExportConfig
-from w2v.errors import W2VError
+from w2v.errors import INTERRUPTED, W2VError
 from w2v.export import export_tensors, load_vectors
 from w2v.train import train
 
@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = ["data=local", "data.min_count=1", "model.dim=24", "model.window=3",
        "trainer.threads=1", "trainer.progress=false", "trainer.epochs=30",
        "trainer.chunk_words=6000", "trainer.ckpt_every=20", "eval.projector_words=0"]
-STOPS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
+STOPS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL,
+         "SIGINT twice": signal.SIGINT}  # the impatient user: a second Ctrl-C right after
 
 
 def _step_files(run_dir: Path) -> list[Path]:
@@ -53,7 +54,8 @@ def _step_files(run_dir: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def signal_runs(tmp_path_factory):
     """One run stopped by each of SIGINT, SIGTERM and SIGKILL (sent once its first checkpoint
-    exists; SIGKILL after a further random delay), each then resumed with
+    exists; SIGKILL after a further random delay) and one by two SIGINTs a random 0-50 ms
+    apart, each then resumed with
     trainer.resume=latest in the same run dir, and an uninterrupted reference run."""
     root = tmp_path_factory.mktemp("signals")
     corpus = write_planted_corpus(root / "planted.txt").path
@@ -82,6 +84,9 @@ def signal_runs(tmp_path_factory):
                     r.delay = rng.uniform(0.0, 0.5)
                     time.sleep(r.delay)
                 r.proc.send_signal(STOPS[name])
+                if name == "SIGINT twice":
+                    time.sleep(rng.uniform(0.0, 0.05))
+                    r.proc.send_signal(signal.SIGINT)
                 r.sent_at = time.monotonic()
         time.sleep(0.01)
     for r in runs.values():
@@ -134,6 +139,21 @@ def test_signal_writes_a_checkpoint_exits_128_plus_signum_and_resumes_exactly(si
                         f"trainer.resume={latest}")
     assert r.loads[latest.name] == "ok"
     assert not r.exported  # a stopped run exports nothing: only the checkpoint
+    _assert_resumed_equals_reference(signal_runs, r)
+
+
+def test_a_second_ctrl_c_stops_at_once_in_one_line_and_keeps_nothing_half_written(
+        signal_runs):
+    """Whether the second SIGINT lands while the first one's checkpoint is written or after,
+    the run ends with 130 and one line (no KeyboardInterrupt traceback from inside a library),
+    no temporary file is left beside the checkpoints, and the newest one resumes exactly."""
+    r = signal_runs.runs["SIGINT twice"]
+    assert r.rc == 130, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0] == INTERRUPTED or lines[0].startswith("SIGINT: checkpoint written to ")
+    assert not [p.name for p in (r.dir / "checkpoints").iterdir() if p.suffix == ".tmp"]
+    assert r.left and all(v == "ok" for v in r.loads.values()), r.loads
     _assert_resumed_equals_reference(signal_runs, r)
 
 

@@ -122,3 +122,51 @@ def test_a_second_ctrl_c_stops_a_long_step_at_once():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the handler runs here
+
+
+def test_a_second_ctrl_c_in_a_w2v_program_goes_to_its_quiet_handler(monkeypatch):
+    """Where the replaced SIGINT handler is a w2v program's (errors.stop_at_once), the second
+    Ctrl-C is handed to it (cleanups, one line, exit 130 from the handler) rather than raised
+    as a KeyboardInterrupt into whatever library code is running."""
+    from w2v import train as train_mod
+
+    calls = []
+
+    def quiet(signum, frame):
+        calls.append(signum)
+        raise SystemExit(130)  # stands in for os._exit, which would end the test process
+
+    monkeypatch.setattr(train_mod, "stop_at_once", quiet)
+    previous = signal.signal(signal.SIGINT, quiet)
+    try:
+        with train_mod.StopFlag() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.signum == signal.SIGINT and calls == []
+            with pytest.raises(SystemExit):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+        assert calls == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_w2v_program_stopping_on_a_signal_ignores_further_ctrl_c(monkeypatch):
+    """Once the loop stops on a signal (its checkpoint written), the program only prints its
+    line and exits 130: a later Ctrl-C is ignored there, not turned into a second line or a
+    -2 death in interpreter shutdown. Leaving normally hands the handler back unchanged."""
+    from w2v import train as train_mod
+
+    def quiet(signum, frame):
+        raise AssertionError("not called here")
+
+    monkeypatch.setattr(train_mod, "stop_at_once", quiet)
+    previous = signal.signal(signal.SIGINT, quiet)
+    try:
+        with train_mod.StopFlag():
+            pass
+        assert signal.getsignal(signal.SIGINT) is quiet
+        with pytest.raises(train_mod.TrainingInterrupted), train_mod.StopFlag():
+            raise train_mod.TrainingInterrupted("SIGINT: checkpoint written", 130)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

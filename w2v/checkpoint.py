@@ -181,13 +181,16 @@ class Writer:
                 return
 
     def wait(self) -> None:
-        """Until every snapshot taken is on disk (or superseded); raise a write's error."""
+        """Until every snapshot taken is on disk (or superseded); raise a write's error. The
+        spare tables go too: what follows a wait (the exports, evaluation) needs the memory
+        more than a later checkpoint needs the copy."""
         while True:
             with self._lock:
                 thread = self._thread
             if thread is None:
                 break
             thread.join()
+        self._spare = None
         self._raise()
 
     def _raise(self) -> None:

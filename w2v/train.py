@@ -32,7 +32,7 @@ from w2v.cli import CONF_DIR, Usage, report_errors, run_hydra, to_config
 from w2v.config import Config
 from w2v.corpus import build_corpus
 from w2v.engines import choose_engine, make_engine
-from w2v.errors import W2VError
+from w2v.errors import W2VError, stop_at_once
 from w2v.init_from import init_weights, load_init
 from w2v.model import build_model
 from w2v.monitor import Interval, LossCurve, TensorBoard
@@ -62,8 +62,11 @@ def choose_device(name: str) -> torch.device:
 
 class StopFlag:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps. A second Ctrl-C stops at
-    once (KeyboardInterrupt: one line, exit 130, the checkpoints so far intact), for a step
-    that takes long, such as the fused engine's first compile in a fresh install."""
+    once (one line, exit 130, the checkpoints so far intact), for a step that takes long, such
+    as the fused engine's first compile in a fresh install: through the SIGINT handler this
+    one replaced where that is a w2v program's (errors.stop_at_once, which removes a
+    checkpoint half-written in the background and exits from the handler), else by raising
+    KeyboardInterrupt (train() called from someone else's program)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -76,11 +79,20 @@ class StopFlag:
 
     def _handle(self, signum, frame) -> None:
         if self.signum == signal.SIGINT == signum:
+            previous = self._previous.get(signal.SIGINT)
+            if previous is stop_at_once:
+                previous(signum, frame)  # does not return
             raise KeyboardInterrupt
         self.signum = signum
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        stopping = exc_type is TrainingInterrupted
         for sig, handler in self._previous.items():
+            if stopping and sig == signal.SIGINT and handler is stop_at_once:
+                # A w2v program stopping on a signal has its checkpoint and only its line to
+                # print: a further Ctrl-C would add a second line, or, once the interpreter
+                # shuts down (SIGINT back to the default there), kill it with -2 instead of 130.
+                handler = signal.SIG_IGN
             signal.signal(sig, handler)
 
 
