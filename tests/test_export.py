@@ -371,7 +371,7 @@ def test_export_cli_from_a_checkpoint(tmp_path):
 
 
 def test_export_reads_checkpoints_as_train_writes_them(tmp_path):
-    """One checkpoint reader: a checkpoint from checkpoint.save (its vocab is Vocab.to_dict())
+    """One checkpoint reader: a checkpoint from checkpoint.Writer (its vocab is Vocab.to_dict())
     exports through checkpoint.load, which checks the format; a file without it is refused."""
     from w2v import checkpoint
     from w2v.config import Config, ModelConfig
@@ -383,7 +383,8 @@ def test_export_reads_checkpoints_as_train_writes_them(tmp_path):
     model = Word2Vec(len(WORDS), 7, arch="skipgram")
     engine = SimpleNamespace(state_dict=lambda: None)
     cfg = Config(model=ModelConfig(arch="skipgram", dim=7))
-    path = checkpoint.save(tmp_path / "ckpt", model, engine, vocab, cfg, checkpoint.Position())
+    writer = checkpoint.Writer(tmp_path / "ckpt", checkpoint.run_record(vocab, cfg))
+    path = writer.save(model, engine, checkpoint.Position(), wait=True)
     assert torch.load(path, weights_only=True)["vocab"] == vocab.to_dict()
     paths = export_checkpoint(path, tmp_path / "out", ExportConfig())
     assert [p.name for p in paths] == ["vectors.pt", "vectors.txt"]
