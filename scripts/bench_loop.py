@@ -62,10 +62,11 @@ class SleepingEngine:
 def loop_seconds(corpus: Path, tmp: Path, run: int, epochs: int, steps: int,
                  step_seconds: float) -> float:
     from w2v import train as train_mod
-    from w2v.config import Config, DataConfig, EvalConfig, TrainerConfig
+    from w2v.config import Config, DataConfig, EvalConfig, ModelConfig, TrainerConfig
 
     train_mod.make_engine = lambda *args, **kwargs: SleepingEngine(steps, step_seconds)
     cfg = Config(data=DataConfig(path=str(corpus), cache_dir=str(tmp / "cache")),
+                 model=ModelConfig(arch="skipgram"),
                  trainer=TrainerConfig(epochs=epochs, progress=False),
                  eval=EvalConfig(dir=None, projector_words=0))
     metrics = train_mod.train(cfg, tmp / f"run-{run}")
