@@ -1,4 +1,5 @@
-"""scripts/bench.py's GPU protocol, as far as it runs without a GPU: the refusal, the report."""
+"""scripts/bench.py's GPU protocol, as far as it runs without a GPU: the refusal, the report;
+its seeds; and scripts/bench_loop.py's stand-in engine."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bench_module():
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+def bench_module(name: str = "bench"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -67,3 +68,24 @@ def test_repeats_take_the_seeds_in_turn_and_quality_is_their_mean_with_its_range
     assert "| SimLex-999 Spearman | 0.1933 (0.1700-0.2100) |  |  |" in bench.table(
         "figure", merged, None)
     assert bench.median_of(runs[:1])["simlex"] == 0.17  # one run: its own figure, no range
+
+
+def test_bench_loop_runs_the_real_loop_around_a_sleeping_engine(planted, tmp_path, monkeypatch):
+    """train() runs whole with the stand-in: every step, the last epoch's checkpoint written,
+    vectors exported; the loop's own time is what is left after the
+    sleeping."""
+    from w2v import train as train_mod
+
+    monkeypatch.setattr(train_mod, "make_engine", train_mod.make_engine)  # restored after
+    loop = bench_module("bench_loop")
+    steps = []
+    step = loop.SleepingEngine.step
+    monkeypatch.setattr(loop.SleepingEngine, "step",
+                        lambda self, *a: steps.append(a[:2]) or step(self, *a))
+    seconds = loop.loop_seconds(planted.path, tmp_path, 0, epochs=3, steps=2, step_seconds=0.0)
+    assert steps == [(e, s) for e in range(3) for s in range(2)]
+    assert seconds >= 0
+    run = tmp_path / "run-0"
+    names = sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
+    assert names[-1] == "step-00000006.pt" and len(names) <= 3  # one waiting may be superseded
+    assert (run / "vectors.pt").is_file()
