@@ -6,6 +6,7 @@
     python scripts/bench.py --rss-epochs 20                          # RSS flat across epochs
     python scripts/bench.py --model skipgram,cbow --threads 1,2,4,8,16 --repeat 3   # threads
     python scripts/bench.py --device cuda --repeat 3                 # the GPU protocol
+    python scripts/bench.py --device cuda --sides w2v --trace traces # where a GPU run's time goes
 
 --device cuda runs BENCHMARK.md's GPU protocol in one go: w2v's cuda engine against gensim
 with every CPU core (--threads, default os.cpu_count()), text8-prefix 5 epochs skip-gram and
@@ -117,7 +118,9 @@ def worker_w2v(args) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix="w2v-bench-run-"))
     sampler = RssSampler() if args.rss_trace else None
     gpu = gpu_before(args.device)
+    tracer = start_trace(args.device) if args.trace else None
     metrics = train(cfg, run_dir)
+    traced = finish_trace(tracer, args) if tracer else {}
     words = corpus.raw_tokens * args.epochs
     train_s = metrics["train_seconds"]
     out = {
@@ -135,6 +138,7 @@ def worker_w2v(args) -> dict:
         "compile_seconds": compile_s,
         "peak_rss_mib": peak_rss_mib(),
         **gpu_after(gpu, args),
+        **traced,
     }
     if sampler:
         out["rss_trace_mib"] = sampler.stop()
@@ -193,6 +197,52 @@ def epoch_figures(speeds: list[float]) -> dict:
         return {}
     return {"first_epoch_words_per_sec": speeds[0],
             "later_epochs_words_per_sec": statistics.median(speeds[1:])}
+
+
+def start_trace(device: str):
+    """torch.profiler over the whole train() call: the host's calls and, on a GPU, every
+    kernel the process launches (numba's included: CUPTI sees the device, not the caller)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    tracer = profile(activities=activities)
+    tracer.__enter__()
+    return tracer
+
+
+def finish_trace(tracer, args) -> dict:
+    """Write the Chrome trace (chrome://tracing, Perfetto) into --trace and sum where the GPU
+    was busy: the union of its kernels' spans, and the longest gaps between them, which
+    show where a short run's time goes besides the kernels. The traced run is slower than
+    an untraced one: its words/s are not figures to report."""
+    from torch.autograd import DeviceType
+
+    tracer.__exit__(None, None, None)
+    args.trace.mkdir(parents=True, exist_ok=True)
+    path = args.trace / f"{args.model}-{args.epochs}ep-seed{args.seed}-{os.getpid()}.json"
+    tracer.export_chrome_trace(str(path))
+    if args.device != "cuda":
+        return {"trace": str(path)}
+    spans = [(e.time_range.start, e.time_range.end) for e in tracer.events()
+             if e.device_type == DeviceType.CUDA]
+    busy, gaps = busy_and_gaps(spans)
+    return {"trace": str(path), "gpu_kernels": len(spans), "gpu_busy_seconds": busy / 1e6,
+            "gpu_longest_gaps_ms": [round(g / 1e3, 2) for g in gaps[:5]]}
+
+
+def busy_and_gaps(spans: list[tuple[float, float]]) -> tuple[float, list[float]]:
+    """The length of the union of (start, end) spans, and the gaps between them, longest
+    first (kernels on one stream do not overlap, but copies and other streams may)."""
+    busy, gaps, end = 0.0, [], None
+    for start, stop in sorted(spans):
+        if end is not None and start > end:
+            gaps.append(start - end)
+        if end is None or stop > end:
+            busy += stop - (start if end is None else max(start, end))
+            end = stop
+    return busy, sorted(gaps, reverse=True)
 
 
 def gpu_before(device: str) -> str | None:
@@ -318,6 +368,7 @@ def run_worker(side: str, corpus: Path, args, min_count: int, model: str, thread
     cmd += ["--cuda-warps", str(args.cuda_warps)] if args.cuda_warps else []
     cmd += ["--quality"] if args.quality else []
     cmd += ["--rss-trace"] if args.rss_trace else []
+    cmd += ["--trace", str(args.trace)] if args.trace and side == "w2v" else []
     env = dict(os.environ, PYTHONHASHSEED="0")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -352,6 +403,7 @@ ROWS = [
     ("vocabulary seconds (cold)", "vocab_seconds", "{:.2f}"),
     ("vocabulary seconds (cached)", "vocab_cached_seconds", "{:.3f}"),
     ("peak RSS MiB", "peak_rss_mib", "{:,.0f}"),
+    ("GPU busy seconds (--trace: the union of its kernels)", "gpu_busy_seconds", "{:.3f}"),
     ("peak GPU MiB (torch.cuda.max_memory_allocated)", "peak_gpu_mib", "{:,.0f}"),
     ("analogy@30k", "analogy", "{:.4f}"),
     ("WS353 Spearman", "ws353", "{:.4f}"),
@@ -430,6 +482,9 @@ def gpu_report(args, results: list[tuple[str, dict]]) -> str:
              f"{args.threads}; median of {args.repeat} (quality: mean over seeds {args.seeds})"]
     for label, res in results:
         lines += ["", label, table("figure", res.get("w2v"), res.get("gensim"))]
+        gaps = (res.get("w2v") or {}).get("gpu_longest_gaps_ms")
+        if gaps is not None:
+            lines.append(f"longest GPU idle gaps (ms, traced run): {gaps}")
     return "\n".join(lines)
 
 
@@ -462,6 +517,9 @@ def main() -> None:
     p.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     p.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL)
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--trace", type=Path,
+                   help="profile w2v's runs (torch.profiler) into Chrome traces in this folder, "
+                        "with the GPU's busy time and longest idle gaps (slower: diagnosis only)")
     p.add_argument("--worker", choices=["w2v", "gensim"], help=argparse.SUPPRESS)
     p.add_argument("--rss-trace", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

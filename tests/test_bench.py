@@ -89,3 +89,11 @@ def test_bench_loop_runs_the_real_loop_around_a_sleeping_engine(planted, tmp_pat
     names = sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
     assert names[-1] == "step-00000006.pt" and len(names) <= 3  # one waiting may be superseded
     assert (run / "vectors.pt").is_file()
+
+
+def test_the_gpu_busy_time_is_the_union_of_kernel_spans_and_the_gaps_longest_first():
+    bench = bench_module()
+    busy, gaps = bench.busy_and_gaps([(10, 20), (0, 5), (15, 30), (40, 41), (30, 32)])
+    assert busy == 5 + 22 + 1  # 0-5, 10-32 (three overlapping or touching), 40-41
+    assert gaps == [8, 5]
+    assert bench.busy_and_gaps([]) == (0.0, [])
