@@ -38,7 +38,7 @@ def kernel_signature():
             arr(types.int64, 1), i64, i64, i64, i64, i64, i64, i64, i64, types.boolean,
             arr(types.int64, 1), arr(types.int32, 1), i64, arr(types.int8, 2),
             arr(types.int32, 2), arr(types.int32, 1), f64, f64, i64, i64, i64,
-            arr(types.float64, 1))
+            arr(types.float64, 2))
 
 
 def pretend_device(cc: tuple[int, int]) -> None:

@@ -65,15 +65,19 @@ def run_fused(in_w, out_w, ids, offsets, **kw):
     return in_w, out_w, stats
 
 
-def run_kernel(in_w, out_w, ids, offsets, vocab, *, arch, loss, workers=1, **kw):
+def run_kernel(in_w, out_w, ids, offsets, vocab, *, arch, loss, workers=1, curve_parts=1,
+               **kw):
+    """One launch; returns the tables and (loss, examples), or with curve_parts > 1 the
+    (curve_parts, 2) sums of the slices' equal parts."""
     in_t = torch.from_numpy(in_w.copy()).to(DEVICE)
     out_t = torch.from_numpy(out_w.copy()).to(DEVICE)
-    stats = torch.zeros(2, dtype=torch.float64, device=DEVICE)
+    stats = torch.zeros((curve_parts, 2), dtype=torch.float64, device=DEVICE)
     tables = engine_mod.make_tables(vocab, loss, 0.75, DEVICE)
     engine_mod.train_slice(in_t, out_t, torch.from_numpy(ids).to(DEVICE),
                            torch.from_numpy(offsets).to(DEVICE), tables, stats, arch=arch,
                            loss=loss, workers=workers, **kw)
-    return in_t.cpu().numpy(), out_t.cpu().numpy(), stats.cpu()
+    return in_t.cpu().numpy(), out_t.cpu().numpy(), stats.cpu()[0] if curve_parts == 1 else \
+        stats.cpu()
 
 
 CASES = [("skipgram", "negative", True, 6), ("skipgram", "negative", True, 37),
@@ -124,6 +128,29 @@ def test_dynamic_window_gives_word2vec_pair_counts():
     _, _, stats = run_kernel(w, w, ids[:40], np.arange(0, 41, 2, dtype=np.int64), vocab,
                              workers=3, **kw)
     assert float(stats[1]) == 40
+
+
+def test_the_loss_comes_in_equal_parts_of_every_slice_that_add_up_to_the_totals():
+    """stats (P, 2): part p sums the p-th P-th of each warp's slice, so the parts are the
+    loss curve inside one launch; the same launch with P=1 gives their sums, and the
+    training is the same (the parts change only where the sums go)."""
+    n, window = 3000, 4
+    ids = np.zeros(n, np.int32)
+    vocab = SimpleNamespace(noise_probs=lambda e: np.array([0.5, 0.5]), huffman=None)
+    rng = np.random.default_rng(1)
+    w = rng.uniform(-0.5, 0.5, (2, 4)).astype(np.float32)
+    kw = dict(arch="skipgram", loss="negative", window=window, negative=1, lr_start=0.05,
+              lr_end=0.0, seed=3, workers=3)
+    in_1, out_1, totals = run_kernel(w, w, ids, np.array([0, n], np.int64), vocab, **kw)
+    in_p, out_p, parts = run_kernel(w, w, ids, np.array([0, n], np.int64), vocab,
+                                    curve_parts=7, **kw)
+    np.testing.assert_array_equal(in_p, in_1)
+    np.testing.assert_array_equal(out_p, out_1)
+    assert float(parts[:, 1].sum()) == float(totals[1])
+    assert float(parts[:, 0].sum()) == pytest.approx(float(totals[0]), rel=1e-12)
+    share = parts[:, 1].numpy() / float(totals[1])
+    np.testing.assert_allclose(share, np.full(7, 1 / 7), atol=0.02)  # 1,000 tokens a warp
+    assert float(parts[0, 0] / parts[0, 1]) > float(parts[-1, 0] / parts[-1, 1])  # it learns
 
 
 def test_subsampling_keeps_each_token_with_its_probability_and_document_bounds():
@@ -253,6 +280,25 @@ def test_learns_planted_structure(small_planted, tmp_path, arch, loss, epochs, c
     assert analogies_recovered(vec["vectors"], vec["words"], small_planted) >= 0.5
     losses = _scalars(tmp_path / "tb", "train/loss")
     assert losses[-1] < losses[0]  # the loss summed on the device falls
+
+
+def test_the_loss_curve_keeps_its_points_when_a_launch_is_the_whole_epoch(small_planted,
+                                                                           tmp_path):
+    """One launch per epoch (cuda_step_words above the corpus) drew one point per epoch; the
+    launch's parts give the curve its trainer.log_points points, spread over the words."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = small_cfg(small_planted, "trainer.epochs=2", "trainer.cuda_step_words=1000000",
+                    "trainer.log_points=40")
+    train(cfg, tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    points = acc.Scalars("train/loss")
+    xs = [p.step for p in points]
+    assert len(points) == pytest.approx(40, abs=2)
+    assert xs == sorted(xs) and len(set(xs)) == len(xs) and xs[0] < xs[-1] / 10
+    lrs = [p.value for p in acc.Scalars("train/lr")]
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == len(lrs)  # lr at each point
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(small_planted, tmp_path, monkeypatch):

@@ -87,6 +87,52 @@ def test_at_least_one_point_every_log_seconds(monkeypatch):
     assert len(writer.points["train/loss"]) == 10
 
 
+def test_steps_longer_than_the_spacing_give_points_from_their_parts(monkeypatch):
+    """A step reporting its loss in parts (Step.curve: the cuda engine's 2M-word launches)
+    still gives ~log_points points, at the parts' words and with the parts' losses, read
+    once per step; their words/s is the burst's, not a part's share over no time."""
+    import torch
+
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(monitor.time, "perf_counter", lambda: clock.now)
+    t = SimpleNamespace(log_points=200, log_seconds=10.0)
+    writer = FakeWriter()
+    total, steps, parts = 2_000_000, 4, 64
+    curve = monitor.LossCurve(t, writer, FakeBar(), total, 0)
+    done = 0
+    for i in range(steps):
+        words = total // steps
+        clock.now += 0.5  # a launch of 500k words takes 0.5 s: 1M words/s
+        # the loss falls along the step: part k's mean is 3 - k/parts
+        rows = [[(3.0 - k / parts) * 100, 100.0] for k in range(parts)]
+        s = Step(i, steps, 0.0, 0.0, curve=torch.tensor(rows, dtype=torch.float64))
+        start = done
+        for part, part_words in curve.parts(s, words, start + words):
+            done += part_words
+            curve.add(part, part_words)
+            if curve.due(done):
+                curve.write(done, 0.01)
+        assert done == start + words
+    points = writer.points["train/loss"]
+    assert len(points) == pytest.approx(200, abs=2)
+    xs = [x for x, _ in points]
+    assert xs == sorted(xs) and xs[-1] == total
+    assert max(b - a for a, b in zip(xs, xs[1:])) < 2 * total / 200
+    first_step = [v for x, v in points if x <= total // steps]
+    assert first_step[0] > first_step[-1]  # the curve follows the loss inside the step
+    speeds = [v for _, v in writer.points["train/words_per_sec"]]
+    assert all(v == pytest.approx(1e6) for v in speeds)
+
+
+def test_a_step_whose_parts_hold_no_due_point_is_taken_whole():
+    import torch
+
+    t = SimpleNamespace(log_points=1, log_seconds=1e9)
+    curve = monitor.LossCurve(t, FakeWriter(), FakeBar(), 1_000_000, 0)
+    s = Step(0, 10, torch.tensor(5.0), torch.tensor(2.0), curve=torch.ones((32, 2)))
+    assert curve.parts(s, 1_000, 1_000) == [(s, 1_000)]  # no point due: no device read
+
+
 def test_a_step_with_no_examples_is_no_point():
     t = SimpleNamespace(log_points=10, log_seconds=10.0)
     writer = FakeWriter()

@@ -93,9 +93,25 @@ class LossCurve:
         self.next_words = self._next(words_done)
         self.last_line = time.perf_counter()
         self.points = 0
+        self.burst_speed: float | None = None  # words/s for points taken from a step's parts
 
     def _next(self, words_done: int) -> int:
         return (words_done // self.every_words + 1) * self.every_words
+
+    def parts(self, s: Step, words: int, words_done: int) -> list[tuple[Step, int]]:
+        """The step as points are taken from it (words_done: after it): whole, or, when a
+        point falls due in a step that reports its parts (Step.curve), those parts in order
+        with their shares of the words, so the curve keeps its spacing when steps are longer
+        than it. Reading the parts is the device sync the point costs anyway; all its points
+        get the speed since the last point (they are written in one burst)."""
+        if s.curve is None or not self.due(words_done):
+            self.burst_speed = None
+            return [(s, words)]
+        rows = s.curve.detach().to("cpu", torch.float64).tolist()
+        self.burst_speed = (self.interval.words + words) / max(self.interval.seconds(), 1e-9)
+        n = len(rows)
+        return [(Step(s.step, s.steps, loss, examples), words * (k + 1) // n - words * k // n)
+                for k, (loss, examples) in enumerate(rows)]
 
     def add(self, s: Step, words: int) -> None:
         self.interval.add(s, words)
@@ -109,7 +125,8 @@ class LossCurve:
         self.next_words = self._next(words_done)
         if not float(interval.examples):  # e.g. a rank whose shard ran out: no loss to show
             return None
-        mean, speed = interval.mean(), interval.words_per_sec()
+        mean = interval.mean()
+        speed = self.burst_speed if self.burst_speed is not None else interval.words_per_sec()
         self.check(mean)
         self.writer.add_scalar("train/loss", mean, words_done)
         self.writer.add_scalar("train/lr", lr, words_done)

@@ -249,9 +249,7 @@ class Loop:
                 epoch_total.add(s, words)
                 bar.update(words)
                 if main:
-                    curve.add(s, words)
-                    if curve.due(self.pos.words_done):  # reads the loss: one device sync
-                        curve.write(self.pos.words_done, lr_end)
+                    self._curve(curve, s, words, epoch, step, steps)
                 if main and t.eval_every and g % t.eval_every == 0:
                     self._evaluate()
                 if t.ckpt_every and g % t.ckpt_every == 0:
@@ -272,6 +270,19 @@ class Loop:
             clock.tick()
         self.checkpoints.wait()  # the last epoch's checkpoint is on disk before the exports
         bar.close()
+
+    def _curve(self, curve: LossCurve, s, words: int, epoch: int, step: int, steps: int
+               ) -> None:
+        """The step's loss into the curve: a point wherever one falls due (reading the loss is
+        one device sync), inside the step where it reports its parts."""
+        start = self.pos.words_done - words
+        done = start
+        for part, part_words in curve.parts(s, words, self.pos.words_done):
+            done += part_words
+            curve.add(part, part_words)
+            if curve.due(done):
+                at = (done - start) / words if words else 1.0
+                curve.write(done, self.lr_at(epoch, (step + at) / steps))
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):

@@ -35,6 +35,9 @@ class Step:
     steps: int  # steps in this epoch
     loss_sum: torch.Tensor | float
     examples: int | torch.Tensor  # a device tensor for fixed-shape GPU batches
+    # (P, 2): the loss and examples of the step's P equal parts in order (its words split
+    # evenly), for a loss curve finer than the steps (the cuda engine's long launches).
+    curve: torch.Tensor | None = None
 
 
 class Engine(Protocol):

@@ -23,7 +23,8 @@ one warp per worker instead of one CPU thread:
 - An epoch is cut into steps (kernel launches) of about `trainer.cuda_step_words` words: step
   s trains, for every warp, the s-th slice of its stretch, so the loop logs, evaluates,
   checkpoints and honours SIGINT between launches (about every second or less). The loss and
-  example count are summed on the device (float64 atomics) and read only at log time.
+  example count are summed on the device (float64 atomics) in CURVE_PARTS parts of the
+  step, and read only at log time.
 - The corpus lives on the GPU as int32; subsampling and compaction run there each epoch
   (torch.rand with a generator seeded by (seed, epoch, range)). A corpus whose ids do not fit
   in free GPU memory (or `trainer.cuda_resident_tokens`) is trained in document ranges copied
@@ -94,6 +95,10 @@ SIM_LANES = 1  # lanes per simulated warp (tests set 4 to exercise the shuffle)
 # measured figures (README) are "cached"; "coherent" is not yet measured on a GPU:
 # scripts/bench_cuda.py --reads cached,coherent --quality compares speed and quality.
 READS = "cached"
+# A step (a launch of about cuda_step_words words) reports its loss in this many equal parts,
+# so the loss curve keeps its spacing (trainer.log_points, 200) when steps are longer than
+# it: text8-prefix is 2 launches an epoch, and would otherwise draw 2 points an epoch.
+CURVE_PARTS = 128
 _FULL_MASK = 0xFFFFFFFF
 
 cuda = None  # numba.cuda, imported on first use (the simulator swaps this global in kernels)
@@ -328,9 +333,22 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
         state = warp_state(seed, epoch, step, worker)
         doc = first_document(kept_offsets, n_docs, lo)
         slope = (lr_end - lr_start) / (hi - lo)
+        # The sums below belong to part part_now of n_parts equal parts of the slice: i in
+        # [lo + ceil(k L / P), lo + ceil((k + 1) L / P)) is part k (L = hi - lo).
+        n_parts = stats.shape[0]
+        part_now = 0
+        part_end = lo + (hi - lo + n_parts - 1) // n_parts
         loss = 0.0
         examples = 0
         for i in range(lo, hi):
+            if i >= part_end:
+                if lane == 0:
+                    cuda.atomic.add(stats, (part_now, 0), loss)
+                    cuda.atomic.add(stats, (part_now, 1), float64(examples))
+                loss = 0.0
+                examples = 0
+                part_now = (i - lo) * n_parts // (hi - lo)
+                part_end = lo + ((part_now + 1) * (hi - lo) + n_parts - 1) // n_parts
             while kept_offsets[doc + 1] <= i:
                 doc += 1
             state, bits = next_bits(state)
@@ -397,8 +415,8 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                                 cuda.atomic.add(in_w, (c, col), e[k])
                 examples += 1
         if lane == 0:
-            cuda.atomic.add(stats, 0, loss)
-            cuda.atomic.add(stats, 1, float64(examples))
+            cuda.atomic.add(stats, (part_now, 0), loss)
+            cuda.atomic.add(stats, (part_now, 1), float64(examples))
 
     return train
 
@@ -522,8 +540,9 @@ def train_slice(in_w: torch.Tensor, out_w: torch.Tensor, kept_ids: torch.Tensor,
                 workers: int = 1, part: int = 0, parts: int = 1, reads: str = "cached") -> None:
     """One kernel launch: each of `workers` warps trains slice `part` of `parts` of its
     stretch of the kept tokens, updating in_w (V, D) and out_w in place (atomic adds), and
-    adds (loss, examples) into stats float64 (2,). Asynchronous on a GPU (torch's current
-    stream); CPU tensors under the simulator.
+    adds (loss, examples) into stats float64 (P, 2): row p sums the p-th of P equal parts of
+    every warp's slice (the loss curve's points inside a step; P=1 for the totals alone).
+    Asynchronous on a GPU (torch's current stream); CPU tensors under the simulator.
 
     kept_ids int32 (M,) and kept_offsets int64 (D+1,) are an epoch's subsampled corpus (see
     `subsample`), tables the noise table or Huffman tree (`make_tables`). The learning rate
@@ -623,10 +642,12 @@ class CudaEngine:
         r = bisect.bisect_right(self.first_step, step) - 1
         part, parts = step - self.first_step[r], self.first_step[r + 1] - self.first_step[r]
         span = self._prepare(epoch, r)
-        stats = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss, examples
+        # (loss, examples) of each of CURVE_PARTS equal parts of the step, in order
+        stats = torch.zeros((CURVE_PARTS, 2), dtype=torch.float64, device=self.device)
         if span.kept_ids.numel():
             self._launch(span, part, parts, lr, lr_end, epoch, step, stats)
-        return Step(step, steps, stats[0], stats[1])
+        totals = stats.sum(0)
+        return Step(step, steps, totals[0], totals[1], curve=stats)
 
     def pause(self) -> None:
         pass  # kernels run on torch's current stream: whatever reads the weights next waits
@@ -687,7 +708,7 @@ class CudaEngine:
         one = torch.zeros(1, dtype=torch.int32, device=self.device)
         span = EpochRange((-1, -1), one, torch.zeros(2, dtype=torch.int64, device=self.device),
                           0)
-        stats = torch.zeros(2, dtype=torch.float64, device=self.device)
+        stats = torch.zeros((1, 2), dtype=torch.float64, device=self.device)
         few = torch.zeros(min(1024, len(self.keep)), dtype=torch.int32, device=self.device)
         subsample(few, np.array([0, few.numel()], np.int64), self.keep,
                   torch.Generator(device=self.device).manual_seed(0))
