@@ -8,8 +8,10 @@ The loss curve (TensorBoard `train/*` against words processed, and the progress 
 by words, about `trainer.log_points` points per run, and by time, at least one point every
 `trainer.log_seconds`. Whether a point is due is decided after each step from the words and
 seconds since the last one, so the curve looks the same whatever the step: an autograd batch of
-a few thousand words, a fused-engine job of 100k, or a step bounded by time. The loss stays on
-the device between points.
+a few thousand words, a fused-engine job of 100k, or a step bounded by time. A step longer
+than the spacing (a cuda launch of 2M words) reports its loss in parts (Step.curve), and the
+points due inside it are taken from those (`LossCurve.parts`). The loss stays on the device
+between points.
 
 The story of a run (config, engine, vocabulary, progress lines, evaluation, files written) goes
 through `logging`; under `python -m w2v.train` Hydra sends it to the console and to the run's
