@@ -124,13 +124,21 @@ def test_steps_longer_than_the_spacing_give_points_from_their_parts(monkeypatch)
     assert all(v == pytest.approx(1e6) for v in speeds)
 
 
-def test_a_step_whose_parts_hold_no_due_point_is_taken_whole():
+def test_a_step_whose_parts_hold_no_due_point_is_taken_whole_in_host_numbers():
+    """No point inside: the step is one part, its sums read from the parts (so the interval
+    holds no device number whose later read would wait for the steps queued since); a step
+    without parts (the other engines) is passed on as it is."""
     import torch
 
     t = SimpleNamespace(log_points=1, log_seconds=1e9)
     curve = monitor.LossCurve(t, FakeWriter(), FakeBar(), 1_000_000, 0)
-    s = Step(0, 10, torch.tensor(5.0), torch.tensor(2.0), curve=torch.ones((32, 2)))
-    assert curve.parts(s, 1_000, 1_000) == [(s, 1_000)]  # no point due: no device read
+    rows = torch.tensor([[1.5, 1.0]] * 32, dtype=torch.float64)
+    [(whole, words)] = curve.parts(Step(0, 10, torch.tensor(48.0), torch.tensor(32.0),
+                                        curve=rows), 1_000, 1_000)
+    assert (whole.loss_sum, whole.examples, words) == (48.0, 32.0, 1_000)
+    assert isinstance(whole.loss_sum, float)
+    plain = Step(0, 10, torch.tensor(5.0), torch.tensor(2.0))
+    assert curve.parts(plain, 1_000, 1_000) == [(plain, 1_000)]
 
 
 def test_a_step_with_no_examples_is_no_point():
@@ -220,3 +228,53 @@ def test_the_fused_engines_default_steps_give_the_default_run_its_curve(text8_pr
                   for _ in range(5) for i in range(per_epoch)]
     writer, _ = run_curve(step_words)
     assert len(writer.points["train/loss"]) == pytest.approx(200, abs=5)
+
+
+def test_the_loop_takes_a_steps_points_after_queueing_the_next_step(planted, tmp_path,
+                                                                     monkeypatch):
+    """On a GPU a step's loss is read after the next step is launched, so the host's work
+    for the points overlaps that step's kernel; every step still joins the curve, the last
+    of each epoch before the epoch's checkpoint."""
+    import torch
+
+    from w2v import train as train_mod
+    from w2v.checkpoint import Writer
+
+    events = []
+
+    class Recording:
+        name, reduction, combine = "recording", "sum", "sum"
+
+        def begin_epoch(self, epoch):
+            return 3
+
+        def step(self, epoch, step, steps, lr, lr_end):
+            events.append(("launch", epoch, step))
+            rows = torch.tensor([[2.0, 1.0]] * 4, dtype=torch.float64)
+            return Step(step, steps, torch.tensor(8.0), torch.tensor(4.0), curve=rows)
+
+        def pause(self):
+            pass
+
+        def state_dict(self):
+            return None
+
+        def load_state_dict(self, state):
+            pass
+
+    monkeypatch.setattr(train_mod, "make_engine", lambda *a, **k: Recording())
+    parts = monitor.LossCurve.parts
+
+    def recorded(self, s, words, words_done):
+        events.append(("points", s.step))
+        return parts(self, s, words, words_done)
+
+    monkeypatch.setattr(monitor.LossCurve, "parts", recorded)
+    save = Writer.save
+    monkeypatch.setattr(Writer, "save", lambda self, *a, **k: events.append(("checkpoint",))
+                        or save(self, *a, **k))
+    train(planted_cfg(planted, "trainer.epochs=2", "eval.dir=null"), tmp_path)
+    epoch = [("launch", 0), ("launch", 1), ("points", 0), ("launch", 2), ("points", 1),
+             ("points", 2), ("checkpoint",)]
+    assert [e[:1] + e[2:] if e[0] == "launch" else e for e in events] == epoch * 2
+    assert len(_loss_points(tmp_path)) == 2 * 3 * 4  # parts coarser than the spacing: each

@@ -104,12 +104,20 @@ class LossCurve:
         """The step as points are taken from it (words_done: after it): whole, or, when a
         point falls due in a step that reports its parts (Step.curve), those parts in order
         with their shares of the words, so the curve keeps its spacing when steps are longer
-        than it. Reading the parts is the device sync the point costs anyway; all its points
-        get the speed since the last point (they are written in one burst)."""
-        if s.curve is None or not self.due(words_done):
+        than it; all its points get the speed since the last point (they are written in one
+        burst). A step with parts is read every time (after its `ready` event where it has
+        one: its own kernel, not the later ones), so an interval never holds a device number
+        whose read would wait for the steps queued since."""
+        if s.curve is None:
             self.burst_speed = None
             return [(s, words)]
+        if s.ready is not None:
+            s.ready.synchronize()  # this step's kernel and its copy, not the ones after it
         rows = s.curve.detach().to("cpu", torch.float64).tolist()
+        if not self.due(words_done):  # the step whole, in host numbers (no later device read)
+            self.burst_speed = None
+            return [(Step(s.step, s.steps, sum(r[0] for r in rows), sum(r[1] for r in rows)),
+                     words)]
         self.burst_speed = (self.interval.words + words) / max(self.interval.seconds(), 1e-9)
         n = len(rows)
         return [(Step(s.step, s.steps, loss, examples), words * (k + 1) // n - words * k // n)

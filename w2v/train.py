@@ -217,6 +217,7 @@ class Loop:
         self.params = [p.data for p in model.parameters()]
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.eval_metrics: dict[str, float] = {}
+        self.pending: tuple | None = None  # the last step, until its loss joins the curve
 
     def run(self, stop: StopFlag) -> None:
         cfg, t, main = self.cfg, self.cfg.trainer, self.world.main
@@ -249,7 +250,13 @@ class Loop:
                 epoch_total.add(s, words)
                 bar.update(words)
                 if main:
-                    self._curve(curve, s, words, epoch, step, steps)
+                    # Points come from the step before this one, now that this one is queued:
+                    # on a GPU their host work (reading the loss, TensorBoard) runs while this
+                    # step's kernel does, instead of leaving the GPU idle between the two.
+                    self._curve_points(curve)
+                    self.pending = (s, words, epoch, step, steps, self.pos.words_done)
+                    if due or stopping:
+                        self._curve_points(curve)  # all points in before what follows
                 if main and t.eval_every and g % t.eval_every == 0:
                     self._evaluate()
                 if t.ckpt_every and g % t.ckpt_every == 0:
@@ -271,13 +278,15 @@ class Loop:
         self.checkpoints.wait()  # the last epoch's checkpoint is on disk before the exports
         bar.close()
 
-    def _curve(self, curve: LossCurve, s, words: int, epoch: int, step: int, steps: int
-               ) -> None:
-        """The step's loss into the curve: a point wherever one falls due (reading the loss is
-        one device sync), inside the step where it reports its parts."""
-        start = self.pos.words_done - words
+    def _curve_points(self, curve: LossCurve) -> None:
+        """The pending step's loss into the curve: a point wherever one falls due (reading
+        the loss is one device sync), inside the step where it reports its parts."""
+        if self.pending is None:
+            return
+        (s, words, epoch, step, steps, words_done), self.pending = self.pending, None
+        start = words_done - words
         done = start
-        for part, part_words in curve.parts(s, words, self.pos.words_done):
+        for part, part_words in curve.parts(s, words, words_done):
             done += part_words
             curve.add(part, part_words)
             if curve.due(done):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -38,6 +38,9 @@ class Step:
     # (P, 2): the loss and examples of the step's P equal parts in order (its words split
     # evenly), for a loss curve finer than the steps (the cuda engine's long launches).
     curve: torch.Tensor | None = None
+    # A GPU event after which `curve` (a pinned copy) is filled: reading it waits for this
+    # step's kernel only, not for the steps queued after it.
+    ready: Any = None
 
 
 class Engine(Protocol):

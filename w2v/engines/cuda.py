@@ -647,7 +647,15 @@ class CudaEngine:
         if span.kept_ids.numel():
             self._launch(span, part, parts, lr, lr_end, epoch, step, stats)
         totals = stats.sum(0)
-        return Step(step, steps, totals[0], totals[1], curve=stats)
+        if self.sim:
+            return Step(step, steps, totals[0], totals[1], curve=stats)
+        # A pinned copy queued behind this launch, and an event after it: the loop reads the
+        # parts while the next launch runs, without waiting for that one too.
+        curve = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
+        curve.copy_(stats, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(self.device))
+        return Step(step, steps, totals[0], totals[1], curve=curve, ready=ready)
 
     def pause(self) -> None:
         pass  # kernels run on torch's current stream: whatever reads the weights next waits
