@@ -79,6 +79,11 @@ def test_a_snapshot_on_disk_lends_its_tables_to_the_next_and_each_file_holds_its
     for step, weight in expected.items():
         state = checkpoint.load(tmp_path / f"step-{step:08d}.pt")
         assert torch.equal(state["model"]["input.weight"], weight)
+    copies.clear()
+    writer.reserve(model)  # before a loop's clock starts: the first save copies into it too
+    writer.save(model, engine, checkpoint.Position(global_step=4))
+    writer.wait()
+    assert [reused for reused, _ in copies] == [False, True]  # reserve's, then save's
 
 
 def test_a_failed_background_write_is_raised_at_the_next_wait(tmp_path):

@@ -90,6 +90,10 @@ def _model_copy(state: dict, into: dict | None) -> dict:
     return into
 
 
+def _nbytes(state: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
 def write(ckpt_dir: Path, global_step: int, state: dict) -> Path:
     """Write a snapshot as checkpoints/step-N.pt atomically; prune all but the newest KEEP."""
     path = Path(ckpt_dir) / f"step-{global_step:08d}.pt"
@@ -137,13 +141,21 @@ class Writer:
         self._spare: dict | None = None  # model tensors of a snapshot already on disk
         self.last: Path | None = None
 
+    def reserve(self, model) -> None:
+        """Allocate the tables background snapshots are copied into now, before the loop's
+        clock starts (on a GPU, page-locking them takes milliseconds): the first checkpoint
+        then costs what the others do. Nothing for snapshots written in the loop."""
+        state = model.state_dict()
+        if self.background and _nbytes(state) <= self.BACKGROUND_BYTES:
+            with self._lock:
+                self._spare = self._spare or _model_copy(state, None)
+
     def save(self, model, engine, pos: Position, wait: bool = False) -> Path:
         """Checkpoint now; returns the path the file has (or will have, once written in the
         background). wait=True: on disk before returning (a stop signal's checkpoint)."""
         self._raise()
         path = Path(self.ckpt_dir) / f"step-{pos.global_step:08d}.pt"
-        small = sum(t.numel() * t.element_size() for t in model.state_dict().values()
-                    ) <= self.BACKGROUND_BYTES
+        small = _nbytes(model.state_dict()) <= self.BACKGROUND_BYTES
         if wait or not (self.background and small):
             self.wait()
             # Written now, before training goes on: tables on the CPU need no copy.

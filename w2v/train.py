@@ -214,6 +214,8 @@ class Loop:
         # Rank 0 alone writes; under torchrun the others wait at a barrier until it is on disk.
         self.checkpoints = ckpt.Writer(self.ckpt_dir, ckpt.run_record(corpus.vocab, cfg),
                                        background=not world.active)
+        if world.main:
+            self.checkpoints.reserve(model)
         self.params = [p.data for p in model.parameters()]
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.eval_metrics: dict[str, float] = {}

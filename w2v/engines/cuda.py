@@ -717,6 +717,8 @@ class CudaEngine:
         span = EpochRange((-1, -1), one, torch.zeros(2, dtype=torch.int64, device=self.device),
                           0)
         stats = torch.zeros((1, 2), dtype=torch.float64, device=self.device)
+        if not self.sim:  # the first page-locked block for the steps' loss parts (milliseconds)
+            torch.empty((CURVE_PARTS, 2), dtype=torch.float64, pin_memory=True)
         few = torch.zeros(min(1024, len(self.keep)), dtype=torch.int32, device=self.device)
         subsample(few, np.array([0, few.numel()], np.int64), self.keep,
                   torch.Generator(device=self.device).manual_seed(0))
