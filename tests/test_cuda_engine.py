@@ -241,6 +241,19 @@ def test_loss_and_examples_stay_on_the_device_until_read(tmp_path):
     assert 0 < loss < 6 * 0.7  # per pair: about 6 log 2 at the start, falling
 
 
+def test_ids_outside_the_tables_are_refused_before_the_kernel_sees_them(tmp_path):
+    """The kernel does not bounds-check: ids from another vocabulary are one clear error, for
+    the resident corpus (checked once, when copied) and for each streamed range."""
+    path = _line_corpus(tmp_path, docs=6)
+    engine, _ = _engine(path)
+    vocab_size = len(engine.keep)
+    with pytest.raises(W2VError, match=rf"token ids must be in \[0, {vocab_size}\)"):
+        engine._checked(torch.tensor([0, vocab_size], dtype=torch.int32, device=DEVICE))
+    engine.resident_ids, engine.ids = None, torch.full((60,), vocab_size, dtype=torch.int32)
+    with pytest.raises(W2VError, match="different vocabularies"):
+        engine._prepare(0, 0)
+
+
 def test_warps_default_and_cap(tmp_path):
     path = _line_corpus(tmp_path, docs=80)  # 800 words: at most 3 warps of 256 words
     engine, _ = _engine(path, "model.sample=0")

@@ -627,7 +627,7 @@ class CudaEngine:
         self.first_step = np.concatenate([[0], np.cumsum(steps)]).astype(np.int64).tolist()
         self.resident_ids = None
         if len(self.ranges) == 2:  # the whole corpus fits: copy it once, keep it
-            self.resident_ids = self.ids.to(self.device, torch.int32)
+            self.resident_ids = self._checked(self.ids.to(self.device, torch.int32))
         self.current: EpochRange | None = None
         self._compile()
 
@@ -680,13 +680,9 @@ class CudaEngine:
         d0, d1 = int(self.ranges[r]), int(self.ranges[r + 1])
         t0, t1 = int(self.doc_offsets[d0]), int(self.doc_offsets[d1])
         if self.resident_ids is not None:
-            ids = self.resident_ids
+            ids = self.resident_ids  # checked once, when it was copied
         else:  # streamed: this range's ids, copied from the memory map
-            ids = self.ids[t0:t1].to(self.device, torch.int32)
-        # The kernel does not bounds-check: an id past the tables would write outside them.
-        if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < len(self.keep):
-            raise W2VError(f"cuda engine: token ids must be in [0, {len(self.keep)}): the "
-                           "corpus and the model come from different vocabularies")
+            ids = self._checked(self.ids[t0:t1].to(self.device, torch.int32))
         seed = int(np.random.SeedSequence([self.cfg.trainer.seed, epoch, r])
                    .generate_state(1, np.uint64)[0])
         gen = torch.Generator(device=self.device).manual_seed(seed)
@@ -695,6 +691,15 @@ class CudaEngine:
         workers = max(1, min(self.warps, kept_ids.numel() // MIN_WARP_TOKENS))
         self.current = EpochRange((epoch, r), kept_ids, kept_offsets, workers)
         return self.current
+
+    def _checked(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids, after checking they index the tables: the kernel does not bounds-check, and
+        an id past the tables would write outside them. (Two reductions and reads: done once
+        per copy, not every epoch, where each read would leave the GPU idle.)"""
+        if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < len(self.keep):
+            raise W2VError(f"cuda engine: token ids must be in [0, {len(self.keep)}): the "
+                           "corpus and the model come from different vocabularies")
+        return ids
 
     # -- launching
 
