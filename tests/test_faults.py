@@ -37,10 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ---- signals and kill -9 on real training processes --------------------------------------
 
-# Long enough (~30 epochs of the planted corpus) that a signal lands mid-run, small enough
+# Long enough (~80 epochs of the planted corpus, ~1 s of training) that a signal lands mid-run
+# even with four runs sharing two cores (at 30 epochs one finished first once), small enough
 # that a whole run takes a few seconds; threads=1: the fused engine is then bit-exact.
 RUN = ["data=local", "data.min_count=1", "model.dim=24", "model.window=3",
-       "trainer.threads=1", "trainer.progress=false", "trainer.epochs=30",
+       "trainer.threads=1", "trainer.progress=false", "trainer.epochs=80",
        "trainer.chunk_words=6000", "trainer.ckpt_every=20", "eval.projector_words=0"]
 STOPS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL,
          "SIGINT twice": signal.SIGINT}  # the impatient user: a second Ctrl-C right after
