@@ -18,7 +18,7 @@ from w2v import corpus as corpus_mod
 from w2v import textlines as textlines_mod
 from w2v.cli import report_errors
 from w2v.config import DataConfig
-from w2v.errors import INTERRUPTED
+from w2v.errors import INTERRUPTED, TERMINATED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +43,27 @@ def test_ctrl_c_during_start_up_is_one_line_and_leaves_nothing(planted, tmp_path
         return
     assert proc.returncode == 130, err
     assert err == INTERRUPTED + "\n", err
+    assert not run.exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
+def test_sigterm_during_start_up_is_one_line_143_and_leaves_nothing(planted, tmp_path, delay):
+    """SIGTERM (a job scheduler, `timeout`, `docker stop`) gets Ctrl-C's handler: it used to
+    kill the program outright, leaving the corpus build's temporary folder or an empty run
+    dir behind."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "W2V_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "w2v.train", "data=local",
+                             f"data.path={planted.path}", "trainer.progress=false",
+                             f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    if "checkpoint written" in err:  # a fast machine reached the training loop: its own rule
+        return
+    assert err == TERMINATED + "\n", err
     assert not run.exists() and not (tmp_path / "cache").exists()
 
 
@@ -160,13 +181,16 @@ def test_a_w2v_program_stopping_on_a_signal_ignores_further_ctrl_c(monkeypatch):
         raise AssertionError("not called here")
 
     monkeypatch.setattr(train_mod, "stop_at_once", quiet)
-    previous = signal.signal(signal.SIGINT, quiet)
+    previous = {sig: signal.signal(sig, quiet) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with train_mod.StopFlag():
             pass
         assert signal.getsignal(signal.SIGINT) is quiet
+        assert signal.getsignal(signal.SIGTERM) is quiet
         with pytest.raises(train_mod.TrainingInterrupted), train_mod.StopFlag():
             raise train_mod.TrainingInterrupted("SIGINT: checkpoint written", 130)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -44,15 +44,18 @@ def _program_is_w2v(argv: list[str]) -> bool:
 
 
 def _install_stop() -> None:
-    """Ctrl-C stops a w2v program in the signal handler (w2v.errors.stop_at_once: one line,
-    exit 130, half-written files removed), from here on, before torch and numba are imported
-    (seconds). Not where SIGINT is ignored (a background job of a non-interactive shell)."""
+    """Ctrl-C and SIGTERM stop a w2v program in the signal handler (w2v.errors.stop_at_once:
+    one line, exit 130 or 143, half-written files removed), from here on, before torch and
+    numba are imported (seconds). Not where a signal is ignored (SIGINT in a background job
+    of a non-interactive shell) or handled by whoever started us."""
     import signal
 
     from w2v.errors import stop_at_once
 
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, stop_at_once)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, stop_at_once)
 
 
 # Only when w2v is the program: importing w2v as a library changes nothing in the host.

@@ -15,18 +15,25 @@ land wherever the main thread happens to be, and inside a library it was measure
 0.3-0.4 s into `python -m w2v.train`) being swallowed (the run went on and exited 0), turning
 into another error ("maximum recursion depth exceeded" from a half-imported module) or
 aborting the process (SIGABRT from a pybind11 callback). The training loop has its own
-handler (train.StopFlag: a checkpoint, then exit 130), and query's prompt its own.
+handler (train.StopFlag: a checkpoint, then exit 130), and query's prompt its own. SIGTERM (a
+job scheduler, `timeout`, `docker stop`) gets the same handler, exit 143, where it would
+otherwise kill the program outright and leave its temporary files.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 INTERRUPTED = "interrupted (Ctrl-C): stopped, nothing half-written kept"
 INTERRUPTED_CODE = 130  # 128 + SIGINT, as shells report it
+TERMINATED = "terminated (SIGTERM): stopped, nothing half-written kept"
+TERMINATED_CODE = 143  # 128 + SIGTERM: a scheduler's, `timeout`'s or `docker stop`'s stop
+_STOPS = {signal.SIGINT: (INTERRUPTED, INTERRUPTED_CODE),
+          signal.SIGTERM: (TERMINATED, TERMINATED_CODE)}
 
 _UNFINISHED: list[Callable[[], None]] = []  # cleanups of what is being written, newest last
 
@@ -63,11 +70,13 @@ def unfinished(cleanup: Callable[[], None]) -> Iterator[None]:
 
 
 def stop_at_once(signum: int | None = None, frame: object = None) -> None:
-    """The SIGINT handler of w2v's programs: remove what is half-written, one line, exit 130."""
+    """The SIGINT and SIGTERM handler of w2v's programs: remove what is half-written, one
+    line, exit 130 (SIGINT) or 143 (SIGTERM)."""
+    line, code = _STOPS.get(signum, _STOPS[signal.SIGINT])
     for cleanup in reversed(list(_UNFINISHED)):  # a copy: other threads register too
         with suppress(Exception):  # best effort: the others still run, the exit still comes
             cleanup()
     with suppress(Exception):  # stdout may be mid-write in the interrupted frame
         sys.stdout.flush()
-    os.write(2, (INTERRUPTED + "\n").encode())
-    os._exit(INTERRUPTED_CODE)  # SystemExit would land in the interrupted frame too
+    os.write(2, (line + "\n").encode())
+    os._exit(code)  # SystemExit would land in the interrupted frame too

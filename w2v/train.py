@@ -88,7 +88,7 @@ class StopFlag:
     def __exit__(self, exc_type, exc, tb) -> None:
         stopping = exc_type is TrainingInterrupted
         for sig, handler in self._previous.items():
-            if stopping and sig == signal.SIGINT and handler is stop_at_once:
+            if stopping and handler is stop_at_once:
                 # A w2v program stopping on a signal has its checkpoint and only its line to
                 # print: a further Ctrl-C would add a second line, or, once the interpreter
                 # shuts down (SIGINT back to the default there), kill it with -2 instead of 130.
