@@ -23,6 +23,21 @@ from w2v.errors import INTERRUPTED, TERMINATED
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _signal_a_training_run(planted, tmp_path: Path, run: Path, delay: float, signum: int
+                           ) -> tuple[int, str]:
+    """`python -m w2v.train` on the planted corpus (cache under tmp_path), sent `signum`
+    `delay` seconds after it starts: its exit code and stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "W2V_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "w2v.train", "data=local",
+                             f"data.path={planted.path}", "trainer.progress=false",
+                             f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
 @pytest.mark.parametrize("delay", [0.05, 0.2, 0.3, 0.35, 0.4, 0.6, 0.9])
 def test_ctrl_c_during_start_up_is_one_line_and_leaves_nothing(planted, tmp_path, delay):
     """SIGINT at any moment of start-up (the imports, the corpus build with `datasets`, the
@@ -30,18 +45,11 @@ def test_ctrl_c_during_start_up_is_one_line_and_leaves_nothing(planted, tmp_path
     library, 0.3-0.4 s in was measured ending in exit 0, "maximum recursion depth exceeded"
     or SIGABRT; the handler (errors.stop_at_once) now stops the program itself."""
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "W2V_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "w2v.train", "data=local",
-                             f"data.path={planted.path}", "trainer.progress=false",
-                             f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    code, err = _signal_a_training_run(planted, tmp_path, run, delay, signal.SIGINT)
     if "checkpoint written" in err:  # a slow machine reached the training loop: its own rule
-        assert proc.returncode == 130
+        assert code == 130
         return
-    assert proc.returncode == 130, err
+    assert code == 130, err
     assert err == INTERRUPTED + "\n", err
     assert not run.exists() and not (tmp_path / "cache").exists()
 
@@ -52,15 +60,8 @@ def test_sigterm_during_start_up_is_one_line_143_and_leaves_nothing(planted, tmp
     kill the program outright, leaving the corpus build's temporary folder or an empty run
     dir behind."""
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "W2V_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "w2v.train", "data=local",
-                             f"data.path={planted.path}", "trainer.progress=false",
-                             f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
+    code, err = _signal_a_training_run(planted, tmp_path, run, delay, signal.SIGTERM)
+    assert code == 143, err
     if "checkpoint written" in err:  # a fast machine reached the training loop: its own rule
         return
     assert err == TERMINATED + "\n", err
