@@ -75,7 +75,7 @@ def test_a_snapshot_on_disk_lends_its_tables_to_the_next_and_each_file_holds_its
     assert [reused for reused, _ in copies] == [False, True, True]
     assert len({ptr for _, ptr in copies}) == 1  # one table-sized copy for the whole run
     writer.wait()
-    assert writer._spare is None  # the end of training: the copy's memory goes back
+    assert writer._spares == []  # the end of training: the copy's memory goes back
     for step, weight in expected.items():
         state = checkpoint.load(tmp_path / f"step-{step:08d}.pt")
         assert torch.equal(state["model"]["input.weight"], weight)
@@ -84,6 +84,44 @@ def test_a_snapshot_on_disk_lends_its_tables_to_the_next_and_each_file_holds_its
     writer.save(model, engine, checkpoint.Position(global_step=4))
     writer.wait()
     assert [reused for reused, _ in copies] == [False, True]  # reserve's, then save's
+
+
+def test_two_reserved_copies_hold_snapshots_taken_faster_than_files_are_written(
+        tmp_path, monkeypatch):
+    """A GPU's epoch can be shorter than a write: with two copies reserved, the snapshots
+    taken while one is still being written allocate nothing (one is written, the newest
+    waits, and each newer one takes over the waiting one's tables); every file written holds
+    its own step's model, and only the newest waiting one is written."""
+    import threading
+
+    model, engine, vocab, cfg = parts()
+    writer = writer_for(tmp_path, vocab, cfg)
+    writer.reserve(model, copies=2)
+    reserved = {t["input.weight"].data_ptr() for t in writer._spares}
+    assert len(reserved) == 2
+    fresh = []
+    model_copy = checkpoint._model_copy
+    monkeypatch.setattr(checkpoint, "_model_copy", lambda state, into: fresh.append(into is None)
+                        or model_copy(state, into))
+    release, write = threading.Event(), checkpoint.write
+    monkeypatch.setattr(checkpoint, "write", lambda *a: release.wait(10) and write(*a))
+    for step in (1, 2, 3, 4):
+        with torch.no_grad():
+            model.input.weight.fill_(float(step))
+        writer.save(model, engine, checkpoint.Position(global_step=step))
+        deadline = time.monotonic() + 10
+        while step == 1 and writer._pending is not None:  # step 1 is being written
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert fresh == [False] * 4  # none allocated while step 1 was being written
+    release.set()
+    writer.wait()
+    written = sorted(p.name for p in tmp_path.glob("step-*.pt"))
+    assert written == ["step-00000001.pt", "step-00000004.pt"]  # 2 and 3 were superseded
+    for step in (1, 4):
+        state = checkpoint.load(tmp_path / f"step-{step:08d}.pt")
+        assert torch.equal(state["model"]["input.weight"],
+                           torch.full_like(model.input.weight, float(step)))
 
 
 def test_a_failed_background_write_is_raised_at_the_next_wait(tmp_path):

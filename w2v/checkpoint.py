@@ -128,7 +128,8 @@ class Writer:
     at the loop's next save or wait. Larger tables are written in the loop, without a copy.
 
     `record` is `run_record(vocab, cfg)`, computed once by the caller. The copy of a snapshot
-    that is on disk is kept for the next one (one table-sized buffer for the run)."""
+    that is on disk (or superseded) is kept for the next one: as many table-sized buffers as
+    `reserve` set aside (one, or two for a GPU's tables), so a run allocates none in its loop."""
 
     BACKGROUND_BYTES = 1 << 30
 
@@ -138,17 +139,23 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._pending: tuple[int, dict] | None = None
         self._error: BaseException | None = None
-        self._spare: dict | None = None  # model tensors of a snapshot already on disk
+        self._spares: list[dict] = []  # model tensors of snapshots on disk or superseded
+        self._keep = 1  # spares kept at most (reserve's count)
         self.last: Path | None = None
 
-    def reserve(self, model) -> None:
-        """Allocate the tables background snapshots are copied into now, before the loop's
-        clock starts (on a GPU, page-locking them takes milliseconds): the first checkpoint
-        then costs what the others do. Nothing for snapshots written in the loop."""
+    def reserve(self, model, copies: int = 1) -> None:
+        """Allocate `copies` sets of the tables background snapshots are copied into now,
+        before the loop's clock starts (on a GPU, page-locking them takes milliseconds): the
+        first checkpoints then cost what the others do. Two where an epoch can take less time
+        than writing a file (a GPU's: 0.1 s for text8-prefix), so the next snapshot need not
+        allocate while the last is still being written. Nothing for snapshots written in the
+        loop."""
         state = model.state_dict()
         if self.background and _nbytes(state) <= self.BACKGROUND_BYTES:
             with self._lock:
-                self._spare = self._spare or _model_copy(state, None)
+                self._keep = max(self._keep, copies)
+                while len(self._spares) < copies:
+                    self._spares.append(_model_copy(state, None))
 
     def save(self, model, engine, pos: Position, wait: bool = False) -> Path:
         """Checkpoint now; returns the path the file has (or will have, once written in the
@@ -163,9 +170,15 @@ class Writer:
             self.last = write(self.ckpt_dir, pos.global_step, state)
             return self.last
         with self._lock:
-            spare, self._spare = self._spare, None
+            spare = None
+            if self._spares:
+                spare = self._spares.pop()
+            elif self._pending is not None:  # not yet written, and superseded by this one
+                spare, self._pending = self._pending[1]["model"], None
         state = snapshot(model, engine, pos, self.record, into=spare)
         with self._lock:
+            if self._pending is not None:  # never written: superseded by this one
+                self._give_back(self._pending[1]["model"])
             self._pending = (pos.global_step, state)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="w2v-checkpoint")
@@ -183,7 +196,7 @@ class Writer:
             try:
                 write(self.ckpt_dir, *item)
                 with self._lock:  # on disk: its tables can hold the next snapshot
-                    self._spare = item[1]["model"]
+                    self._give_back(item[1]["model"])
             except BaseException as err:  # raised in the loop's thread by _raise()
                 # The first failure is the one to report (a later snapshot would fail the
                 # same way, and name another file): drop what waits, and stop writing.
@@ -191,6 +204,11 @@ class Writer:
                     self._error = self._error or err
                     self._pending, self._thread = None, None
                 return
+
+    def _give_back(self, tables: dict) -> None:
+        """A snapshot's model tensors back among the spares (the lock held)."""
+        if len(self._spares) < self._keep:
+            self._spares.append(tables)
 
     def wait(self) -> None:
         """Until every snapshot taken is on disk (or superseded); raise a write's error. The
@@ -202,7 +220,7 @@ class Writer:
             if thread is None:
                 break
             thread.join()
-        self._spare = None
+        self._spares = []
         self._raise()
 
     def _raise(self) -> None:

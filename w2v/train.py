@@ -215,7 +215,7 @@ class Loop:
         self.checkpoints = ckpt.Writer(self.ckpt_dir, ckpt.run_record(corpus.vocab, cfg),
                                        background=not world.active)
         if world.main:
-            self.checkpoints.reserve(model)
+            self.checkpoints.reserve(model, copies=2 if model.input.weight.is_cuda else 1)
         self.params = [p.data for p in model.parameters()]
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.eval_metrics: dict[str, float] = {}
