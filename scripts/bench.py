@@ -118,6 +118,8 @@ def worker_w2v(args) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix="w2v-bench-run-"))
     sampler = RssSampler() if args.rss_trace else None
     gpu = gpu_before(args.device)
+    if args.trace:
+        annotate_phases()
     tracer = start_trace(args.device) if args.trace else None
     metrics = train(cfg, run_dir)
     traced = finish_trace(tracer, args) if tracer else {}
@@ -199,6 +201,45 @@ def epoch_figures(speeds: list[float]) -> dict:
             "later_epochs_words_per_sec": statistics.median(speeds[1:])}
 
 
+# The loop's host phases, marked in --trace's traces (torch.profiler.record_function), so each
+# stretch of GPU idle can be put down to what the host was doing meanwhile: (module, attribute,
+# phase). The step's parts nest inside it, and every phase inside the loop.
+PHASES = [
+    ("w2v.train", "Loop.run", "loop"),
+    ("w2v.engines.cuda", "CudaEngine.step", "step"),
+    ("w2v.engines.cuda", "CudaEngine._prepare", "subsample"),
+    ("w2v.engines.cuda", "train_slice", "launch"),
+    ("w2v.train", "Loop._curve_points", "loss points"),
+    ("w2v.monitor", "Interval.mean", "epoch loss read"),
+    ("w2v.monitor", "LossCurve.epoch_end", "epoch end"),
+    ("w2v.train", "Loop._checkpoint", "checkpoint"),
+]
+MARK = "w2v: "  # the prefix of the phases' names in a trace
+
+
+def annotate_phases(set_attribute=setattr) -> None:
+    """Wrap each of PHASES in a record_function range named MARK + phase (this process only;
+    tests pass monkeypatch.setattr)."""
+    import functools
+    import importlib
+
+    from torch.profiler import record_function
+
+    def marked(fn, name):
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            with record_function(MARK + name):
+                return fn(*a, **kw)
+        return wrapper
+
+    for module, attribute, name in PHASES:
+        owner = importlib.import_module(module)
+        *path, leaf = attribute.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        set_attribute(owner, leaf, marked(getattr(owner, leaf), name))
+
+
 def start_trace(device: str):
     """torch.profiler over the whole train() call: the host's calls and, on a GPU, every
     kernel the process launches (numba's included: CUPTI sees the device, not the caller)."""
@@ -214,9 +255,10 @@ def start_trace(device: str):
 
 def finish_trace(tracer, args) -> dict:
     """Write the Chrome trace (chrome://tracing, Perfetto) into --trace and sum where the GPU
-    was busy: the union of its kernels' spans, and the longest gaps between them, which
-    show where a short run's time goes besides the kernels. The traced run is slower than
-    an untraced one: its words/s are not figures to report."""
+    was busy: the union of its kernels' spans; inside the loop (the training clock's span),
+    its idle time, how much of it each host phase (PHASES) overlaps, and the longest idle
+    gaps with the phases they fall in. The traced run is slower than an untraced one: its
+    words/s are not figures to report."""
     from torch.autograd import DeviceType
 
     tracer.__exit__(None, None, None)
@@ -225,24 +267,78 @@ def finish_trace(tracer, args) -> dict:
     tracer.export_chrome_trace(str(path))
     if args.device != "cuda":
         return {"trace": str(path)}
-    spans = [(e.time_range.start, e.time_range.end) for e in tracer.events()
+    events = tracer.events()
+    spans = [(e.time_range.start, e.time_range.end) for e in events
              if e.device_type == DeviceType.CUDA]
-    busy, gaps = busy_and_gaps(spans)
-    return {"trace": str(path), "gpu_kernels": len(spans), "gpu_busy_seconds": busy / 1e6,
-            "gpu_longest_gaps_ms": [round(g / 1e3, 2) for g in gaps[:5]]}
+    phases: dict[str, list[tuple[float, float]]] = {}
+    for e in events:
+        if e.device_type == DeviceType.CPU and e.name.startswith(MARK):
+            phases.setdefault(e.name[len(MARK):], []).append(
+                (e.time_range.start, e.time_range.end))
+    busy, _ = busy_and_gaps(spans)
+    out = {"trace": str(path), "gpu_kernels": len(spans), "gpu_busy_seconds": busy / 1e6}
+    if phases.get("loop"):
+        idle = idle_by_phase(spans, phases, phases["loop"][0])
+        out.update({"gpu_loop_seconds": idle["window"] / 1e6,
+                    "gpu_idle_in_loop_seconds": idle["idle"] / 1e6,
+                    "gpu_idle_by_phase_ms": {k: round(v / 1e3, 2)
+                                             for k, v in idle["by_phase"].items()},
+                    "gpu_longest_gaps": [(round(g / 1e3, 2), round(at / 1e3, 1), names)
+                                         for g, at, names in idle["gaps"][:8]]})
+    return out
+
+
+def merged(spans) -> list[tuple[float, float]]:
+    """The union of (start, end) spans as sorted, disjoint spans (touching ones joined)."""
+    out: list[tuple[float, float]] = []
+    for start, stop in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], stop))
+        else:
+            out.append((start, stop))
+    return out
+
+
+def overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """The length of the intersection of two sorted, disjoint span lists."""
+    total, i, j = 0.0, 0, 0
+    while i < len(a) and j < len(b):
+        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
 
 
 def busy_and_gaps(spans: list[tuple[float, float]]) -> tuple[float, list[float]]:
     """The length of the union of (start, end) spans, and the gaps between them, longest
     first (kernels on one stream do not overlap, but copies and other streams may)."""
-    busy, gaps, end = 0.0, [], None
-    for start, stop in sorted(spans):
-        if end is not None and start > end:
-            gaps.append(start - end)
-        if end is None or stop > end:
-            busy += stop - (start if end is None else max(start, end))
-            end = stop
-    return busy, sorted(gaps, reverse=True)
+    union = merged(spans)
+    gaps = [b[0] - a[1] for a, b in zip(union, union[1:])]
+    return float(sum(stop - start for start, stop in union)), sorted(gaps, reverse=True)
+
+
+def idle_by_phase(kernels, phases: dict, window: tuple[float, float]) -> dict:
+    """Where the GPU sat idle inside `window` (the loop), and what the host was doing then.
+
+    kernels: the GPU's (start, end) spans; phases: name -> the host's (start, end) spans of
+    that phase (nested phases overlap their parents). Returns the window's length, the idle
+    time (the window less the kernels' union, its ends included), the idle time each phase
+    overlaps (phases other than "loop"; "other host work" is idle time in none of them), and
+    the gaps, longest first, as (length, start relative to the window, [phases in it])."""
+    lo, hi = window
+    busy = merged((max(a, lo), min(b, hi)) for a, b in kernels if b > lo and a < hi)
+    edges = [lo] + [t for span in busy for t in span] + [hi]
+    gaps = [(a, b) for a, b in zip(edges[::2], edges[1::2]) if b > a]
+    unions = {name: merged(spans) for name, spans in phases.items() if name != "loop"}
+    by_phase = {name: overlap(gaps, union) for name, union in unions.items()}
+    anywhere = merged(span for union in unions.values() for span in union)
+    idle = float(sum(b - a for a, b in gaps))
+    by_phase["other host work"] = idle - overlap(gaps, anywhere)
+    listed = sorted(((b - a, a - lo, [n for n, u in unions.items() if overlap([(a, b)], u)])
+                     for a, b in gaps), key=lambda g: -g[0])
+    return {"window": hi - lo, "idle": idle, "by_phase": by_phase, "gaps": listed}
 
 
 def gpu_before(device: str) -> str | None:
@@ -482,10 +578,20 @@ def gpu_report(args, results: list[tuple[str, dict]]) -> str:
              f"{args.threads}; median of {args.repeat} (quality: mean over seeds {args.seeds})"]
     for label, res in results:
         lines += ["", label, table("figure", res.get("w2v"), res.get("gensim"))]
-        gaps = (res.get("w2v") or {}).get("gpu_longest_gaps_ms")
-        if gaps is not None:
-            lines.append(f"longest GPU idle gaps (ms, traced run): {gaps}")
+        lines += trace_lines(res.get("w2v") or {})
     return "\n".join(lines)
+
+
+def trace_lines(w2v: dict) -> list[str]:
+    """A traced run's GPU idle time inside the loop, by host phase, and its longest gaps."""
+    if "gpu_idle_in_loop_seconds" not in w2v:
+        return []
+    by_phase = ", ".join(f"{k} {v:.1f}" for k, v in w2v["gpu_idle_by_phase_ms"].items() if v)
+    gaps = "; ".join(f"{ms:.2f} at +{at:.0f} ({', '.join(names) or 'no phase'})"
+                     for ms, at, names in w2v["gpu_longest_gaps"])
+    return [f"traced run: the loop {w2v['gpu_loop_seconds']:.3f} s, the GPU idle "
+            f"{w2v['gpu_idle_in_loop_seconds']:.3f} s of it; idle ms while the host was in: "
+            f"{by_phase}", f"longest idle gaps (ms at +ms into the loop): {gaps}"]
 
 
 def main() -> None:

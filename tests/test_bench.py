@@ -8,6 +8,7 @@ import subprocess
 import sys
 from argparse import Namespace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -53,6 +54,14 @@ def test_gpu_report_names_the_gpu_the_concurrency_and_every_figure():
     assert "| peak GPU MiB (torch.cuda.max_memory_allocated) | 120 |  |  |" in report
     assert "| analogy@30k | 0.0890 | 0.0840 | 1.06x |" in report
     assert [label for label, *_ in bench.GPU_RUNS] == ["skipgram", "cbow", "skipgram", "cbow"]
+    traced = {**w2v, "gpu_loop_seconds": 0.5, "gpu_idle_in_loop_seconds": 0.3,
+              "gpu_idle_by_phase_ms": {"step": 20.0, "checkpoint": 0.0, "other host work": 5.5},
+              "gpu_longest_gaps": [(120.5, 0.0, ["step", "subsample"]), (3.25, 210.0, [])]}
+    lines = bench.gpu_report(args, [("run", {"w2v": traced})]).splitlines()[-2:]
+    assert lines == ["traced run: the loop 0.500 s, the GPU idle 0.300 s of it; idle ms while "
+                     "the host was in: step 20.0, other host work 5.5",
+                     "longest idle gaps (ms at +ms into the loop): 120.50 at +0 (step, "
+                     "subsample); 3.25 at +210 (no phase)"]
 
 
 def test_repeats_take_the_seeds_in_turn_and_quality_is_their_mean_with_its_range():
@@ -97,3 +106,63 @@ def test_the_gpu_busy_time_is_the_union_of_kernel_spans_and_the_gaps_longest_fir
     assert busy == 5 + 22 + 1  # 0-5, 10-32 (three overlapping or touching), 40-41
     assert gaps == [8, 5]
     assert bench.busy_and_gaps([]) == (0.0, [])
+
+
+def test_gpu_idle_in_the_loop_is_put_down_to_the_host_phases_it_falls_in():
+    """Idle = the loop's span less the kernels' union, its ends included; each phase gets the
+    idle time it overlaps (nested phases both), the rest is "other host work"."""
+    bench = bench_module()
+    kernels = [(5, 20), (18, 30), (40, 60), (70, 200)]  # one runs past the loop's end
+    phases = {"loop": [(0, 100)], "step": [(2, 8), (31, 35)], "subsample": [(32, 34)],
+              "checkpoint": [(62, 75)]}
+    idle = bench.idle_by_phase(kernels, phases, (0, 100))
+    assert idle["window"] == 100 and idle["idle"] == 5 + 10 + 10  # 0-5, 30-40, 60-70
+    assert idle["by_phase"] == {"step": 3 + 4, "subsample": 2, "checkpoint": 8,
+                                "other host work": 25 - 3 - 4 - 8}
+    assert idle["gaps"] == [(10, 30, ["step", "subsample"]), (10, 60, ["checkpoint"]),
+                            (5, 0, ["step"])]
+
+
+def test_a_traced_run_marks_the_loops_phases(planted, tmp_path, monkeypatch):
+    """--trace names the loop's host phases in the profile (what idle_by_phase reads)."""
+    from torch.autograd import DeviceType
+
+    from tests.test_train_smoke import planted_cfg
+    from w2v.train import train
+
+    bench = bench_module()
+    bench.annotate_phases(monkeypatch.setattr)
+    tracer = bench.start_trace("cpu")
+    train(planted_cfg(planted, "trainer.epochs=2", "eval.dir=null"), tmp_path)
+    tracer.__exit__(None, None, None)
+    names = {e.name for e in tracer.events() if e.device_type == DeviceType.CPU}
+    marked = {n[len(bench.MARK):] for n in names if n.startswith(bench.MARK)}
+    assert {"loop", "loss points", "epoch loss read", "epoch end", "checkpoint"} <= marked
+
+
+def test_finish_trace_reads_kernels_and_marked_phases_from_the_profile(tmp_path):
+    """The cuda branch of finish_trace on a stand-in profile: CUDA events are the kernels,
+    CPU events named with MARK the phases (times in microseconds)."""
+    from torch.autograd import DeviceType
+
+    bench = bench_module()
+
+    def event(name, device, start, end):
+        return SimpleNamespace(name=name, device_type=device,
+                               time_range=SimpleNamespace(start=start, end=end))
+
+    cpu, gpu = DeviceType.CPU, DeviceType.CUDA
+    events = [event("w2v: loop", cpu, 1000, 11000), event("w2v: step", cpu, 1000, 1500),
+              event("aten::add", cpu, 1200, 1300), event("train", gpu, 1500, 6000),
+              event("train", gpu, 6000, 9000), event("w2v: checkpoint", cpu, 9000, 11000),
+              event("train", gpu, 20000, 21000)]  # after the loop: not its time
+    tracer = SimpleNamespace(events=lambda: events, __exit__=lambda *a: None,
+                             export_chrome_trace=lambda path: Path(path).write_text("{}"))
+    args = Namespace(trace=tmp_path / "traces", model="cbow", epochs=5, seed=1, device="cuda")
+    out = bench.finish_trace(tracer, args)
+    assert Path(out["trace"]).is_file() and out["gpu_kernels"] == 3
+    assert out["gpu_busy_seconds"] == pytest.approx(8.5e-3)
+    assert out["gpu_loop_seconds"] == pytest.approx(0.01)
+    assert out["gpu_idle_in_loop_seconds"] == pytest.approx(2.5e-3)
+    assert out["gpu_idle_by_phase_ms"] == {"step": 0.5, "checkpoint": 2.0, "other host work": 0.0}
+    assert out["gpu_longest_gaps"] == [(2.0, 8.0, ["checkpoint"]), (0.5, 0.0, ["step"])]
