@@ -166,3 +166,21 @@ def test_finish_trace_reads_kernels_and_marked_phases_from_the_profile(tmp_path)
     assert out["gpu_idle_in_loop_seconds"] == pytest.approx(2.5e-3)
     assert out["gpu_idle_by_phase_ms"] == {"step": 0.5, "checkpoint": 2.0, "other host work": 0.0}
     assert out["gpu_longest_gaps"] == [(2.0, 8.0, ["checkpoint"]), (0.5, 0.0, ["step"])]
+
+
+def test_gpu_figures_refuses_a_missing_corpus_and_runs_on_past_a_failed_part(tmp_path):
+    """scripts/gpu_figures.sh: one line and exit 2 without text8-prefix; a part that fails
+    (here an unknown one) is named at the end, exit 1, after the others have run."""
+    script = ROOT / "scripts" / "gpu_figures.sh"
+    env = {"PATH": "/usr/bin:/bin", "CORPUS": str(tmp_path / "none"),
+           "EVAL_DIR": str(tmp_path)}
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "no corpus at" in done.stderr
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a b c\n")
+    env["CORPUS"] = str(corpus)
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out"), "bogus", "bogus2"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == "failed: bogus bogus2"

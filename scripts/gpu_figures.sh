@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Every GPU figure the README's GPU section shows, measured again on the machine at hand.
+#
+#     scripts/gpu_figures.sh OUT_DIR [PART ...]
+#     CORPUS=/data/text8-prefix EVAL_DIR=/data/eval scripts/gpu_figures.sh out tests protocol
+#
+# PARTs (default: all, in this order; not yet timed as a whole: split them over commands that
+# must end within a time limit):
+#   gpu       the GPU, driver and clocks (nvidia-smi)
+#   tests     the CUDA tests on the GPU (tests/test_cuda_engine.py whole, and -m cuda)
+#   reads     the cuda engine alone, both ways of reading weight rows (w2v.engines.cuda.READS),
+#             CBOW and skip-gram, 5 epochs, seeds 1-3, with quality
+#   warps     CBOW at 528, 1,056 and 2,112 warps, 5 epochs, seeds 1-3, with quality
+#   protocol  BENCHMARK.md's GPU protocol against gensim on every core (bench.py --device cuda)
+#   trace     one traced run of each protocol run: where the GPU sits idle inside the loop
+#   threads   CPU thread scaling against gensim, 1-16 threads (the fused engine)
+# Each part writes OUT_DIR/<part>.txt (and trace/ its Chrome traces); a part that fails is
+# reported and the next one runs. CORPUS and EVAL_DIR default to ../shared beside the project.
+# The Python packages are the project's with its cuda extra and dev extra (gensim for the
+# protocol); where only a few files can be taken off the machine, tar OUT_DIR.
+set -u
+[ $# -ge 1 ] || { echo "usage: $0 OUT_DIR [gpu tests reads warps protocol trace threads]" >&2; exit 2; }
+out=$1; shift
+parts=${*:-gpu tests reads warps protocol trace threads}
+root=$(cd "$(dirname "$0")/.." && pwd)
+corpus=${CORPUS:-$root/../shared/data/text8-prefix/text8-prefix}
+eval_dir=${EVAL_DIR:-$root/../shared/data/eval}
+[ -f "$corpus" ] || { echo "error: no corpus at $corpus: set CORPUS to text8-prefix" >&2; exit 2; }
+[ -d "$eval_dir" ] || { echo "error: no suites in $eval_dir: set EVAL_DIR" >&2; exit 2; }
+mkdir -p "$out"
+cd "$root" || exit 2
+export PYTHONUNBUFFERED=1 W2V_EVAL_DIR=$eval_dir
+data=(--corpus "$corpus" --eval-dir "$eval_dir")
+failed=""
+
+part() {  # part NAME COMMAND...: run it, its output into OUT_DIR/NAME.txt and on the console
+    local name=$1; shift
+    echo "== $name: $*"
+    local t0=$SECONDS
+    "$@" 2>&1 | tee "$out/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    echo "== $name: exit $rc after $((SECONDS - t0)) s"
+    [ "$rc" -eq 0 ] || failed="$failed $name"
+}
+
+for p in $parts; do
+    case $p in
+    gpu) part gpu nvidia-smi --query-gpu=name,driver_version,pstate,clocks.sm,clocks.max.sm,persistence_mode,memory.total --format=csv ;;
+    tests) part tests bash -c "python -m pytest -q -p no:cacheprovider tests/test_cuda_engine.py && python -m pytest -q -p no:cacheprovider -m cuda tests" ;;
+    reads) part reads bash -c "python scripts/bench_cuda.py --model cbow --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model skipgram --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q}" ;;
+    warps) part warps python scripts/bench_cuda.py --model cbow --epochs 5 --warps 528,1056,2112 --quality --seeds 1,2,3 "${data[@]}" ;;
+    protocol) part protocol python scripts/bench.py --device cuda --repeat 3 --seeds 1,2,3 "${data[@]}" ;;
+    trace) part trace python scripts/bench.py --device cuda --sides w2v --trace "$out/trace" "${data[@]}" ;;
+    threads) part threads python scripts/bench.py --model skipgram,cbow --threads 1,2,4,8,16 --repeat 3 "${data[@]}" ;;
+    *) echo "error: unknown part $p" >&2; failed="$failed $p" ;;
+    esac
+done
+[ -z "$failed" ] || { echo "failed:$failed" >&2; exit 1; }
