@@ -3,14 +3,15 @@
     python scripts/bench_cuda.py --model skipgram --warps 528,1056,2112,4224 --scale 1,8
     python scripts/bench_cuda.py --model cbow --epochs 5 --reads cached,coherent --quality \
         --seeds 1,2,3                            # how rows are loaded: speed and quality
+    python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,6 --quality --seeds 1,2,3
 
 What scripts/bench.py's end-to-end figure adds to this (checkpoints, logging, evaluation) is
 left out: each configuration trains `--epochs` epochs through CudaEngine.step, timed with the
 GPU synchronised, and reports the share of the time spent subsampling (each epoch's first
-step of a range prepares it). For tuning trainer.cuda_warps, trainer.cuda_step_words and
-w2v.engines.cuda.READS (--reads); --quality scores each run's vectors on the suites in
---eval-dir (w2v's evaluators, equal to gensim's), --seeds runs each configuration once per
-seed. The end-to-end figures against gensim are bench.py's to measure.
+step of a range prepares it). For tuning trainer.cuda_warps, trainer.cuda_step_words,
+w2v.engines.cuda.READS (--reads) and MAX_CHUNK (--chunks); --quality scores each run's
+vectors on the suites in --eval-dir (w2v's evaluators, equal to gensim's), --seeds runs each
+configuration once per seed. The end-to-end figures against gensim are bench.py's to measure.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads: str = "cached",
-        seed: int = 1) -> tuple[dict, object]:
+        seed: int = 1, chunk: int = 6) -> tuple[dict, object]:
     import torch
 
     from w2v.config import Config, DataConfig, ModelConfig, TrainerConfig
@@ -41,6 +42,7 @@ def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads
                  trainer=TrainerConfig(device="cuda", engine="cuda", cuda_warps=warps or None,
                                        cuda_step_words=step_words, epochs=epochs, seed=seed))
     engine_mod.READS = reads
+    engine_mod.MAX_CHUNK = chunk
     torch.manual_seed(seed)
     model = build_model(cfg.model, corpus.vocab).to(device)
     engine = CudaEngine(model, corpus, cfg, device)
@@ -90,6 +92,8 @@ def main() -> None:
     p.add_argument("--scale", default="1", help="comma list of text8-prefix copies")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--reads", default="cached", help="comma list of w2v.engines.cuda.READS")
+    p.add_argument("--chunks", default="6", help="comma list of w2v.engines.cuda.MAX_CHUNK "
+                   "(output rows loaded at once; 1: one row at a time)")
     p.add_argument("--seeds", default="1", help="comma list: one run per seed")
     p.add_argument("--quality", action="store_true", help="score every run's vectors too")
     p.add_argument("--eval-dir", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
@@ -106,8 +110,8 @@ def main() -> None:
     from w2v.corpus import build_corpus
 
     print(f"{torch.cuda.get_device_name()}, {args.model}, {args.epochs} epoch(s)")
-    head = "| copies | reads | seed | cuda_warps | cuda_step_words | steps/epoch | raw words/s | " \
-           "subsampling |"
+    head = "| copies | reads | chunk | seed | cuda_warps | cuda_step_words | steps/epoch | " \
+           "raw words/s | subsampling |"
     print(head + (" analogy | WS353 | SimLex |" if args.quality else ""))
     print("| ---: " * (head.count("|") - 1 + (3 if args.quality else 0)) + "|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,15 +119,17 @@ def main() -> None:
             path = scaled_corpus(args.corpus, scale, Path(tmp))
             corpus = build_corpus(DataConfig(path=str(path), cache_dir=f"{tmp}/cache"),
                                   progress=False)
-            points = [(reads, seed, int(w), int(s)) for reads in args.reads.split(",")
+            points = [(reads, int(c), seed, int(w), int(s)) for reads in args.reads.split(",")
+                      for c in args.chunks.split(",")
                       for seed in [int(x) for x in args.seeds.split(",")]
                       for w in args.warps.split(",") for s in args.step_words.split(",")]
-            for reads, seed, warps, step_words in points:
-                r, model = run(corpus, args.model, warps, step_words, args.epochs, reads, seed)
+            for reads, chunk, seed, warps, step_words in points:
+                r, model = run(corpus, args.model, warps, step_words, args.epochs, reads, seed,
+                               chunk)
                 cells = f" {quality(model, corpus, args.eval_dir)} |" if args.quality else ""
-                print(f"| x{scale} | {reads} | {seed} | {r['warps']:,} | {step_words:,} | "
-                      f"{r['steps']} | {r['words_per_sec']:,.0f} | {r['subsample_share']:.0%} |"
-                      + cells, flush=True)
+                print(f"| x{scale} | {reads} | {chunk} | {seed} | {r['warps']:,} | "
+                      f"{step_words:,} | {r['steps']} | {r['words_per_sec']:,.0f} | "
+                      f"{r['subsample_share']:.0%} |" + cells, flush=True)
 
 
 if __name__ == "__main__":

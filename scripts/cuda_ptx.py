@@ -6,7 +6,8 @@
 
 numba's CUDA simulator (the CI tests) runs the kernel as Python, so it cannot show that the
 kernel compiles for a GPU; numba-cuda's NVVM wheel can, and ptxas (in the same wheel, when
-present) reports registers per thread and spills, which set the occupancy to tune on a GPU.
+present) reports registers per thread, spills and the stack frame (a local array left in
+memory instead of registers), which set the occupancy to tune on a GPU.
 One line per variant: architecture, loss, dim, compute capability, how weight rows are read
 (w2v.engines.cuda.READS), then `ok` and the figures. A "coherent" variant must load its rows
 with ld.global.cg, or it fails.
@@ -52,7 +53,7 @@ def pretend_device(cc: tuple[int, int]) -> None:
     dispatcher.get_current_device = lambda: Device()
 
 
-def ptxas_report(ptx: str, cc: tuple[int, int]) -> str:
+def ptxas_report(ptx: str, cc: tuple[int, int], max_registers: int) -> str:
     ptxas = shutil.which("ptxas")
     if ptxas is None:
         try:
@@ -67,21 +68,26 @@ def ptxas_report(ptx: str, cc: tuple[int, int]) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.ptx"
         src.write_text(ptx)
-        done = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", str(src), "-o",
+        # The kernel's register cap, which numba-cuda gives the linker rather than the PTX.
+        done = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v",
+                               f"--maxrregcount={max_registers}", str(src), "-o",
                                str(Path(tmp) / "k.cubin")], capture_output=True, text=True)
     text = done.stdout + done.stderr
     regs = re.search(r"Used (\d+) registers", text)
     spill = re.search(r"(\d+) bytes spill stores", text)
+    stack = re.search(r"(\d+) bytes stack frame", text)  # local arrays not in registers
     if done.returncode != 0 or regs is None:
         return f"ptxas failed: {text.strip().splitlines()[-1:]}"
-    return f"{regs.group(1)} registers, {spill.group(1) if spill else '?'} bytes spilled"
+    return (f"{regs.group(1)} registers, {spill.group(1) if spill else '?'} bytes spilled, "
+            f"{stack.group(1) if stack else '?'} bytes stack frame")
 
 
 def compile_variant(engine, cuda, dim: int, arch: str, loss: str, reads: str,
                     cc: tuple[int, int]) -> str:
     engine._kernel.cache_clear()
-    kernel = engine._kernel(-(-dim // engine.LANES), engine.LANES, arch == "skipgram",
-                            loss == "hs", reads == "coherent")
+    per_lane = -(-dim // engine.LANES)
+    kernel = engine._kernel(per_lane, engine.LANES, arch == "skipgram", loss == "hs",
+                            reads == "coherent", engine.chunk_rows(per_lane))
     ptx, _ = cuda.compile_ptx(kernel.py_func, kernel_signature(), cc=cc, fastmath=True)
     if (reads == "coherent") != ("ld.global.cg" in ptx):
         raise RuntimeError(f"reads={reads} but the PTX has "
@@ -125,7 +131,8 @@ def main() -> None:
                             failed = True
                             continue
                         print(f"{name}: ok, {len(ptx.splitlines())} PTX lines, "
-                              f"{ptx.count('ld.global.cg')} L2 loads, {ptxas_report(ptx, cc)}",
+                              f"{ptx.count('ld.global.cg')} L2 loads, "
+                              f"{ptxas_report(ptx, cc, engine.MAX_REGISTERS)}",
                               flush=True)
     if args.out and ptx:
         args.out.write_text(ptx)

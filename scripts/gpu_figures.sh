@@ -10,6 +10,8 @@
 #   tests     the CUDA tests on the GPU (tests/test_cuda_engine.py whole, and -m cuda)
 #   reads     the cuda engine alone, both ways of reading weight rows (w2v.engines.cuda.READS),
 #             CBOW and skip-gram, 5 epochs, seeds 1-3, with quality
+#   chunks    the cuda engine alone, rows loaded one at a time against in chunks of 6
+#             (w2v.engines.cuda.MAX_CHUNK), skip-gram and CBOW, 5 epochs, seeds 1-3, quality
 #   warps     CBOW at 528, 1,056 and 2,112 warps, 5 epochs, seeds 1-3, with quality
 #   protocol  BENCHMARK.md's GPU protocol against gensim on every core (bench.py --device cuda)
 #   trace     one traced run of each protocol run: where the GPU sits idle inside the loop
@@ -19,9 +21,9 @@
 # The Python packages are the project's with its cuda extra and dev extra (gensim for the
 # protocol); where only a few files can be taken off the machine, tar OUT_DIR.
 set -u
-[ $# -ge 1 ] || { echo "usage: $0 OUT_DIR [gpu tests reads warps protocol trace threads]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: $0 OUT_DIR [gpu tests chunks reads warps protocol trace threads]" >&2; exit 2; }
 out=$1; shift
-parts=${*:-gpu tests reads warps protocol trace threads}
+parts=${*:-gpu tests chunks reads warps protocol trace threads}
 root=$(cd "$(dirname "$0")/.." && pwd)
 corpus=${CORPUS:-$root/../shared/data/text8-prefix/text8-prefix}
 eval_dir=${EVAL_DIR:-$root/../shared/data/eval}
@@ -48,6 +50,7 @@ for p in $parts; do
     gpu) part gpu nvidia-smi --query-gpu=name,driver_version,pstate,clocks.sm,clocks.max.sm,persistence_mode,memory.total --format=csv ;;
     tests) part tests bash -c "python -m pytest -q -p no:cacheprovider tests/test_cuda_engine.py && python -m pytest -q -p no:cacheprovider -m cuda tests" ;;
     reads) part reads bash -c "python scripts/bench_cuda.py --model cbow --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model skipgram --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q}" ;;
+    chunks) part chunks bash -c "python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,6 --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model cbow --epochs 5 --chunks 1,6 --quality --seeds 1,2,3 ${data[*]@Q}" ;;
     warps) part warps python scripts/bench_cuda.py --model cbow --epochs 5 --warps 528,1056,2112 --quality --seeds 1,2,3 "${data[@]}" ;;
     protocol) part protocol python scripts/bench.py --device cuda --repeat 3 --seeds 1,2,3 "${data[@]}" ;;
     trace) part trace python scripts/bench.py --device cuda --sides w2v --trace "$out/trace" "${data[@]}" ;;

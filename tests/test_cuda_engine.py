@@ -85,13 +85,18 @@ CASES = [("skipgram", "negative", True, 6), ("skipgram", "negative", True, 37),
          ("cbow", "negative", False, 6), ("cbow", "hs", True, 6), ("cbow", "hs", False, 6)]
 
 
+@pytest.mark.parametrize("max_chunk", [1, engine_mod.MAX_CHUNK])
 @pytest.mark.parametrize(("arch", "loss", "cbow_mean", "dim"), CASES)
-def test_one_warp_updates_as_the_fused_engine(shuffle_lanes, arch, loss, cbow_mean, dim):
+def test_one_warp_updates_as_the_fused_engine(shuffle_lanes, monkeypatch, max_chunk, arch,
+                                              loss, cbow_mean, dim):
     """Same ids, same negatives (a noise table that always draws word 1, sometimes the
     target: skipped), window 1 (b is always 1): the kernel's updates, loss and example count
     equal the fused engine's, across document ends, a one-word document, a decaying lr and
     dims that do not divide among the lanes. Weights of order 1 and lr 0.3 make any
-    difference in the order of the updates show far above float rounding."""
+    difference in the order of the updates show far above float rounding. Rows loaded one
+    at a time and in chunks (dim 6: the target and its 3 noise words in one chunk, where
+    word 1 drawn twice must see its own first update; dim 37: chunks of 2) alike."""
+    monkeypatch.setattr(engine_mod, "MAX_CHUNK", max_chunk)
     rng = np.random.default_rng(0)
     counts = np.array([50, 30, 20, 10, 5, 3])
     ids = np.array([0, 1, 2, 0, 3, 1, 4, 5, 2, 4, 0, 3], np.int32)

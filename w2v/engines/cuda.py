@@ -17,6 +17,12 @@ one warp per worker instead of one CPU thread:
   spills to local memory, which is slower, not wrong). Per (context, centre) pair the context
   row is read once; for the target and each noise word (or each Huffman node) the dot product
   is reduced by warp shuffle, so every lane holds the same f and takes the same branch.
+- A warp's time per pair is mostly waiting for rows from memory. The output rows of a
+  pair's target and noise words (or hierarchical softmax's path nodes), and CBOW's context
+  rows, are loaded a chunk at a time (up to MAX_CHUNK, as many as ROW_FLOATS registers per
+  lane hold), so their loads overlap; then they are trained in word2vec's order, a noise word
+  drawn twice in a chunk seeing its own first update as the sequential loop would. The kernel
+  is capped at MAX_REGISTERS a thread so that the default warps per SM are all resident.
 - Both tables are written with atomicAdd of the change. Plain read-modify-write stores lose
   concurrent updates to the same row (frequent words): the feasibility probe of issue 10
   measured analogy accuracy falling from 0.089 to 0.036-0.053 at 2,112 warps without atomics.
@@ -99,6 +105,17 @@ READS = "cached"
 # so the loss curve keeps its spacing (trainer.log_points, 200) when steps are longer than
 # it: text8-prefix is 2 launches an epoch, and would otherwise draw 2 points an epoch.
 CURVE_PARTS = 128
+# The output rows of one example (the target word and its noise words, or hs's path nodes) are
+# loaded in chunks of up to MAX_CHUNK at once, so their loads overlap instead of each waiting
+# for the one before (a warp's time per pair is mostly that waiting). A chunk holds its rows in
+# registers, ROW_FLOATS floats per lane at most: 6 rows at dim 100, 2 at dim 300, 1 (the
+# sequential loop) above 768. MAX_CHUNK is 1 + word2vec's default negative.
+MAX_CHUNK = 6
+ROW_FLOATS = 24
+# Registers per thread at most: 16 warps of 32 threads then fit an SM's 65,536, so the default
+# concurrency (WARPS_PER_SM) is resident at once, in one wave, at any dim (ptxas spills the
+# rest to local memory; scripts/cuda_ptx.py reports both).
+MAX_REGISTERS = 65536 // (WARPS_PER_SM * LANES)
 _FULL_MASK = 0xFFFFFFFF
 
 cuda = None  # numba.cuda, imported on first use (the simulator swaps this global in kernels)
@@ -159,17 +176,20 @@ def _install_simulator_shuffle(numba_cuda) -> None:
 
 
 @functools.cache
-def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = False):
+def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = False,
+            chunk: int = 1):
     """The training kernel for ceil(dim / lanes) floats per lane, compiled on first launch.
 
     Sizes and the architecture are compile-time constants (closure variables), so the
     register arrays have fixed sizes, the loops over them unroll and the unused branches go.
     coherent: weight rows are loaded from L2 (see READS); the simulator has one memory.
+    chunk: rows loaded at once (`chunk_rows`; 1 is word2vec's one-row-at-a-time loop).
     """
     _numba_cuda()  # sets the global `cuda`: kernels must name it so (the simulator swaps it)
     # Casts are numpy's, as in the fused engine (numba types as casts cost 10 us each in the
     # simulator, which runs this code as Python).
-    float32, float64, int64, uint64 = np.float32, np.float64, np.int64, np.uint64
+    float32, float64, int32, int64 = np.float32, np.float64, np.int32, np.int64
+    uint64 = np.uint64
     # Device functions. The simulator would wrap each in a proxy that rescans this module's
     # globals at every call; as plain functions they run 3x faster and see the same `cuda`.
     device = (lambda f: f) if simulated() else cuda.jit(device=True)
@@ -242,60 +262,100 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
         return v
 
     @device
-    def dot_row(h, o, out_w, row, lane, dim):
-        """o = out_w[row] (this lane's dims); returns h . out_w[row] over the warp."""
-        f = float32(0.0)
-        for k in range(per_lane):
-            col = lane + k * lanes
-            if col < dim:
-                o[k] = weight(out_w, row, col)
-                f += h[k] * o[k]
-        return warp_sum(f)
-
-    @device
-    def apply(h, e, o, out_w, row, g, lane, dim):
-        """word2vec's two axpys: neu1e += g * out[row] (the row before this update), then
-        out[row] += g * h, written as an atomic add of the change."""
-        for k in range(per_lane):
-            col = lane + k * lanes
-            if col < dim:
-                e[k] += g * o[k]
-                cuda.atomic.add(out_w, (row, col), g * h[k])
-
-    @device
-    def negative_sampling(h, e, o, w, out_w, threshold, alias, n_noise, negative, lr, state,
-                          lane, dim):
+    def train_rows(h, e, rows, targets, n, w, out_w, codes, d0, lr, lane, dim):
+        """word2vec's update for a chunk of n targets (output rows): their rows are loaded
+        together, so the loads overlap instead of each waiting for the one before; then, in
+        order, f = h . row, g = (label - sigmoid(f)) * lr, neu1e += g * row (the row before
+        this update) and row += g * h (an atomic add of the change, and the same change to a
+        later copy of the row in this chunk, a noise word drawn again, as word2vec's
+        sequential loop would read it). targets[m] < 0: a skipped slot. The label: 1 for the
+        target word w (a noise word equal to it is skipped), or 1 - the node's branch (hs,
+        whose chunk starts at node d0 of w's path)."""
+        for m in range(chunk):
+            if m < n and targets[m] >= 0:
+                for k in range(per_lane):
+                    col = lane + k * lanes
+                    rows[m, k] = weight(out_w, targets[m], col) if col < dim else float32(0.0)
         loss = 0.0
-        for d in range(negative + 1):
-            if d == 0:
-                t = int64(w)
-                label = 1.0
-            else:
-                state, bits = next_bits(state)
-                t = below(bits, n_noise)
-                if int64(bits & LOW32) >= threshold[t]:
-                    t = int64(alias[t])
-                if t == w:
-                    continue  # word2vec.c skips a noise word equal to the target
-                label = 0.0
-            f = dot_row(h, o, out_w, t, lane, dim)
-            g = float32((label - sigmoid(f)) * lr)
-            loss += loss_of(f) if d == 0 else loss_of(-f)
-            apply(h, e, o, out_w, t, g, lane, dim)
+        for m in range(chunk):
+            if m < n and targets[m] >= 0:
+                t = targets[m]
+                f = float32(0.0)
+                for k in range(per_lane):
+                    f += h[k] * rows[m, k]
+                f = warp_sum(f)
+                if hs:
+                    label = float32(1.0 - codes[w, d0 + m])
+                else:
+                    label = float32(1.0) if t == w else float32(0.0)
+                loss += loss_of(f) if label > 0.5 else loss_of(-f)
+                if hs and (f <= -MAX_EXP or f >= MAX_EXP):
+                    continue  # word2vec.c and gensim skip saturated nodes
+                g = float32((label - sigmoid(f)) * lr)
+                for k in range(per_lane):
+                    col = lane + k * lanes
+                    if col < dim:
+                        e[k] += g * rows[m, k]
+                        cuda.atomic.add(out_w, (t, col), g * h[k])
+                if not hs:  # hs's path has no repeated node
+                    for later in range(m + 1, chunk):
+                        if targets[later] == t:
+                            for k in range(per_lane):
+                                rows[later, k] += g * h[k]
+        return loss
+
+    @device
+    def sum_rows(h, rows, targets, ids, start, stop, i, in_w, lane, dim):
+        """h += the input rows of the context ids[start:stop] but position i (CBOW), loaded a
+        chunk at a time (the ids, then the rows), so the loads overlap; added in order."""
+        for j0 in range(start, stop, chunk):
+            for m in range(chunk):
+                j = j0 + m
+                targets[m] = ids[j] if j < stop and j != i else -1
+            for m in range(chunk):
+                if targets[m] >= 0:
+                    for k in range(per_lane):
+                        col = lane + k * lanes
+                        rows[m, k] = weight(in_w, targets[m], col) if col < dim else \
+                            float32(0.0)
+            for m in range(chunk):
+                if targets[m] >= 0:
+                    for k in range(per_lane):
+                        h[k] += rows[m, k]
+
+    @device
+    def negative_sampling(h, e, rows, targets, w, out_w, threshold, alias, n_noise, negative,
+                          codes, lr, state, lane, dim):
+        """The target word, then `negative` noise words drawn from the alias table (one
+        equal to the target is skipped, as word2vec.c does), in chunks."""
+        loss = 0.0
+        for d0 in range(0, negative + 1, chunk):
+            n = min(chunk, negative + 1 - d0)
+            for m in range(chunk):
+                if m < n:
+                    if d0 + m == 0:
+                        targets[m] = w
+                    else:
+                        state, bits = next_bits(state)
+                        t = below(bits, n_noise)
+                        if int64(bits & LOW32) >= threshold[t]:
+                            t = int64(alias[t])
+                        targets[m] = -1 if t == w else t
+            loss += train_rows(h, e, rows, targets, n, w, out_w, codes, d0, lr, lane, dim)
         return loss, state
 
     @device
-    def hierarchical_softmax(h, e, o, w, out_w, codes, points, lengths, lr, lane, dim):
+    def hierarchical_softmax(h, e, rows, targets, w, out_w, codes, points, lengths, lr, lane,
+                             dim):
+        """The inner nodes on w's Huffman path, in chunks."""
         loss = 0.0
-        for m in range(lengths[w]):
-            node = int64(points[w, m])
-            code = codes[w, m]
-            f = dot_row(h, o, out_w, node, lane, dim)
-            loss += loss_of(f) if code == 0 else loss_of(-f)
-            if f <= -MAX_EXP or f >= MAX_EXP:
-                continue  # word2vec.c and gensim skip saturated nodes
-            g = float32((1.0 - code - sigmoid(f)) * lr)
-            apply(h, e, o, out_w, node, g, lane, dim)
+        length = lengths[w]
+        for d0 in range(0, length, chunk):
+            n = min(chunk, length - d0)
+            for m in range(chunk):
+                if m < n:
+                    targets[m] = points[w, d0 + m]
+            loss += train_rows(h, e, rows, targets, n, w, out_w, codes, d0, lr, lane, dim)
         return loss
 
     @device
@@ -311,7 +371,9 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                 hi = mid
         return lo
 
-    @cuda.jit(fastmath=True)
+    cap = {} if simulated() else {"max_registers": MAX_REGISTERS}  # no such option there
+
+    @cuda.jit(fastmath=True, **cap)
     def train(in_w, out_w, ids, kept_offsets, n_docs, n_tokens, workers, part, parts, dim,
               window, negative, cbow_mean, threshold, alias, n_noise, codes, points, lengths,
               lr_start, lr_end, seed, epoch, step, stats):
@@ -329,7 +391,8 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
             return
         h = cuda.local.array(per_lane, float32)  # the hidden vector: context row or CBOW mean
         e = cuda.local.array(per_lane, float32)  # neu1e: the error for the input row(s)
-        o = cuda.local.array(per_lane, float32)  # the output row being trained
+        rows = cuda.local.array((chunk, per_lane), float32)  # a chunk's output rows
+        targets = cuda.local.array(chunk, int32)  # their row indices (-1: skipped)
         state = warp_state(seed, epoch, step, worker)
         doc = first_document(kept_offsets, n_docs, lo)
         slope = (lr_end - lr_start) / (hi - lo)
@@ -367,11 +430,13 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                         h[k] = weight(in_w, c, col) if col < dim else float32(0.0)
                         e[k] = float32(0.0)
                     if hs:
-                        loss += hierarchical_softmax(h, e, o, w, out_w, codes, points, lengths,
-                                                     lr, lane, dim)
+                        loss += hierarchical_softmax(h, e, rows, targets, w,
+                                                     out_w, codes, points, lengths, lr, lane,
+                                                     dim)
                     else:
-                        ls, state = negative_sampling(h, e, o, w, out_w, threshold, alias,
-                                                      n_noise, negative, lr, state, lane, dim)
+                        ls, state = negative_sampling(h, e, rows, targets, w,
+                                                      out_w, threshold, alias, n_noise,
+                                                      negative, codes, lr, state, lane, dim)
                         loss += ls
                     for k in range(per_lane):
                         col = lane + k * lanes
@@ -385,23 +450,18 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                 for k in range(per_lane):
                     h[k] = float32(0.0)
                     e[k] = float32(0.0)
-                for j in range(start, stop):
-                    if j != i:
-                        c = ids[j]
-                        for k in range(per_lane):
-                            col = lane + k * lanes
-                            if col < dim:
-                                h[k] += weight(in_w, c, col)
+                sum_rows(h, rows, targets, ids, start, stop, i, in_w, lane, dim)
                 inv = float32(1.0 / count)
                 if cbow_mean:
                     for k in range(per_lane):
                         h[k] *= inv
                 if hs:
-                    loss += hierarchical_softmax(h, e, o, w, out_w, codes, points, lengths, lr,
-                                                 lane, dim)
+                    loss += hierarchical_softmax(h, e, rows, targets, w, out_w,
+                                                 codes, points, lengths, lr, lane, dim)
                 else:
-                    ls, state = negative_sampling(h, e, o, w, out_w, threshold, alias, n_noise,
-                                                  negative, lr, state, lane, dim)
+                    ls, state = negative_sampling(h, e, rows, targets, w, out_w,
+                                                  threshold, alias, n_noise, negative, codes,
+                                                  lr, state, lane, dim)
                     loss += ls
                 if not cbow_mean:  # gensim 4: "divide error over summed window vectors"
                     for k in range(per_lane):
@@ -523,6 +583,11 @@ def resident_tokens(device: torch.device, table_bytes: int) -> int:
     return spare // 8
 
 
+def chunk_rows(per_lane: int) -> int:
+    """Rows a warp loads at once with per_lane floats of each row in a lane's registers."""
+    return max(1, min(MAX_CHUNK, ROW_FLOATS // per_lane))
+
+
 def _array(tensor: torch.Tensor):
     """A kernel argument viewing `tensor` (no copy): numba's device array on a GPU (no stream
     sync: the kernel runs on torch's current stream). In the simulator a memoryview of the CPU
@@ -553,8 +618,9 @@ def train_slice(in_w: torch.Tensor, out_w: torch.Tensor, kept_ids: torch.Tensor,
     sim = simulated()
     lanes = SIM_LANES if sim else LANES
     dim = in_w.shape[1]
-    kernel = _kernel(-(-dim // lanes), lanes, arch == "skipgram", loss == "hs",
-                     reads == "coherent")
+    per_lane = -(-dim // lanes)
+    kernel = _kernel(per_lane, lanes, arch == "skipgram", loss == "hs", reads == "coherent",
+                     chunk_rows(per_lane))
     args = (
         _array(in_w), _array(out_w), _array(kept_ids), _array(kept_offsets),
         kept_offsets.numel() - 1, kept_ids.numel(), workers, part, parts, dim, window, negative,
