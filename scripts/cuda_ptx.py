@@ -37,7 +37,7 @@ def kernel_signature():
     # The argument types of w2v.engines.cuda.train_slice's launch, in order.
     return (arr(types.float32, 2), arr(types.float32, 2), arr(types.int32, 1),
             arr(types.int64, 1), i64, i64, i64, i64, i64, i64, i64, i64, types.boolean,
-            arr(types.int64, 1), arr(types.int32, 1), i64, arr(types.int8, 2),
+            arr(types.int32, 1), arr(types.int32, 1), i64, arr(types.int8, 2),
             arr(types.int32, 2), arr(types.int32, 1), f64, f64, i64, i64, i64,
             arr(types.float64, 2))
 

@@ -117,6 +117,7 @@ ROW_FLOATS = 24
 # rest to local memory; scripts/cuda_ptx.py reports both).
 MAX_REGISTERS = 65536 // (WARPS_PER_SM * LANES)
 _FULL_MASK = 0xFFFFFFFF
+SHIFT = 1 << 31  # uint32 -> int32 in the same order (`signed`)
 
 cuda = None  # numba.cuda, imported on first use (the simulator swaps this global in kernels)
 
@@ -324,23 +325,29 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                         h[k] += rows[m, k]
 
     @device
-    def negative_sampling(h, e, rows, targets, w, out_w, threshold, alias, n_noise, negative,
-                          codes, lr, state, lane, dim):
+    def negative_sampling(h, e, rows, targets, coins, cuts, others, w, out_w, threshold, alias,
+                          n_noise, negative, codes, lr, state, lane, dim):
         """The target word, then `negative` noise words drawn from the alias table (one
         equal to the target is skipped, as word2vec.c does), in chunks."""
         loss = 0.0
         for d0 in range(0, negative + 1, chunk):
             n = min(chunk, negative + 1 - d0)
+            # The draws in three passes, so the chunk's alias-table reads are in flight
+            # together: the random bits (a candidate word and a 32-bit coin each), the
+            # table's threshold and alias for each candidate, then the choice.
+            for m in range(chunk):
+                if m < n and d0 + m > 0:
+                    state, bits = next_bits(state)
+                    targets[m] = below(bits, n_noise)
+                    coins[m] = int64(bits & LOW32) - SHIFT  # as the thresholds: `signed`
+            for m in range(chunk):
+                if m < n and d0 + m > 0:
+                    cuts[m] = threshold[targets[m]]
+                    others[m] = alias[targets[m]]
             for m in range(chunk):
                 if m < n:
-                    if d0 + m == 0:
-                        targets[m] = w
-                    else:
-                        state, bits = next_bits(state)
-                        t = below(bits, n_noise)
-                        if int64(bits & LOW32) >= threshold[t]:
-                            t = int64(alias[t])
-                        targets[m] = -1 if t == w else t
+                    t = w if d0 + m == 0 else (others[m] if coins[m] >= cuts[m] else targets[m])
+                    targets[m] = -1 if d0 + m > 0 and t == w else t
             loss += train_rows(h, e, rows, targets, n, w, out_w, codes, d0, lr, lane, dim)
         return loss, state
 
@@ -393,6 +400,9 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
         e = cuda.local.array(per_lane, float32)  # neu1e: the error for the input row(s)
         rows = cuda.local.array((chunk, per_lane), float32)  # a chunk's output rows
         targets = cuda.local.array(chunk, int32)  # their row indices (-1: skipped)
+        coins = cuda.local.array(chunk, int32)  # noise draws: the alias method's coin,
+        cuts = cuda.local.array(chunk, int32)  # the candidate's threshold
+        others = cuda.local.array(chunk, int32)  # and its alias
         state = warp_state(seed, epoch, step, worker)
         doc = first_document(kept_offsets, n_docs, lo)
         slope = (lr_end - lr_start) / (hi - lo)
@@ -434,9 +444,10 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                                                      out_w, codes, points, lengths, lr, lane,
                                                      dim)
                     else:
-                        ls, state = negative_sampling(h, e, rows, targets, w,
-                                                      out_w, threshold, alias, n_noise,
-                                                      negative, codes, lr, state, lane, dim)
+                        ls, state = negative_sampling(h, e, rows, targets, coins, cuts,
+                                                      others, w, out_w, threshold, alias,
+                                                      n_noise, negative, codes, lr, state,
+                                                      lane, dim)
                         loss += ls
                     for k in range(per_lane):
                         col = lane + k * lanes
@@ -459,9 +470,9 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                     loss += hierarchical_softmax(h, e, rows, targets, w, out_w,
                                                  codes, points, lengths, lr, lane, dim)
                 else:
-                    ls, state = negative_sampling(h, e, rows, targets, w, out_w,
-                                                  threshold, alias, n_noise, negative, codes,
-                                                  lr, state, lane, dim)
+                    ls, state = negative_sampling(h, e, rows, targets, coins, cuts, others,
+                                                  w, out_w, threshold, alias, n_noise,
+                                                  negative, codes, lr, state, lane, dim)
                     loss += ls
                 if not cbow_mean:  # gensim 4: "divide error over summed window vectors"
                     for k in range(per_lane):
@@ -488,11 +499,17 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
 class Tables:
     """What the kernel reads besides the corpus, as device tensors (dummies when unused)."""
 
-    threshold: torch.Tensor  # int64 (V,) alias-table thresholds (uint32 values)
+    threshold: torch.Tensor  # int32 (V,) alias-table thresholds, shifted (`signed`)
     alias: torch.Tensor  # int32 (V,)
     codes: torch.Tensor  # int8 (V, L) Huffman branches
     points: torch.Tensor  # int32 (V, L) Huffman inner nodes
     lengths: torch.Tensor  # int32 (V,)
+
+
+def signed(values) -> np.ndarray:
+    """uint32 values as int32 in the same order (minus 2^31): the kernel compares the alias
+    method's 32-bit coin with a threshold in 4 bytes of registers instead of 8."""
+    return (np.asarray(values, dtype=np.int64) - SHIFT).astype(np.int32)
 
 
 def make_tables(vocab, loss: str, ns_exponent: float, device: torch.device) -> Tables:
@@ -500,11 +517,11 @@ def make_tables(vocab, loss: str, ns_exponent: float, device: torch.device) -> T
     one = torch.zeros(1, dtype=torch.int32, device=device)
     if loss == "negative":
         noise = build_noise_table(vocab.noise_probs(ns_exponent))
-        return Tables(torch.from_numpy(noise.threshold.astype(np.int64)).to(device),
+        return Tables(torch.from_numpy(signed(noise.threshold)).to(device),
                       torch.from_numpy(noise.alias).to(device),
                       torch.zeros((1, 1), dtype=torch.int8, device=device), one.view(1, 1), one)
     huff = vocab.huffman()
-    return Tables(torch.zeros(1, dtype=torch.int64, device=device), one,
+    return Tables(one, one,
                   torch.from_numpy(huff.codes.astype(np.int8)).to(device),
                   torch.from_numpy(huff.points.astype(np.int32)).to(device),
                   torch.from_numpy(huff.lengths.astype(np.int32)).to(device))
