@@ -135,6 +135,25 @@ def test_dynamic_window_gives_word2vec_pair_counts():
     assert float(stats[1]) == 40
 
 
+def test_noise_words_are_drawn_with_the_noise_tables_probabilities():
+    """The kernel's alias-method draws (a chunk's coins against the thresholds, held as int32
+    in the same order as the uint32 ones) follow the noise distribution. Measured through the
+    updates: with h = -1 and a tiny lr, f stays within a bin or two of 0 and each draw of
+    word t moves out[t] by about +lr / 2 (the sigmoid table's value there: 0.497-0.5)."""
+    probs = np.array([0.0, 0.5, 0.3, 0.15, 0.05])  # word 0 is the corpus, never noise
+    n, lr = 2000, 1e-6
+    vocab = SimpleNamespace(noise_probs=lambda e: probs, huffman=None)
+    in_w = -np.ones((len(probs), 1), np.float32)
+    out_w = np.zeros((len(probs), 1), np.float32)
+    kw = dict(arch="skipgram", loss="negative", window=1, negative=5, lr_start=lr, lr_end=lr,
+              seed=5)
+    _, got_out, stats = run_kernel(in_w, out_w, np.zeros(n, np.int32),
+                                   np.array([0, n], np.int64), vocab, **kw)
+    draws = got_out[1:, 0] / (lr / 2)
+    assert draws.sum() == pytest.approx(5 * float(stats[1]), rel=0.01)  # 5 per pair
+    np.testing.assert_allclose(draws / draws.sum(), probs[1:], atol=0.01)
+
+
 def test_the_loss_comes_in_equal_parts_of_every_slice_that_add_up_to_the_totals():
     """stats (P, 2): part p sums the p-th P-th of each warp's slice, so the parts are the
     loss curve inside one launch; the same launch with P=1 gives their sums, and the
