@@ -165,9 +165,8 @@ def _doc_state(seed, epoch, doc):
 @njit(inline="always", **_JIT)
 def _noise(bits, threshold, alias):
     i = _below(bits, threshold.shape[0])
-    if (bits & LOW32) < threshold[i]:
-        return i
-    return np.int64(alias[i])
+    other = np.int64(alias[i])
+    return i if (bits & LOW32) < threshold[i] else other
 
 
 @njit(**_JIT)
