@@ -170,15 +170,12 @@ class Writer:
             self.last = write(self.ckpt_dir, pos.global_step, state)
             return self.last
         with self._lock:
-            spare = None
-            if self._spares:
-                spare = self._spares.pop()
-            elif self._pending is not None:  # not yet written, and superseded by this one
-                spare, self._pending = self._pending[1]["model"], None
+            superseded, self._pending = self._pending, None  # not yet written: this replaces it
+            if superseded is not None:
+                self._give_back(superseded[1]["model"])
+            spare = self._spares.pop() if self._spares else None
         state = snapshot(model, engine, pos, self.record, into=spare)
         with self._lock:
-            if self._pending is not None:  # never written: superseded by this one
-                self._give_back(self._pending[1]["model"])
             self._pending = (pos.global_step, state)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="w2v-checkpoint")
