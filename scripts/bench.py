@@ -255,10 +255,10 @@ def start_trace(device: str):
 
 def finish_trace(tracer, args) -> dict:
     """Write the Chrome trace (chrome://tracing, Perfetto) into --trace and sum where the GPU
-    was busy: the union of its kernels' spans; inside the loop (the training clock's span),
-    its idle time, how much of it each host phase (PHASES) overlaps, and the longest idle
-    gaps with the phases they fall in. The traced run is slower than an untraced one: its
-    words/s are not figures to report."""
+    was busy: the union of its kernels' spans; inside the loop (Loop.run: the training
+    clock's span and the few lines that set it up), its idle time, how much of it each host
+    phase (PHASES) overlaps, and the longest idle gaps with the phases they fall in. The
+    traced run is slower than an untraced one: its words/s are not figures to report."""
     from torch.autograd import DeviceType
 
     tracer.__exit__(None, None, None)
