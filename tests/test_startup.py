@@ -82,6 +82,22 @@ def test_the_quiet_interrupt_is_installed_only_for_our_programs(argv, ours):
     assert w2v._program_is_w2v(argv) is ours
 
 
+def test_our_programs_collect_cyclic_garbage_less_often_and_libraries_are_left_alone():
+    """A w2v program raises the collector's thresholds when w2v is imported, before torch and
+    numba are (their imports ran full collections); importing w2v in someone else's program
+    leaves them as they were."""
+    def thresholds(program: list[str] | None) -> str:
+        pose = f"sys.orig_argv = {program!r}; " if program else ""
+        code = f"import gc, sys; {pose}import w2v; print(gc.get_threshold())"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True)
+        return done.stdout.strip()
+
+    default = thresholds(None)
+    assert default != str(w2v.GC_THRESHOLDS)
+    assert thresholds(["python", "-m", "w2v.train"]) == str(w2v.GC_THRESHOLDS)
+
+
 def test_entry_points_turn_ctrl_c_into_one_line_and_130(capsys):
     @report_errors
     def main() -> None:

@@ -58,6 +58,21 @@ def _install_stop() -> None:
         signal.signal(signal.SIGTERM, stop_at_once)
 
 
+# The cyclic garbage collector's first generation runs every 10,000 allocations instead of
+# 700: importing torch, numba, Hydra and datasets and loading the compiled kernels allocate
+# millions of long-lived objects, over which the default thresholds ran 5 full collections
+# (0.3 s of a 5 s training run; `python -m w2v.query` starts 0.1 s sooner). A program's own
+# work makes few reference cycles, so collecting them later costs little memory.
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def _tune_gc() -> None:
+    import gc
+
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 # Only when w2v is the program: importing w2v as a library changes nothing in the host.
 if _program_is_w2v(getattr(sys, "orig_argv", [])):
     _install_stop()
+    _tune_gc()
