@@ -29,18 +29,23 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads: str = "cached",
-        seed: int = 1, chunk: int = 6) -> tuple[dict, object]:
+        seed: int = 1, chunk: int = 6, dim: int = 100) -> tuple[dict, object]:
+    """One configuration's epochs through CudaEngine.step, timed with the GPU synchronised
+    (under numba's CUDA simulator, on CPU tensors: how the tests run this code)."""
     import torch
 
     from w2v.config import Config, DataConfig, ModelConfig, TrainerConfig
     from w2v.engines import cuda as engine_mod
+    from w2v.engines import simulated
     from w2v.engines.cuda import CudaEngine
     from w2v.model import build_model
 
-    device = torch.device("cuda")
-    cfg = Config(data=DataConfig(path="unused"), model=ModelConfig(arch=model_name),
-                 trainer=TrainerConfig(device="cuda", engine="cuda", cuda_warps=warps or None,
-                                       cuda_step_words=step_words, epochs=epochs, seed=seed))
+    device = torch.device("cpu" if simulated() else "cuda")
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cfg = Config(data=DataConfig(path="unused"), model=ModelConfig(arch=model_name, dim=dim),
+                 trainer=TrainerConfig(device=device.type, engine="cuda",
+                                       cuda_warps=warps or None, cuda_step_words=step_words,
+                                       epochs=epochs, seed=seed))
     engine_mod.READS = reads
     engine_mod.MAX_CHUNK = chunk
     torch.manual_seed(seed)
@@ -48,7 +53,7 @@ def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads
     engine = CudaEngine(model, corpus, cfg, device)
     t = cfg.trainer
     prepare = 0.0
-    torch.cuda.synchronize()
+    synchronize()
     t0 = time.perf_counter()
     for epoch in range(epochs):
         steps = engine.begin_epoch(epoch)
@@ -56,14 +61,14 @@ def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads
             lr = t.lr - (t.lr - t.min_lr) * (epoch + s / steps) / epochs
             lr_end = t.lr - (t.lr - t.min_lr) * (epoch + (s + 1) / steps) / epochs
             before = engine.current
-            torch.cuda.synchronize()  # the previous step's kernel is not subsampling's time
+            synchronize()  # the previous step's kernel is not subsampling's time
             p0 = time.perf_counter()
             engine._prepare(epoch, bisect.bisect_right(engine.first_step, s) - 1)  # timed apart
             if engine.current is not before:
-                torch.cuda.synchronize()
+                synchronize()
                 prepare += time.perf_counter() - p0
             engine.step(epoch, s, steps, lr, lr_end)
-    torch.cuda.synchronize()
+    synchronize()
     seconds = time.perf_counter() - t0
     words = corpus.raw_tokens * epochs
     return {"warps": engine.current.workers, "steps": engine.begin_epoch(0),

@@ -184,3 +184,34 @@ def test_gpu_figures_refuses_a_missing_corpus_and_runs_on_past_a_failed_part(tmp
                           env=env, capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == "failed: bogus bogus2"
+
+
+@pytest.mark.parametrize("chunk", [1, 6])
+def test_bench_cuda_runs_the_engine_with_each_chunk_size(tmp_path, monkeypatch, chunk):
+    """scripts/bench_cuda.py's run() (here in numba's CUDA simulator, on a small planted
+    corpus): the engine trains every step with the chunk size asked for, and the module
+    settings it sets are those of the run."""
+    from tests.conftest import write_planted_corpus
+    from w2v.config import DataConfig
+    from w2v.corpus import build_corpus
+    from w2v.engines import cuda as engine_mod
+    from w2v.engines import simulated
+
+    if not simulated() and not torch.cuda.is_available():
+        pytest.skip("needs numba's CUDA simulator (tests/conftest.py) or a GPU")
+    for name in ("READS", "MAX_CHUNK"):
+        monkeypatch.setattr(engine_mod, name, getattr(engine_mod, name))  # restored after
+    planted = write_planted_corpus(tmp_path / "planted.txt", entities=4, context_per_entity=5,
+                                   context_per_form=3, sentences=200, length=8)
+    corpus = build_corpus(DataConfig(path=str(planted.path), min_count=1,
+                                     cache_dir=str(tmp_path / "cache")), progress=False)
+    kernel, chunks = engine_mod._kernel, set()
+    monkeypatch.setattr(engine_mod, "_kernel", lambda *a: chunks.add(a[-1]) or kernel(*a))
+    bench_cuda = bench_module("bench_cuda")
+    result, model = bench_cuda.run(corpus, "skipgram", warps=2, step_words=500, epochs=1,
+                                   chunk=chunk, dim=8)
+    per_lane = -(-8 // engine_mod.SIM_LANES) if simulated() else 1
+    assert chunks == {engine_mod.chunk_rows(per_lane)}  # the kernel compiled for the run's
+    assert chunks == {min(chunk, engine_mod.ROW_FLOATS // per_lane)}
+    assert result["steps"] == 4 and 1 <= result["warps"] <= 2 and result["words_per_sec"] > 0
+    assert model.input.weight.shape[1] == 8
