@@ -197,3 +197,29 @@ def test_the_first_failed_write_is_the_one_reported_and_nothing_after_it_is_writ
     with pytest.raises(W2VError, match="step-00000003.pt"):
         writer.wait()
     assert attempts == [3]
+
+
+def test_the_vocabulary_is_one_string_on_disk_and_format_1_checkpoints_still_restore(tmp_path):
+    """Format 2 stores the vocabulary as one JSON string (a list item per word made the
+    background write hold the GIL for milliseconds per thousand words); checkpoint.load gives
+    the dict back, and a format-1 checkpoint (the dict itself) restores the same."""
+    model, engine, vocab, cfg = parts()
+    vocab = Vocab(["zürich", "new_york", "a\tb"], [3, 2, 1])  # JSON round-trips any text
+    model = Word2Vec(len(vocab.words), 5, arch="skipgram")
+    path = writer_for(tmp_path, vocab, cfg).save(model, engine, checkpoint.Position(),
+                                                  wait=True)
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "w2v.checkpoint/2" and isinstance(raw["vocab"], str)
+    assert checkpoint.load(path)["vocab"] == vocab.to_dict()
+
+    old = dict(raw, format="w2v.checkpoint/1", vocab=vocab.to_dict())
+    torch.save(old, tmp_path / "step-00000009.pt")
+    fresh = Word2Vec(len(vocab.words), 5, arch="skipgram")
+    engine.load_state_dict = lambda state: None
+    pos = checkpoint.restore(tmp_path / "step-00000009.pt", fresh, engine, vocab, cfg)
+    assert pos == checkpoint.Position()
+    assert torch.equal(fresh.input.weight, model.input.weight)
+
+    torch.save(dict(raw, vocab="{not json"), tmp_path / "step-00000010.pt")
+    with pytest.raises(W2VError, match="vocabulary cannot be read"):
+        checkpoint.load(tmp_path / "step-00000010.pt")

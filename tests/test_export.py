@@ -385,7 +385,9 @@ def test_export_reads_checkpoints_as_train_writes_them(tmp_path):
     cfg = Config(model=ModelConfig(arch="skipgram", dim=7))
     writer = checkpoint.Writer(tmp_path / "ckpt", checkpoint.run_record(vocab, cfg))
     path = writer.save(model, engine, checkpoint.Position(), wait=True)
-    assert torch.load(path, weights_only=True)["vocab"] == vocab.to_dict()
+    raw = torch.load(path, weights_only=True)["vocab"]
+    assert isinstance(raw, str)  # one JSON string (format 2), read back by checkpoint.load
+    assert checkpoint.load(path)["vocab"] == vocab.to_dict()
     paths = export_checkpoint(path, tmp_path / "out", ExportConfig())
     assert [p.name for p in paths] == ["vectors.pt", "vectors.txt"]
     kv = load_vectors(tmp_path / "out" / "vectors.pt")

@@ -280,8 +280,9 @@ def load_tokenizer(source: str | Path | KeyedVectors) -> Tokenizer:
         except Exception as err:
             raise W2VError(f"{path} is not a readable vectors.pt or checkpoint "
                            f"({err.__class__.__name__}); re-export it") from err
-        if isinstance(obj, dict) and isinstance(obj.get("vocab"), dict):  # a checkpoint
-            return Tokenizer.from_dict(obj["vocab"]["tokenizer"])
+        vocab = ckpt.vocab_dict(obj) if isinstance(obj, dict) else None
+        if vocab is not None:  # a checkpoint
+            return Tokenizer.from_dict(vocab["tokenizer"])
         if isinstance(obj, dict) and "tokenizer" in obj:
             return Tokenizer.from_dict(obj["tokenizer"])
         raise W2VError(f"{path} holds no tokenizer (not a w2v vectors.pt or checkpoint)")

@@ -79,7 +79,7 @@ def _read_torch(path: Path) -> InitFrom:
     """A checkpoint, read by checkpoint.load, or a vectors.pt, read by export.read_vectors_pt
     (each checks its format and refuses damage); the format tag says which."""
     fmt = _format_tag(path)
-    if fmt == ckpt.FORMAT:
+    if fmt in ckpt.READABLE:
         state = ckpt.load(path)
         model, vocab = state["model"], state["vocab"]
         loss = (state.get("config") or {}).get("model", {}).get("loss", "negative")
