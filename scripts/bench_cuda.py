@@ -4,6 +4,7 @@
     python scripts/bench_cuda.py --model cbow --epochs 5 --reads cached,coherent --quality \
         --seeds 1,2,3                            # how rows are loaded: speed and quality
     python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,6 --quality --seeds 1,2,3
+    python scripts/bench_cuda.py --model cbow --epochs 5 --chunks 1,2 --dims 100,300
 
 What scripts/bench.py's end-to-end figure adds to this (checkpoints, logging, evaluation) is
 left out: each configuration trains `--epochs` epochs through CudaEngine.step, timed with the
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads: str = "cached",
-        seed: int = 1, chunk: int = 6, dim: int = 100) -> tuple[dict, object]:
+        seed: int = 1, chunk: int = 1, dim: int = 100) -> tuple[dict, object]:
     """One configuration's epochs through CudaEngine.step, timed with the GPU synchronised
     (under numba's CUDA simulator, on CPU tensors: how the tests run this code)."""
     import torch
@@ -97,8 +98,10 @@ def main() -> None:
     p.add_argument("--scale", default="1", help="comma list of text8-prefix copies")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--reads", default="cached", help="comma list of w2v.engines.cuda.READS")
-    p.add_argument("--chunks", default="6", help="comma list of w2v.engines.cuda.MAX_CHUNK "
+    p.add_argument("--chunks", default="1", help="comma list of w2v.engines.cuda.MAX_CHUNK "
                    "(output rows loaded at once; 1: one row at a time)")
+    p.add_argument("--dims", default="100", help="comma list of model.dim (rows held per "
+                   "chunk depend on it)")
     p.add_argument("--seeds", default="1", help="comma list: one run per seed")
     p.add_argument("--quality", action="store_true", help="score every run's vectors too")
     p.add_argument("--eval-dir", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
@@ -115,7 +118,7 @@ def main() -> None:
     from w2v.corpus import build_corpus
 
     print(f"{torch.cuda.get_device_name()}, {args.model}, {args.epochs} epoch(s)")
-    head = "| copies | reads | chunk | seed | cuda_warps | cuda_step_words | steps/epoch | " \
+    head = "| copies | dim | reads | chunk | seed | cuda_warps | cuda_step_words | steps/epoch | " \
            "raw words/s | subsampling |"
     print(head + (" analogy | WS353 | SimLex |" if args.quality else ""))
     print("| ---: " * (head.count("|") - 1 + (3 if args.quality else 0)) + "|")
@@ -124,15 +127,17 @@ def main() -> None:
             path = scaled_corpus(args.corpus, scale, Path(tmp))
             corpus = build_corpus(DataConfig(path=str(path), cache_dir=f"{tmp}/cache"),
                                   progress=False)
-            points = [(reads, int(c), seed, int(w), int(s)) for reads in args.reads.split(",")
+            points = [(dim, reads, int(c), seed, int(w), int(s))
+                      for dim in [int(d) for d in args.dims.split(",")]
+                      for reads in args.reads.split(",")
                       for c in args.chunks.split(",")
                       for seed in [int(x) for x in args.seeds.split(",")]
                       for w in args.warps.split(",") for s in args.step_words.split(",")]
-            for reads, chunk, seed, warps, step_words in points:
+            for dim, reads, chunk, seed, warps, step_words in points:
                 r, model = run(corpus, args.model, warps, step_words, args.epochs, reads, seed,
-                               chunk)
+                               chunk, dim)
                 cells = f" {quality(model, corpus, args.eval_dir)} |" if args.quality else ""
-                print(f"| x{scale} | {reads} | {chunk} | {seed} | {r['warps']:,} | "
+                print(f"| x{scale} | {dim} | {reads} | {chunk} | {seed} | {r['warps']:,} | "
                       f"{step_words:,} | {r['steps']} | {r['words_per_sec']:,.0f} | "
                       f"{r['subsample_share']:.0%} |" + cells, flush=True)
 

@@ -85,7 +85,7 @@ CASES = [("skipgram", "negative", True, 6), ("skipgram", "negative", True, 37),
          ("cbow", "negative", False, 6), ("cbow", "hs", True, 6), ("cbow", "hs", False, 6)]
 
 
-@pytest.mark.parametrize("max_chunk", [1, engine_mod.MAX_CHUNK])
+@pytest.mark.parametrize("max_chunk", [1, 6])
 @pytest.mark.parametrize(("arch", "loss", "cbow_mean", "dim"), CASES)
 def test_one_warp_updates_as_the_fused_engine(shuffle_lanes, monkeypatch, max_chunk, arch,
                                               loss, cbow_mean, dim):
@@ -168,10 +168,13 @@ def test_the_loss_comes_in_equal_parts_of_every_slice_that_add_up_to_the_totals(
     in_1, out_1, totals = run_kernel(w, w, ids, np.array([0, n], np.int64), vocab, **kw)
     in_p, out_p, parts = run_kernel(w, w, ids, np.array([0, n], np.int64), vocab,
                                     curve_parts=7, **kw)
-    np.testing.assert_array_equal(in_p, in_1)
-    np.testing.assert_array_equal(out_p, out_1)
+    # The simulator runs the warps one after another: the same updates, bit for bit. On a GPU
+    # the three warps race on the same two rows (Hogwild), so the float sums' order varies.
+    atol, rel = (0.0, 1e-12) if SIM else (1e-3, 1e-3)
+    np.testing.assert_allclose(in_p, in_1, rtol=0, atol=atol)
+    np.testing.assert_allclose(out_p, out_1, rtol=0, atol=atol)
     assert float(parts[:, 1].sum()) == float(totals[1])
-    assert float(parts[:, 0].sum()) == pytest.approx(float(totals[0]), rel=1e-12)
+    assert float(parts[:, 0].sum()) == pytest.approx(float(totals[0]), rel=rel)
     share = parts[:, 1].numpy() / float(totals[1])
     np.testing.assert_allclose(share, np.full(7, 1 / 7), atol=0.02)  # 1,000 tokens a warp
     assert float(parts[0, 0] / parts[0, 1]) > float(parts[-1, 0] / parts[-1, 1])  # it learns
