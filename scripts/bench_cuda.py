@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads: str = "cached",
-        seed: int = 1, chunk: int = 1, dim: int = 100) -> tuple[dict, object]:
+        seed: int = 1, chunk: int = 3, dim: int = 100) -> tuple[dict, object]:
     """One configuration's epochs through CudaEngine.step, timed with the GPU synchronised
     (under numba's CUDA simulator, on CPU tensors: how the tests run this code)."""
     import torch
@@ -98,7 +98,7 @@ def main() -> None:
     p.add_argument("--scale", default="1", help="comma list of text8-prefix copies")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--reads", default="cached", help="comma list of w2v.engines.cuda.READS")
-    p.add_argument("--chunks", default="1", help="comma list of w2v.engines.cuda.MAX_CHUNK "
+    p.add_argument("--chunks", default="3", help="comma list of w2v.engines.cuda.MAX_CHUNK "
                    "(output rows loaded at once; 1: one row at a time)")
     p.add_argument("--dims", default="100", help="comma list of model.dim (rows held per "
                    "chunk depend on it)")

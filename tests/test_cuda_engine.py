@@ -85,7 +85,7 @@ CASES = [("skipgram", "negative", True, 6), ("skipgram", "negative", True, 37),
          ("cbow", "negative", False, 6), ("cbow", "hs", True, 6), ("cbow", "hs", False, 6)]
 
 
-@pytest.mark.parametrize("max_chunk", [1, 6])
+@pytest.mark.parametrize("max_chunk", [1, 2, 3, 6])
 @pytest.mark.parametrize(("arch", "loss", "cbow_mean", "dim"), CASES)
 def test_one_warp_updates_as_the_fused_engine(shuffle_lanes, monkeypatch, max_chunk, arch,
                                               loss, cbow_mean, dim):

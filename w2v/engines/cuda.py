@@ -20,7 +20,7 @@ one warp per worker instead of one CPU thread:
 - A warp's time per pair is mostly waiting for rows from memory. The output rows of a
   pair's target and noise words (or hierarchical softmax's path nodes), and CBOW's context
   rows, can be loaded a chunk at a time (up to MAX_CHUNK, as many as ROW_FLOATS registers per
-  lane hold; 1 by default, the faster on an H100), so their loads overlap; then they are
+  lane hold; 3 by default, the fastest on an H100), so their loads overlap; then they are
   trained in word2vec's order, a noise word
   drawn twice in a chunk seeing its own first update as the sequential loop would. The kernel
   is capped at MAX_REGISTERS a thread so that the default warps per SM are all resident.
@@ -110,12 +110,13 @@ CURVE_PARTS = 128
 # loaded in chunks of up to MAX_CHUNK at once, so their loads overlap instead of each waiting
 # for the one before (a warp's time per pair is mostly that waiting). A chunk holds its rows in
 # registers, ROW_FLOATS floats per lane at most: 6 rows at dim 100, 2 at dim 300, 1 (the
-# sequential loop) above 768. Measured on an H100 (bench_cuda.py --chunks 1,6, 5 epochs of
-# text8-prefix, seeds 1-3, dim 100): one row at a time is the faster, skip-gram 57.4-58.7M
-# raw words/s against 56.5-56.8M, CBOW 169-183M against 145-146M, the quality the same: the
-# 16 warps an SM keeps resident hide the latency already, and chunks cost registers (spills
-# under the cap). So 1; the chunked path stays for GPUs where that does not hold.
-MAX_CHUNK = 1
+# sequential loop) above 768. Measured on an H100 (bench_cuda.py, 5 epochs of text8-prefix,
+# seeds 1-3, a variant's first run in a process left out): chunks of 3 at dim 100 against 1,
+# skip-gram 61.1-62.6M raw words/s against 57.3-58.7M, CBOW 195-204M against 162-193M (ncu:
+# 5.15 against 5.53 ms a CBOW launch); chunks of 2 at dim 300, skip-gram 33.3-33.8M against
+# 31.9-32.0M, CBOW 109-116M against 102-106M; the quality the same. Chunks of 6 were slower
+# (CBOW 145M): more rows in flight cost registers the 16 resident warps per SM need.
+MAX_CHUNK = 3
 ROW_FLOATS = 24
 # Registers per thread at most: 16 warps of 32 threads then fit an SM's 65,536, so the default
 # concurrency (WARPS_PER_SM) is resident at once, in one wave, at any dim (ptxas spills the
