@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import copy
 import sys
 import tempfile
 import time
@@ -51,8 +52,14 @@ def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads
     engine_mod.MAX_CHUNK = chunk
     torch.manual_seed(seed)
     model = build_model(cfg.model, corpus.vocab).to(device)
-    engine = CudaEngine(model, corpus, cfg, device)
     t = cfg.trainer
+    # One untimed step first, on a copy of the model: on an H100 a kernel variant's first
+    # real launch in a process cost up to 0.3 s beyond its compile (that run: 28-30M words/s
+    # where the next seeds' ran at 170-190M), which is not the kernel's speed.
+    warm = CudaEngine(copy.deepcopy(model), corpus, cfg, device)
+    warm.step(0, 0, warm.begin_epoch(0), t.lr, t.lr)
+    del warm
+    engine = CudaEngine(model, corpus, cfg, device)
     prepare = 0.0
     synchronize()
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@
 #   tests     the CUDA tests on the GPU (tests/test_cuda_engine.py whole, and -m cuda)
 #   reads     the cuda engine alone, both ways of reading weight rows (w2v.engines.cuda.READS),
 #             CBOW and skip-gram, 5 epochs, seeds 1-3, with quality
-#   chunks    the cuda engine alone, rows loaded one at a time against in chunks of 6
+#   chunks    the cuda engine alone, rows loaded one at a time against in chunks of 2, 3, 6
 #             (w2v.engines.cuda.MAX_CHUNK), skip-gram and CBOW, 5 epochs, seeds 1-3, quality
 #   warps     CBOW at 528, 1,056 and 2,112 warps, 5 epochs, seeds 1-3, with quality
 #   protocol  BENCHMARK.md's GPU protocol against gensim on every core (bench.py --device cuda)
@@ -50,7 +50,7 @@ for p in $parts; do
     gpu) part gpu nvidia-smi --query-gpu=name,driver_version,pstate,clocks.sm,clocks.max.sm,persistence_mode,memory.total --format=csv ;;
     tests) part tests bash -c "python -m pytest -q -p no:cacheprovider tests/test_cuda_engine.py && python -m pytest -q -p no:cacheprovider -m cuda tests --ignore=tests/test_cuda_engine.py" ;;
     reads) part reads bash -c "python scripts/bench_cuda.py --model cbow --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model skipgram --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q}" ;;
-    chunks) part chunks bash -c "python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,6 --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model cbow --epochs 5 --chunks 1,6 --quality --seeds 1,2,3 ${data[*]@Q}" ;;
+    chunks) part chunks bash -c "python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,2,3,6 --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model cbow --epochs 5 --chunks 1,2,3,6 --quality --seeds 1,2,3 ${data[*]@Q}" ;;
     warps) part warps python scripts/bench_cuda.py --model cbow --epochs 5 --warps 528,1056,2112 --quality --seeds 1,2,3 "${data[@]}" ;;
     protocol) part protocol python scripts/bench.py --device cuda --repeat 3 --seeds 1,2,3 "${data[@]}" ;;
     trace) part trace python scripts/bench.py --device cuda --sides w2v --trace "$out/trace" "${data[@]}" ;;

@@ -142,7 +142,8 @@ def test_a_traced_run_marks_the_loops_phases(planted, tmp_path, monkeypatch):
 
 def test_finish_trace_reads_kernels_and_marked_phases_from_the_profile(tmp_path):
     """The cuda branch of finish_trace on a stand-in profile: CUDA events are the kernels,
-    CPU events named with MARK the phases (times in microseconds)."""
+    CPU events named with MARK the phases (times in microseconds); the profiler's GPU-side
+    mirrors of the marks (CUDA events named with MARK) are not the GPU's work."""
     from torch.autograd import DeviceType
 
     bench = bench_module()
@@ -155,7 +156,8 @@ def test_finish_trace_reads_kernels_and_marked_phases_from_the_profile(tmp_path)
     events = [event("w2v: loop", cpu, 1000, 11000), event("w2v: step", cpu, 1000, 1500),
               event("aten::add", cpu, 1200, 1300), event("train", gpu, 1500, 6000),
               event("train", gpu, 6000, 9000), event("w2v: checkpoint", cpu, 9000, 11000),
-              event("train", gpu, 20000, 21000)]  # after the loop: not its time
+              event("train", gpu, 20000, 21000),  # after the loop: not its time
+              event("w2v: loop", gpu, 1500, 21000), event("w2v: step", gpu, 1500, 6000)]
     tracer = SimpleNamespace(events=lambda: events, __exit__=lambda *a: None,
                              export_chrome_trace=lambda path: Path(path).write_text("{}"))
     args = Namespace(trace=tmp_path / "traces", model="cbow", epochs=5, seed=1, device="cuda")
