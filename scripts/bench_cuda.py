@@ -3,7 +3,7 @@
     python scripts/bench_cuda.py --model skipgram --warps 528,1056,2112,4224 --scale 1,8
     python scripts/bench_cuda.py --model cbow --epochs 5 --reads cached,coherent --quality \
         --seeds 1,2,3                            # how rows are loaded: speed and quality
-    python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,6 --quality --seeds 1,2,3
+    python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,3,6 --quality --seeds 1,2,3
     python scripts/bench_cuda.py --model cbow --epochs 5 --chunks 1,2 --dims 100,300
 
 What scripts/bench.py's end-to-end figure adds to this (checkpoints, logging, evaluation) is
