@@ -19,11 +19,11 @@ one warp per worker instead of one CPU thread:
   is reduced by warp shuffle, so every lane holds the same f and takes the same branch.
 - A warp's time per pair is mostly waiting for rows from memory. The output rows of a
   pair's target and noise words (or hierarchical softmax's path nodes), and CBOW's context
-  rows, can be loaded a chunk at a time (up to MAX_CHUNK, as many as ROW_FLOATS registers per
-  lane hold; 3 by default, the fastest on an H100), so their loads overlap; then they are
-  trained in word2vec's order, a noise word
-  drawn twice in a chunk seeing its own first update as the sequential loop would. The kernel
-  is capped at MAX_REGISTERS a thread so that the default warps per SM are all resident.
+  rows, are loaded a chunk at a time (up to MAX_CHUNK, 3, the fastest on an H100; as many as
+  ROW_FLOATS registers per lane hold), so their loads overlap; then they are trained in
+  word2vec's order, a noise word drawn twice in a chunk seeing its own first update as the
+  sequential loop would. The kernel is capped at MAX_REGISTERS a thread so that the default
+  warps per SM are all resident.
 - Both tables are written with atomicAdd of the change. Plain read-modify-write stores lose
   concurrent updates to the same row (frequent words): the feasibility probe of issue 10
   measured analogy accuracy falling from 0.089 to 0.036-0.053 at 2,112 warps without atomics.
@@ -110,8 +110,8 @@ CURVE_PARTS = 128
 # The output rows of one example (the target word and its noise words, or hs's path nodes) are
 # loaded in chunks of up to MAX_CHUNK at once, so their loads overlap instead of each waiting
 # for the one before (a warp's time per pair is mostly that waiting). A chunk holds its rows in
-# registers, ROW_FLOATS floats per lane at most: 6 rows at dim 100, 2 at dim 300, 1 (the
-# sequential loop) above 768. Measured on an H100 (bench_cuda.py, 5 epochs of text8-prefix,
+# registers, ROW_FLOATS floats per lane at most (room for 6 rows at dim 100, 2 at dim 300, 1,
+# the sequential loop, above 768). Measured on an H100 (bench_cuda.py, 5 epochs of text8-prefix,
 # seeds 1-3, a variant's first run in a process left out): chunks of 3 at dim 100 against 1,
 # skip-gram 61.1-62.6M raw words/s against 57.3-58.7M, CBOW 195-204M against 162-193M (ncu:
 # 5.15 against 5.53 ms a CBOW launch); chunks of 2 at dim 300, skip-gram 33.3-33.8M against
