@@ -112,8 +112,10 @@ def _cli_cases(root: Path, planted: Path) -> dict[str, SimpleNamespace]:
              "is empty", "non-empty corpus")
     (d / "empty.txt").write_bytes(b"")
     d = case("evaluate-truncated-vectors", ["w2v.evaluate", "vectors={d}/vectors.pt",
-                                            "json={d}/eval.json"],
+                                            "json={d}/eval.json", "eval.dir={d}/suites"],
              "not a readable vectors.pt", "re-export")
+    (d / "suites").mkdir()  # a suite to score on: the vectors are read only when there is one
+    (d / "suites" / "wordsim353.tsv").write_text("a\tb\t5.0\n")
     save_vectors(d / "good.pt", ["a", "b"], None, torch.ones(2, 3), None)
     (d / "vectors.pt").write_bytes((d / "good.pt").read_bytes()[:200])
     (d / "eval.json").write_text('{"earlier": 1}\n')
