@@ -89,7 +89,7 @@ def quality(model, corpus, eval_dir: Path) -> str:
     from w2v.evaluate import run_suites
     from w2v.vectors import KeyedVectors
 
-    kv = KeyedVectors(corpus.vocab.words, model.input.weight.detach().cpu(),
+    kv = KeyedVectors(corpus.vocab.words, model.word_vectors().cpu(),
                       counts=corpus.vocab.counts)
     m = run_suites(kv, EvalConfig(dir=str(eval_dir), projector_words=0))
     keys = ("analogy/questions-words/accuracy", "similarity/wordsim353/spearman",

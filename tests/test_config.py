@@ -29,7 +29,9 @@ def compose_cfg(overrides: list[str]) -> Config:
 def test_every_group_combination_composes(data, model, trainer):
     cfg = compose_cfg([f"data={data}", f"model={model}", f"trainer={trainer}", "data.path=x.txt"])
     assert isinstance(cfg, Config)
-    assert cfg.model.arch == model
+    # model=fasttext is skip-gram over words and their n-grams (CBOW: model.arch=cbow)
+    assert cfg.model.arch == {"fasttext": "skipgram"}.get(model, model)
+    assert (cfg.model.minn, cfg.model.maxn) == ((3, 6) if model == "fasttext" else (3, 0))
     assert cfg.data.path == str(Path("x.txt").resolve())  # recorded absolute
 
 
@@ -115,3 +117,23 @@ def test_the_learning_rate_defaults_to_the_architectures():
     assert compose_cfg(["model=cbow", "trainer.lr=0.01"]).trainer.lr == 0.01
     with pytest.raises(W2VError, match=r"trainer\.min_lr"):
         compose_cfg(["model=cbow", "trainer.min_lr=0.06"])
+
+
+def test_the_fasttext_group_takes_cbow_and_fasttexts_settings():
+    cfg = compose_cfg(["model=fasttext", "model.arch=cbow", "data.path=x.txt"])
+    assert (cfg.model.arch, cfg.model.minn, cfg.model.maxn, cfg.model.bucket) == (
+        "cbow", 3, 6, 2_000_000)
+    assert cfg.trainer.lr == 0.05  # CBOW's word2vec default, as for model=cbow
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["model.maxn=6", "model.minn=7"], "model.minn"),
+    (["model.maxn=6", "model.minn=0"], "model.minn"),
+    (["model.maxn=6", "model.bucket=0"], "model.bucket"),
+    (["model.maxn=33"], "model.maxn"),
+    (["model.maxn=-1"], "model.maxn"),
+])
+def test_bad_ngram_settings_are_one_line_naming_the_key(overrides, key):
+    with pytest.raises(Exception, match=rf"{key}=.* is out of range") as err:
+        compose_cfg([*overrides, "data.path=x.txt"])
+    assert "\n" not in str(err.value).strip()

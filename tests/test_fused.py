@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from w2v.engines import fused
+from w2v.engines import fused, hogwild
 from w2v.errors import W2VError
 from w2v.vocab import Huffman
 
@@ -480,22 +480,18 @@ def test_a_fused_checkpoint_is_refused_by_the_autograd_engine(planted, tmp_path)
                           "trainer.resume=latest"), tmp_path)
 
 
-def test_an_error_in_a_thread_reaches_the_caller_and_stops_the_others(monkeypatch):
-    threads = fused.Threads(3, jobs=1)
+def test_an_error_in_a_thread_reaches_the_caller_and_stops_the_others():
     calls = []
 
     def failing(*args):
         calls.append(args[-1])
         if args[-1] == np.int64(1):
             raise MemoryError("thread 1")
-        while threads.control[fused._STOP] == 0:  # the others run until told to stop
+        while threads.control[hogwild.STOP] == 0:  # the others run until told to stop
             pass
 
-    monkeypatch.setattr(fused, "_work", failing)
-    task = fused.Task(np.zeros(1, np.int32), np.array([0, 1]), (), np.array([0, 1]))
-    w = np.zeros((1, 1), np.float32)
-    threads.start(w, w, task, 0, 1, lr_start=0.1, lr_end=0.1, lr_base=0, lr_total=1, seed=0,
-                  epoch=0)
+    threads = hogwild.Threads(3, jobs=1, work=failing, bounds=np.array([0, 1]))
+    threads.start((), 0, 1)
     with pytest.raises(MemoryError, match="thread 1"):
         threads.wait(1)
     assert not threads.running and sorted(calls) == [0, 1, 2]

@@ -151,7 +151,10 @@ class Writer:
     that is on disk (or superseded) is kept for the next one: as many table-sized buffers as
     `reserve` set aside (one, or two for a GPU's tables), so a run allocates none in its loop."""
 
-    BACKGROUND_BYTES = 1 << 30
+    # Tables larger than this are written in the loop: a copy of the subword model's input
+    # table (2M bucket rows: 800 MB at dim 100) would cost the run more memory than the
+    # write costs time (about a second, at each epoch's end).
+    BACKGROUND_BYTES = 256 << 20
 
     def __init__(self, ckpt_dir: Path, record: dict, background: bool = True) -> None:
         self.ckpt_dir, self.record, self.background = Path(ckpt_dir), record, background

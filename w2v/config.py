@@ -191,6 +191,13 @@ class ModelConfig:
     sample: float = 1e-3
     cbow_mean: bool = True
     sparse: bool = False
+    # fastText's subword model (fastText's names): a word's input vector is the mean of its
+    # own row and the rows of its character n-grams of `<word>`, minn..maxn characters long,
+    # hashed into `bucket` rows after the vocabulary's. maxn 0: no n-grams (word2vec).
+    # model=fasttext sets minn 3, maxn 6, bucket 2,000,000 (fastText's defaults).
+    minn: int = 3
+    maxn: int = 0
+    bucket: int = 2_000_000
 
     def __post_init__(self) -> None:
         if self.arch != MISSING:  # the schema itself is built before a group sets it
@@ -208,8 +215,17 @@ class ModelConfig:
         _require(math.isfinite(self.ns_exponent), "model.ns_exponent", "a finite number",
                  self.ns_exponent)
         _require(self.sample >= 0, "model.sample", ">= 0 (0 turns subsampling off)", self.sample)
+        _require(0 <= self.maxn <= MAX_NGRAM, "model.maxn",
+                 f"an integer in [0, {MAX_NGRAM}] (0 turns n-grams off)", self.maxn)
+        if self.maxn:
+            _require(1 <= self.minn <= self.maxn, "model.minn",
+                     f"an integer in [1, model.maxn={self.maxn}]", self.minn)
+            _require(self.bucket >= 1, "model.bucket", "an integer >= 1 with n-grams on "
+                     "(model.maxn > 0)", self.bucket)
 
 
+# Longer n-grams than this are words more than subwords (fastText's own default maxn is 6).
+MAX_NGRAM = 32
 OPTIMIZERS = ("sgd", "sparse_adam", "adam", "adamw")
 ENGINES = ("auto", "fused", "cuda", "autograd")
 DEVICES = ("auto", "cpu", "cuda")

@@ -1,7 +1,13 @@
 """Word2Vec as an ordinary nn.Module: nn.Embedding (input vectors) + nn.Linear (output layer).
 
-    model = Word2Vec(len(vocab), 100, arch="skipgram", noise_probs=vocab.noise_probs(0.75))
-    loss = model(inputs, targets)   # then loss.backward(), optimizer.step()
+    model = Word2Vec(len(vocab), 100, arch="skipgram")
+    loss = model(inputs, targets, negatives=negatives)   # then loss.backward(), optimizer.step()
+    vectors = model.word_vectors()                       # (V, D) the vectors users keep
+
+fastText's subword model (Bojanowski et al. 2017) is the same module with `subwords`: the input
+side is an nn.EmbeddingBag over V + bucket rows, and a word's input vector is the mean of its
+own row and its character n-grams' rows (`input_offsets`/`input_rows`, the CSR table built
+once from the vocabulary by w2v.tokenizer.subword_rows; engines train the same rows).
 
 The input embedding holds the vectors users keep. The Linear layer's weight (V_out, dim) holds
 word2vec's second table: one output vector per word for negative sampling and full softmax
@@ -11,11 +17,26 @@ are gathered with F.embedding, so with sparse=True both tables get sparse gradie
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from w2v.errors import W2VError
+
+
+@dataclass(frozen=True)
+class Subwords:
+    """fastText's n-gram settings (model.minn, model.maxn, model.bucket) and each vocabulary
+    word's input rows: offsets int64 (V+1,) and rows (R,) into the V + bucket input rows."""
+
+    minn: int
+    maxn: int
+    bucket: int
+    offsets: np.ndarray
+    rows: np.ndarray
 
 
 class Word2Vec(nn.Module):
@@ -43,6 +64,7 @@ class Word2Vec(nn.Module):
         sparse: bool = False,
         huffman=None,
         reduction: str = "sum",
+        subwords: Subwords | None = None,
     ) -> None:
         super().__init__()
         if arch not in ("skipgram", "cbow"):
@@ -54,7 +76,19 @@ class Word2Vec(nn.Module):
         self.arch, self.loss, self.cbow_mean = arch, loss, cbow_mean
         self.sparse, self.reduction = sparse, reduction
         out_rows = max(vocab_size - 1, 1) if loss == "hs" else vocab_size
-        self.input = nn.Embedding(vocab_size, dim, sparse=sparse)
+        self.vocab_size = vocab_size
+        self.subwords = subwords
+        if subwords is None:
+            self.input = nn.Embedding(vocab_size, dim, sparse=sparse)
+        else:
+            self.input = nn.EmbeddingBag(vocab_size + subwords.bucket, dim, mode="mean",
+                                         sparse=sparse)
+            # Derived from the vocabulary and the settings, so not saved in state_dict.
+            self.register_buffer("input_offsets", torch.as_tensor(subwords.offsets,
+                                                                  dtype=torch.long),
+                                 persistent=False)
+            self.register_buffer("input_rows", torch.as_tensor(subwords.rows, dtype=torch.long),
+                                 persistent=False)
         self.output = nn.Linear(dim, out_rows, bias=False)
         if huffman is not None:
             # Per word: the inner nodes on its root path, the branch taken at each, the depth.
@@ -69,10 +103,36 @@ class Word2Vec(nn.Module):
         return self.input.embedding_dim
 
     def reset_parameters(self) -> None:
-        """word2vec.c's initialisation: input uniform in (-0.5/dim, 0.5/dim), output zeros."""
+        """word2vec.c's initialisation: input uniform in (-0.5/dim, 0.5/dim), output zeros;
+        fastText's for the subword model: every input row uniform in (-1/dim, 1/dim)."""
+        bound = (0.5 if self.subwords is None else 1.0) / self.dim
         with torch.no_grad():
-            self.input.weight.uniform_(-0.5 / self.dim, 0.5 / self.dim)
+            self.input.weight.uniform_(-bound, bound)
             self.output.weight.zero_()
+
+    def word_vectors(self) -> torch.Tensor:
+        """(V, D) the vocabulary's word vectors, detached: the input rows themselves for
+        word2vec, each word's mean of its own and its n-grams' rows for the subword model."""
+        weight = self.input.weight.detach()
+        if self.subwords is None:
+            return weight
+        with torch.no_grad():
+            return F.embedding_bag(self.input_rows, weight, self.input_offsets[:-1],
+                                   mode="mean")
+
+    def _bags(self, words: torch.Tensor, bag: torch.Tensor, bags: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input rows of `words` (M,) in order, and each bag's start among them (bags,),
+        where word m belongs to bag bag[m] (non-decreasing): EmbeddingBag's input/offsets."""
+        starts = self.input_offsets[words]
+        counts = self.input_offsets[words + 1] - starts  # (M,) rows per word
+        owner = torch.repeat_interleave(torch.arange(len(words), device=words.device), counts)
+        first = torch.cumsum(counts, 0) - counts  # (M,) each word's first slot
+        rows = self.input_rows[starts[owner] + torch.arange(len(owner), device=words.device)
+                               - first[owner]]
+        per_bag = torch.zeros(bags, dtype=torch.long, device=words.device)
+        per_bag.index_add_(0, bag, counts)
+        return rows, torch.cumsum(per_bag, 0) - per_bag
 
     def forward(
         self,
@@ -98,6 +158,8 @@ class Word2Vec(nn.Module):
 
     def hidden(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The projection layer: one input vector (skip-gram) or the context mean/sum (CBOW)."""
+        if self.subwords is not None:
+            return self._subword_hidden(inputs, mask)
         vectors = self.input(inputs)  # (B, D) or (B, C, D)
         if vectors.dim() == 2:
             return vectors
@@ -107,6 +169,21 @@ class Word2Vec(nn.Module):
         if self.cbow_mean:
             weights = weights / weights.sum(1, keepdim=True).clamp_min(1.0)
         return torch.bmm(weights.unsqueeze(1), vectors).squeeze(1)  # (B, D)
+
+    def _subword_hidden(self, inputs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Skip-gram: each input word's mean of rows. CBOW: the mean over all rows of all the
+        context's words (fastText's CBOW), or their sum with cbow_mean=False."""
+        if inputs.dim() == 1:
+            rows, starts = self._bags(inputs, torch.arange(len(inputs), device=inputs.device),
+                                      len(inputs))
+            return self.input(rows, starts)  # (B, D)
+        if mask is None:
+            mask = torch.ones(inputs.shape, dtype=torch.bool, device=inputs.device)
+        example = torch.arange(inputs.shape[0], device=inputs.device)
+        example = example.unsqueeze(1).expand_as(inputs)[mask]
+        rows, starts = self._bags(inputs[mask], example, inputs.shape[0])
+        return F.embedding_bag(rows, self.input.weight, starts, sparse=self.sparse,
+                               mode="mean" if self.cbow_mean else "sum")  # (B, D)
 
     def _output_rows(self, index: torch.Tensor) -> torch.Tensor:
         # F.embedding instead of weight[index]: sparse=True then gives a sparse gradient.
@@ -133,8 +210,19 @@ class Word2Vec(nn.Module):
         return -(F.logsigmoid(sign * scores) * on_path).sum(-1)
 
 
+def build_subwords(cfg, words: list[str]) -> Subwords | None:
+    """The subword model's input rows for `words` (None when model.maxn is 0: word2vec)."""
+    if not cfg.maxn:
+        return None
+    from w2v.tokenizer import subword_rows
+
+    offsets, rows = subword_rows(list(words), cfg.minn, cfg.maxn, cfg.bucket)
+    return Subwords(cfg.minn, cfg.maxn, cfg.bucket, offsets, rows)
+
+
 def build_model(cfg, vocab, reduction: str = "sum") -> Word2Vec:
-    """The model for a ModelConfig and a Vocab (its size and, for hs, its Huffman tree)."""
+    """The model for a ModelConfig and a Vocab (its size and, for hs, its Huffman tree; for
+    the subword model, its words' n-gram rows)."""
     if len(vocab) < 2:  # nothing to tell apart: every loss would be constant (or NaN)
         raise W2VError(
             f"the vocabulary has {len(vocab)} word ({', '.join(map(repr, vocab.words))}); "
@@ -150,4 +238,5 @@ def build_model(cfg, vocab, reduction: str = "sum") -> Word2Vec:
         sparse=cfg.sparse,
         huffman=vocab.huffman() if cfg.loss == "hs" else None,
         reduction=reduction,
+        subwords=build_subwords(cfg, vocab.words),
     )

@@ -332,7 +332,7 @@ class Loop:
         from w2v.evaluate import headline, run_suites
         from w2v.vectors import KeyedVectors
 
-        kv = KeyedVectors(self.corpus.vocab.words, self.model.input.weight.detach(),
+        kv = KeyedVectors(self.corpus.vocab.words, self.model.word_vectors(),
                           counts=self.corpus.vocab.counts)
         metrics = run_suites(kv, self.cfg.eval)
         for key, value in metrics.items():
@@ -379,7 +379,7 @@ class Loop:
             return
         vocab = self.corpus.vocab
         labels = [[w, str(int(c))] for w, c in zip(vocab.words[:n], vocab.counts[:n])]
-        self.writer.add_embedding(self.model.input.weight.detach()[:n].cpu(), metadata=labels,
+        self.writer.add_embedding(self.model.word_vectors()[:n].cpu(), metadata=labels,
                                   metadata_header=["word", "count"], tag="input_vectors")
 
 

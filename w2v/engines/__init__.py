@@ -88,17 +88,20 @@ class EngineSpec:
     exact: str  # when a run is bit-reproducible (and a resumed run equals an uninterrupted one)
     # Also runs on CPU tensors under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1: tests).
     simulator: bool = False
+    subwords: bool = True  # whether it trains fastText's n-grams (model.maxn > 0)
 
-    def runs(self, device: str, optimizer: str, loss: str, sparse: bool) -> bool:
+    def runs(self, device: str, optimizer: str, loss: str, sparse: bool,
+             subwords: bool = False) -> bool:
         on = device in self.devices or (self.simulator and device == "cpu" and simulated())
-        return (on and optimizer in self.optimizers
-                and loss in self.losses and (self.sparse or not sparse))
+        return (on and optimizer in self.optimizers and loss in self.losses
+                and (self.sparse or not sparse) and (self.subwords or not subwords))
 
     def describe(self) -> str:
         return (f"trainer.engine={self.name} runs on {'/'.join(self.devices)} with "
                 f"trainer.optimizer={'/'.join(self.optimizers)} and "
                 f"model.loss={'/'.join(self.losses)}"
-                + ("" if self.sparse else " (model.sparse=false)"))
+                + ("" if self.sparse else " (model.sparse=false)")
+                + ("" if self.subwords else " (word level: model.maxn=0)"))
 
 
 ALL_OPTIMIZERS = ("sgd", "sparse_adam", "adam", "adamw")
@@ -113,7 +116,7 @@ ENGINES: tuple[EngineSpec, ...] = (
                "word2vec's per-pair update as one GPU kernel (numba-cuda), a warp per stretch "
                "of the corpus, atomic adds on the shared tables",
                "with trainer.cuda_warps=1 (concurrent warps' atomic adds land in any order)",
-               simulator=True),
+               simulator=True, subwords=False),
     EngineSpec("autograd", "autograd", "AutogradEngine", ("cpu", "cuda"), ALL_OPTIMIZERS,
                ALL_LOSSES, True,
                "batched Word2Vec.forward + loss.backward() with any torch optimizer",
@@ -124,11 +127,13 @@ ENGINES: tuple[EngineSpec, ...] = (
 def engine_table() -> str:
     """ENGINES as the README's markdown table (README.md holds this output verbatim)."""
     lines = ["| `trainer.engine` | devices | `trainer.optimizer` | `model.loss` | "
-             "`model.sparse=true` | what runs | exact and resumable bit for bit |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "`model.sparse=true` | n-grams (`model.maxn>0`) | what runs | "
+             "exact and resumable bit for bit |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in ENGINES:
         cells = (f"`{row.name}`", "/".join(row.devices), ", ".join(row.optimizers),
-                 ", ".join(row.losses), "yes" if row.sparse else "no", row.what, row.exact)
+                 ", ".join(row.losses), "yes" if row.sparse else "no",
+                 "yes" if row.subwords else "no", row.what, row.exact)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -162,20 +167,21 @@ def choose_engine(cfg, device: torch.device) -> str:
 
 def _pick(cfg, device: torch.device) -> str:
     t, m = cfg.trainer, cfg.model
-    key = (device.type, t.optimizer, m.loss, m.sparse)
+    key = (device.type, t.optimizer, m.loss, m.sparse, m.maxn > 0)
     if t.engine == "auto":
         for row in ENGINES:
             if row.runs(*key):
                 return row.name
         raise W2VError(f"no engine runs device={device.type}, optimizer={t.optimizer}, "
-                       f"loss={m.loss}, sparse={m.sparse}")
+                       f"loss={m.loss}, sparse={m.sparse}, n-grams={m.maxn > 0}")
     row = spec(t.engine)
     if not row.runs(*key):
         others = [r.name for r in ENGINES if r.runs(*key)]
         fix = (f"use trainer.engine={others[0]} (or auto)" if others
                else "change the device, optimizer or loss")
         raise W2VError(f"{row.describe()}; got device={device.type}, "
-                       f"optimizer={t.optimizer}, loss={m.loss}, sparse={m.sparse}: {fix}")
+                       f"optimizer={t.optimizer}, loss={m.loss}, sparse={m.sparse}, "
+                       f"maxn={m.maxn}: {fix}")
     return row.name
 
 

@@ -70,19 +70,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from w2v.engines import Step, simulated
-from w2v.engines.fused import (
-    GOLDEN,
+from w2v.engines import Step, rules, simulated
+from w2v.engines.rules import (
     LOSS_TABLE,
     LOW32,
     MAX_EXP,
-    MIX1,
-    MIX2,
-    S27,
-    S30,
-    S31,
-    S32,
-    SCALE,
     SIGMOID_TABLE,
     build_noise_table,
     plan_jobs,
@@ -214,50 +206,25 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
         def weight(table, row, col):
             return table[row, col]
 
-    @device
-    def next_bits(state):
-        """splitmix64 (as the fused engine): (new state, 64 random bits)."""
-        state = state + GOLDEN
-        z = state
-        z = (z ^ (z >> S30)) * MIX1
-        z = (z ^ (z >> S27)) * MIX2
-        return state, z ^ (z >> S31)
-
-    @device
-    def below(bits, n):
-        """An integer uniform in [0, n) from the top 32 bits (multiply-shift)."""
-        return int64(((bits >> S32) * uint64(n)) >> S32)
+    # The rules the fused engine follows too (w2v.engines.rules), compiled for the device.
+    next_bits = device(rules.next_bits)
+    below = device(rules.below)
+    hash_in = device(rules.hash_in)
+    sigmoid_rule = device(rules.sigmoid)
+    loss_rule = device(rules.loss)
 
     @device
     def warp_state(seed, epoch, step, worker):
-        s = uint64(seed)
-        s, a = next_bits(s)
-        s = a ^ uint64(epoch)
-        s, a = next_bits(s)
-        s = a ^ uint64(step)
-        s, a = next_bits(s)
-        s = a ^ uint64(worker)
-        s, a = next_bits(s)
-        return a
+        """The generator state of one warp's slice: a hash of (seed, epoch, step, warp)."""
+        return hash_in(hash_in(hash_in(next_bits(uint64(seed))[1], epoch), step), worker)
 
     @device
     def sigmoid(f):
-        if f >= MAX_EXP:
-            return float32(1.0)
-        if f <= -MAX_EXP:
-            return float32(0.0)
-        table = cuda.const.array_like(sigmoid_table)
-        return table[int64((f + MAX_EXP) * SCALE)]
+        return sigmoid_rule(f, cuda.const.array_like(sigmoid_table))
 
     @device
     def loss_of(f):
-        """-log sigmoid(f) by table, its asymptotes outside +-MAX_EXP (as the fused engine)."""
-        if f >= MAX_EXP:
-            return 0.0
-        if f <= -MAX_EXP:
-            return float64(-f)
-        table = cuda.const.array_like(loss_table)
-        return float64(table[int64((f + MAX_EXP) * SCALE)])
+        return loss_rule(f, cuda.const.array_like(loss_table))
 
     @device
     def warp_sum(v):

@@ -13,17 +13,21 @@ on numpy views of the model's own weight tensors (`nn.Embedding.weight` = syn0, 
 .weight` = syn1neg or syn1), updated in place, by threads that write the shared tables without
 locks (Hogwild, as word2vec.c and gensim do).
 
-Threads (word2vec.c's model): `threads` Python threads each run `_work`, a numba function that
-releases the GIL, for a whole epoch. Each claims the next document from a shared counter (an
-atomic fetch-add), trains it, publishes its totals in its own padded slot, and claims the next,
-until the epoch's documents run out or the main thread raises the stop flag, which they check
-before claiming. Nobody waits at a job boundary: the main thread only watches the counters
-(`step` returns once all documents of its job are done, while the threads run on into the next
-jobs) and stops the threads when the loop needs the model whole (`pause`: checkpoint,
+Threads (word2vec.c's model, w2v.engines.hogwild): `threads` Python threads each run `_work`
+for a whole epoch, claiming documents one at a time from a shared counter. Nobody waits at a job
+boundary: `step` returns once all documents of its job are done, while the threads run on into
+the next jobs, and `pause` stops them when the loop needs the model whole (checkpoint,
 evaluation, epoch end, SIGINT). After a pause every document below the counter is done and none
 above it started, so the counter is an exact resume point (the engine's state in a checkpoint).
 Under torchrun the ranks combine their models after every step, so there each step runs its
 job to the end (`lockstep`).
+
+Input rows (fastText's subword model): a word's input vector is the mean of its rows of the
+input table, `rules.InputRows` (CSR: its own row and its character n-grams' rows, built once
+by the data stages). That mean is the hidden vector (skip-gram), or the mean over all the
+context words' rows is (CBOW, as fastText computes it), and the error is added, unscaled, to
+every one of those rows (fastText's Model::update). Word2vec is the case of one row per word,
+which runs the original loop (`identity`).
 
 Why numba rather than a torch C++ extension: it compiles at first use and caches the machine
 code on disk (`cache=True`), so users need no compiler, and it ships wheels wherever torch does.
@@ -43,9 +47,10 @@ Semantics (word2vec.c / gensim 4 `train_batch_sg` / `train_batch_cbow`):
   skipped (word2vec.c); g = (label - sigmoid(f)) * lr; output rows are updated at once, the input
   row(s) after all targets of the example;
 - hierarchical softmax: walk the word's Huffman codes/points, g = (1 - code - sigmoid(f)) * lr.
-- sigmoid: word2vec.c's table (1000 entries over [-MAX_EXP, MAX_EXP], MAX_EXP = 6). Outside the
-  range negative sampling uses the saturated value (word2vec.c's clamp: g = (label - 1 or 0) * lr)
-  and hierarchical softmax skips the node (word2vec.c and gensim). The loss, -log sigmoid(f) for
+- sigmoid: word2vec.c's table (1000 entries over [-MAX_EXP, MAX_EXP], MAX_EXP = 6; in
+  w2v.engines.rules, shared with the cuda engine). Outside the range negative sampling uses
+  the saturated value (word2vec.c's clamp: g = (label - 1 or 0) * lr) and hierarchical
+  softmax skips the node (word2vec.c and gensim). The loss, -log sigmoid(f) for
   positives and -log sigmoid(-f) for negatives, comes from a second table, so logging it is free.
 - the learning rate decays linearly with the centre's position in the token stream: over the
   job's tokens in `train_job`, over the epoch's (from lr_at(epoch, 0) to lr_at(epoch, 1)) in the
@@ -67,6 +72,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,38 +82,36 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from w2v.engines import Step
+from w2v.engines import Step, hogwild, rules
+from w2v.engines.rules import (
+    INV24,
+    LOSS_TABLE,
+    LOW32,
+    MAX_EXP,
+    SIGMOID_TABLE,
+    InputRows,
+    NoiseTable,
+    build_noise_table,
+    plan_jobs,
+)
 from w2v.errors import W2VError
 from w2v.vocab import Huffman
 
 log = logging.getLogger(__name__)
 
-MAX_EXP = 6.0
-EXP_TABLE_SIZE = 1000
-
+# numba caches a compiled function by its own file's timestamp only: after an edit of
+# rules.py or hogwild.py, clear w2v/engines/__pycache__ (an install rewrites every file).
 _JIT = dict(fastmath=True, cache=True, nogil=True)
+_inline = njit(inline="always", **_JIT)
 
-# word2vec.c's tables and the random generator's constants are public: the CUDA kernel
-# (w2v.engines.cuda) scores and draws with the same ones, so both engines learn alike.
-# word2vec.c's tables: entry i is x_i = (2 i / SIZE - 1) * MAX_EXP.
-_X = (np.arange(EXP_TABLE_SIZE, dtype=np.float64) / EXP_TABLE_SIZE * 2 - 1) * MAX_EXP
-SIGMOID_TABLE = (1.0 / (1.0 + np.exp(-_X))).astype(np.float32)  # sigmoid(x_i)
-LOSS_TABLE = np.logaddexp(0.0, -_X).astype(np.float32)  # -log sigmoid(x_i)
-SCALE = EXP_TABLE_SIZE / MAX_EXP / 2
+# The kernel's arguments, in named groups (numba passes namedtuples as structs).
+Corpus = namedtuple("Corpus", "ids doc_offsets keep_prob max_len")
+Settings = namedtuple("Settings", "sg hs window negative cbow_mean")
+# identity: one input row per word (word2vec), which takes the original loop.
+Tables = namedtuple("Tables", "threshold alias codes points lengths in_offsets in_rows identity")
+Schedule = namedtuple("Schedule", "doc_end lr_start lr_end lr_base lr_total seed epoch")
 
-_U = np.uint64
-GOLDEN = _U(0x9E3779B97F4A7C15)
-MIX1 = _U(0xBF58476D1CE4E5B9)
-MIX2 = _U(0x94D049BB133111EB)
-S30, S27, S31, S32 = _U(30), _U(27), _U(31), _U(32)
-LOW32 = _U(0xFFFFFFFF)
-_INV24 = 1.0 / (1 << 24)
 
-# The threads' shared state (see _work). Values that different threads write often sit 64
-# bytes apart, so no two of them share a cache line (false sharing).
-_NEXT, _STOP = 0, 8  # control (16,) int64: the next unclaimed document; the stop flag
-_MARK = 8  # marks (T * 8,) int64: slot * 8 holds a lower bound of the thread's document
-_IDLE = np.iinfo(np.int64).max  # the mark of a thread that holds no document
 @dataclass(frozen=True)
 class JobStats:
     """What one job did: summed loss over all (positive + negative) predictions, examples
@@ -123,43 +127,18 @@ class JobStats:
                         self.words + other.words, self.effective_words + other.effective_words)
 
 
-@dataclass(frozen=True)
-class NoiseTable:
-    """Walker alias table: draw i uniform in [0, V); keep i if u32 < threshold[i], else alias[i]."""
-
-    threshold: np.ndarray  # uint32 (V,)
-    alias: np.ndarray  # int32 (V,)
-
-
 # ----------------------------------------------------------------------------- random numbers
 
 
-@njit(inline="always", **_JIT)
-def _next(state):
-    """splitmix64: returns (new state, 64 random bits)."""
-    state = state + GOLDEN
-    z = state
-    z = (z ^ (z >> S30)) * MIX1
-    z = (z ^ (z >> S27)) * MIX2
-    return state, z ^ (z >> S31)
-
-
-@njit(inline="always", **_JIT)
-def _below(bits, n):
-    """An integer uniform in [0, n) from the top 32 bits (multiply-shift, no modulo)."""
-    return np.int64(((bits >> S32) * _U(n)) >> S32)
+_next = _inline(rules.next_bits)
+_below = _inline(rules.below)
+_hash_in = _inline(rules.hash_in)
 
 
 @njit(**_JIT)
 def _doc_state(seed, epoch, doc):
     """The generator state of one document: a hash of (seed, epoch, document index)."""
-    s = _U(seed)
-    s, a = _next(s)
-    s = a ^ _U(epoch)
-    s, a = _next(s)
-    s = a ^ _U(doc)
-    s, a = _next(s)
-    return a
+    return _hash_in(_hash_in(_next(np.uint64(seed))[1], epoch), doc)
 
 
 @njit(inline="always", **_JIT)
@@ -171,87 +150,21 @@ def _noise(bits, threshold, alias):
     return i if (bits & LOW32) < threshold[i] else other
 
 
-@njit(**_JIT)
-def _alias_table(p):
-    """Vose's alias method on probabilities p (V,) float64 summing to 1."""
-    n = p.shape[0]
-    scaled = p * n
-    alias = np.arange(n).astype(np.int32)
-    prob = np.ones(n)
-    small = np.empty(n, np.int64)
-    large = np.empty(n, np.int64)
-    ns = 0
-    nl = 0
-    for i in range(n):
-        if scaled[i] < 1.0:
-            small[ns] = i
-            ns += 1
-        else:
-            large[nl] = i
-            nl += 1
-    while ns > 0 and nl > 0:
-        ns -= 1
-        s = small[ns]
-        g = large[nl - 1]
-        prob[s] = scaled[s]
-        alias[s] = g
-        scaled[g] = (scaled[g] + scaled[s]) - 1.0
-        if scaled[g] < 1.0:
-            nl -= 1
-            small[ns] = g
-            ns += 1
-    # Leftovers are 1 up to rounding: keep them always (prob stays 1).
-    return prob, alias
-
-
-def build_noise_table(probs: np.ndarray) -> NoiseTable:
-    """The negative-sampling table for `probs` (V,), e.g. vocab.noise_probs(0.75)."""
-    p = np.asarray(probs, dtype=np.float64).ravel()
-    if p.size == 0 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
-        raise W2VError("noise probabilities must be finite, >= 0 and not all 0")
-    prob, alias = _alias_table(p / p.sum())
-    threshold = np.minimum(np.round(prob * 2.0**32), 2.0**32 - 1).astype(np.uint32)
-    return NoiseTable(threshold=threshold, alias=alias)
-
-
-def plan_jobs(doc_offsets, chunk_words: int) -> np.ndarray:
-    """Split documents into jobs of about `chunk_words` tokens (whole documents each).
-
-    Returns bounds int64 (J+1,): job j covers documents bounds[j] .. bounds[j+1]-1. A document
-    starts a new job when it begins past the next multiple of chunk_words.
-    """
-    offsets = np.asarray(doc_offsets, dtype=np.int64)
-    n_docs = offsets.shape[0] - 1
-    if chunk_words < 1:
-        raise W2VError(f"trainer.chunk_words={chunk_words!r} must be >= 1")
-    if n_docs <= 0:
-        return np.zeros(1, dtype=np.int64)
-    marks = np.arange(0, offsets[-1], chunk_words, dtype=np.int64)
-    starts = np.searchsorted(offsets[:-1], marks, side="left")
-    return np.unique(np.concatenate([starts, [0, n_docs]])).astype(np.int64)
-
-
 # ----------------------------------------------------------------------------- the kernels
 
 
-@njit(inline="always", **_JIT)
+_sigmoid_rule = _inline(rules.sigmoid)
+_loss_rule = _inline(rules.loss)
+
+
+@_inline
 def _loss(f):
-    """-log sigmoid(f), by table inside [-MAX_EXP, MAX_EXP]; outside, its asymptotes
-    (0 and -f, off by at most log(1 + e^-6) = 0.0025) so saturated examples stay cheap."""
-    if f >= MAX_EXP:
-        return 0.0
-    if f <= -MAX_EXP:
-        return -f
-    return LOSS_TABLE[int((f + MAX_EXP) * SCALE)]
+    return _loss_rule(f, LOSS_TABLE)
 
 
-@njit(inline="always", **_JIT)
+@_inline
 def _sigmoid(f):
-    if f >= MAX_EXP:
-        return 1.0
-    if f <= -MAX_EXP:
-        return 0.0
-    return SIGMOID_TABLE[int((f + MAX_EXP) * SCALE)]
+    return _sigmoid_rule(f, SIGMOID_TABLE)
 
 
 # Rows are indexed as w[row, k] rather than taken as views (w[row]): a view increments the
@@ -362,7 +275,7 @@ def _subsample(ids, lo, hi, keep_prob, sen, at, state):
         keep = keep_prob[w]
         if keep < 1.0:
             state, bits = _next(state)
-            if np.float64(bits >> _U(40)) * _INV24 >= keep:
+            if np.float64(bits >> np.uint64(40)) * INV24 >= keep:
                 continue
         sen[n] = w
         at[n] = p - lo
@@ -376,14 +289,52 @@ def _zero(a):
         a[k] = 0.0
 
 
+@_inline
+def _mean_rows(in_w, offsets, rows, word, h):
+    """h[0] (D,) = the mean of `word`'s input rows (fastText's computeHidden)."""
+    dim = in_w.shape[1]
+    lo = offsets[word]
+    hi = offsets[word + 1]
+    for k in range(dim):
+        h[0, k] = 0.0
+    for p in range(lo, hi):
+        r = np.int64(rows[p])
+        for k in range(dim):
+            h[0, k] += in_w[r, k]
+    inv = np.float32(1.0 / (hi - lo))
+    for k in range(dim):
+        h[0, k] *= inv
+
+
+@_inline
+def _add_to_rows(in_w, offsets, rows, word, e):
+    """Every input row of `word` += e (D,): the error goes to each row unscaled (fastText)."""
+    dim = in_w.shape[1]
+    for p in range(offsets[word], offsets[word + 1]):
+        r = np.int64(rows[p])
+        for k in range(dim):
+            in_w[r, k] += e[k]
+
+
+@_inline
+def _example(h, w, out_w, neu1e, settings, tables, lr, state, picks):
+    """One example: hidden vector h[0] predicts word w (negative sampling or hs)."""
+    if settings.hs:
+        return _hs_example(h, 0, w, out_w, neu1e, tables.codes, tables.points,
+                           tables.lengths, lr), state
+    return _ns_example(h, 0, w, out_w, neu1e, tables.threshold, tables.alias,
+                       settings.negative, lr, state, picks)
+
+
 @njit(**_JIT)
-def _train_doc(in_w, out_w, sen, at, n, doc_pos, total, sg, hs, window, negative, cbow_mean,
-               threshold, alias, codes, points, lengths, lr_start, lr_end, state, neu1, neu1e,
-               picks):
+def _train_doc(in_w, out_w, sen, at, n, doc_pos, total, settings, tables, lr_start, lr_end,
+               state, neu1, neu1e, picks):
     """Train on one subsampled document sen[:n], whose first token is token doc_pos of the
     `total` over which the learning rate goes from lr_start to lr_end. neu1 (1, D), neu1e
     (D,) and picks (negative + 1,) are the calling thread's scratch. Returns (loss, examples)."""
     dim = in_w.shape[1]
+    window, hs = settings.window, settings.hs
+    offsets, rows = tables.in_offsets, tables.in_rows
     loss = 0.0
     examples = 0
     slope = (lr_end - lr_start) / max(total, 1)
@@ -396,51 +347,59 @@ def _train_doc(in_w, out_w, sen, at, n, doc_pos, total, sg, hs, window, negative
         lr = lr_start + slope * (doc_pos + at[i])
         if not hs and i + 1 < n:
             _prefetch_row(out_w, sen[i + 1])  # the next centre's output row
-        if sg:
+        if settings.sg:
             for j in range(lo, hi):
                 if j == i:
                     continue
                 c = np.int64(sen[j])
                 _zero(neu1e)
-                if hs:
-                    loss += _hs_example(in_w, c, w, out_w, neu1e, codes, points, lengths, lr)
+                if tables.identity:  # word2vec: the context's own row is the hidden vector
+                    if hs:
+                        loss += _hs_example(in_w, c, w, out_w, neu1e, tables.codes,
+                                            tables.points, tables.lengths, lr)
+                    else:
+                        ls, state = _ns_example(in_w, c, w, out_w, neu1e, tables.threshold,
+                                                tables.alias, settings.negative, lr, state,
+                                                picks)
+                        loss += ls
+                    for k in range(dim):
+                        in_w[c, k] += neu1e[k]
                 else:
-                    ls, state = _ns_example(in_w, c, w, out_w, neu1e, threshold, alias,
-                                            negative, lr, state, picks)
+                    _mean_rows(in_w, offsets, rows, c, neu1)
+                    ls, state = _example(neu1, w, out_w, neu1e, settings, tables, lr, state,
+                                         picks)
                     loss += ls
-                for k in range(dim):
-                    in_w[c, k] += neu1e[k]
+                    _add_to_rows(in_w, offsets, rows, c, neu1e)
                 examples += 1
         else:
-            count = hi - lo - 1
-            if count <= 0:
+            if hi - lo - 1 <= 0:
                 continue  # no context: nothing to learn (gensim would add only a constant loss)
+            # The mean (or sum) over every input row of every context word: word2vec's
+            # context mean with one row per word, fastText's CBOW with n-grams.
             for k in range(dim):
                 neu1[0, k] = 0.0
+            count = 0
             for j in range(lo, hi):
                 if j != i:
                     c = np.int64(sen[j])
-                    for k in range(dim):
-                        neu1[0, k] += in_w[c, k]
+                    for p in range(offsets[c], offsets[c + 1]):
+                        r = np.int64(rows[p])
+                        for k in range(dim):
+                            neu1[0, k] += in_w[r, k]
+                    count += offsets[c + 1] - offsets[c]
             inv = np.float32(1.0 / count)
-            if cbow_mean:
+            if settings.cbow_mean:
                 for k in range(dim):
                     neu1[0, k] *= inv
             _zero(neu1e)
-            if hs:
-                loss += _hs_example(neu1, 0, w, out_w, neu1e, codes, points, lengths, lr)
-            else:
-                ls, state = _ns_example(neu1, 0, w, out_w, neu1e, threshold, alias, negative,
-                                        lr, state, picks)
-                loss += ls
-            if not cbow_mean:  # gensim 4: "divide error over summed window vectors"
+            ls, state = _example(neu1, w, out_w, neu1e, settings, tables, lr, state, picks)
+            loss += ls
+            if not settings.cbow_mean:  # gensim 4: "divide error over summed window vectors"
                 for k in range(dim):
                     neu1e[k] *= inv
             for j in range(lo, hi):
                 if j != i:
-                    c = np.int64(sen[j])
-                    for k in range(dim):
-                        in_w[c, k] += neu1e[k]
+                    _add_to_rows(in_w, offsets, rows, np.int64(sen[j]), neu1e)
             examples += 1
     return loss, examples
 
@@ -448,111 +407,31 @@ def _train_doc(in_w, out_w, sen, at, n, doc_pos, total, sg, hs, window, negative
 # ----------------------------------------------------------------------------- threads
 
 
-# numba has no CPU atomics API; these three intrinsics emit LLVM's atomic instructions on one
-# element of a 1-d array: enough for a shared work counter and for counters another thread
-# reads while this one runs (a plain store there could stay in a register until the loop ends).
-
-
-def _element(context, builder, aryty, ary, index):
-    array = context.make_array(aryty)(context, builder, ary)
-    return cgutils.get_item_pointer(context, builder, aryty, array, [index], wraparound=False)
-
-
-@intrinsic
-def _fetch_add(typingctx, arr, index, value):
-    """arr[index] += value, atomically (sequentially consistent); returns the old value.
-    int64 or float64 arrays."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1
-            and arr.dtype in (types.int64, types.float64)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ptr = _element(context, builder, aryty, args[0], args[1])
-        value = context.cast(builder, args[2], sig.args[2], aryty.dtype)
-        op = "fadd" if isinstance(aryty.dtype, types.Float) else "add"
-        return builder.atomic_rmw(op, ptr, value, "seq_cst")
-
-    return arr.dtype(arr, index, value), codegen
-
-
-@intrinsic
-def _load(typingctx, arr, index):
-    """arr[index], read atomically with acquire ordering."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _element(context, builder, sig.args[0], args[0], args[1])
-        size = context.get_abi_sizeof(context.get_value_type(sig.args[0].dtype))
-        return builder.load_atomic(ptr, "acquire", size)
-
-    return arr.dtype(arr, index), codegen
-
-
-@intrinsic
-def _store(typingctx, arr, index, value):
-    """arr[index] = value, as an atomic store that other threads see (release ordering)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1):
-        return None
-
-    def codegen(context, builder, sig, args):
-        aryty = sig.args[0]
-        ptr = _element(context, builder, aryty, args[0], args[1])
-        value = context.cast(builder, args[2], sig.args[2], aryty.dtype)
-        size = context.get_abi_sizeof(context.get_value_type(aryty.dtype))
-        builder.store_atomic(value, ptr, "release", size)
-        return context.get_dummy_value()
-
-    return types.void(arr, index, value), codegen
-
-
 @njit(**_JIT)
-def _work(in_w, out_w, ids, doc_offsets, keep_prob, sg, hs, window, negative, cbow_mean,
-          threshold, alias, codes, points, lengths, max_len, doc_end, lr_start, lr_end, lr_base,
-          lr_total, seed, epoch, bounds, job_loss, job_counts, control, marks, slot):
-    """One thread's share of an epoch: claim documents from control[_NEXT] and train them until
-    doc_end or control[_STOP]. Document d's token p trains with lr_start + (lr_end - lr_start)
-    * (p - lr_base) / lr_total. Each document's loss, examples and kept tokens are added to
-    its job's (bounds: job j is documents bounds[j]..bounds[j+1]-1) job_loss[j],
-    job_counts[2j] and job_counts[2j+1]."""
+def _work(in_w, out_w, corpus, settings, tables, schedule, shared, slot):
+    """One thread's share of an epoch: claim documents (hogwild.claim) and train them until
+    schedule.doc_end or the stop flag. Document d's token p trains with lr_start + (lr_end -
+    lr_start) * (p - lr_base) / lr_total. Each document's loss, examples and kept tokens are
+    added to its job's totals (hogwild.report)."""
     dim = in_w.shape[1]
-    sen = np.empty(max_len, np.int32)  # kept ids of the document
-    at = np.empty(max_len, np.int32)  # their offsets in the document (for the lr)
-    neu1 = np.empty((1, dim), np.float32)  # (1, D) CBOW hidden vector
+    sen = np.empty(corpus.max_len, np.int32)  # kept ids of the document
+    at = np.empty(corpus.max_len, np.int32)  # their offsets in the document (for the lr)
+    neu1 = np.empty((1, dim), np.float32)  # (1, D) hidden vector: a mean of input rows
     neu1e = np.empty(dim, np.float32)  # (D,) error for the input row(s)
-    picks = np.empty(negative + 1, np.int64)  # a target and its noise words
+    picks = np.empty(settings.negative + 1, np.int64)  # a target and its noise words
+    s = schedule
     while True:
-        # Mark a lower bound of the next claim before claiming (the fetch-add orders the two),
-        # so the main thread's watermark (_done_below) never passes a document in training.
-        _store(marks, slot * _MARK, _load(control, _NEXT))
-        if _load(control, _STOP) != 0:
+        d = hogwild.claim(shared, slot, s.doc_end)
+        if d < 0:
             break
-        d = _fetch_add(control, _NEXT, 1)
-        if d >= doc_end:
-            break
-        lo = doc_offsets[d]
-        hi = doc_offsets[d + 1]
-        state = _doc_state(seed, epoch, d)
-        n, state = _subsample(ids, lo, hi, keep_prob, sen, at, state)
-        ls, ex = _train_doc(in_w, out_w, sen, at, n, lo - lr_base, lr_total, sg, hs, window,
-                            negative, cbow_mean, threshold, alias, codes, points, lengths,
-                            lr_start, lr_end, state, neu1, neu1e, picks)
-        j = np.searchsorted(bounds, d, side="right") - 1
-        _fetch_add(job_loss, j, ls)
-        _fetch_add(job_counts, 2 * j, ex)
-        _fetch_add(job_counts, 2 * j + 1, n)
-    _store(marks, slot * _MARK, _IDLE)
-
-
-@njit(**_JIT)
-def _done_below(control, marks):
-    """A document index below which every document is done: none is unclaimed (the counter
-    is past it) and no thread holds one (each thread's mark is past it)."""
-    low = _load(control, _NEXT)  # read first: a thread marks before it claims
-    for i in range(0, marks.shape[0], _MARK):
-        low = min(low, _load(marks, i))
-    return low
+        lo = corpus.doc_offsets[d]
+        hi = corpus.doc_offsets[d + 1]
+        state = _doc_state(s.seed, s.epoch, d)
+        n, state = _subsample(corpus.ids, lo, hi, corpus.keep_prob, sen, at, state)
+        ls, ex = _train_doc(in_w, out_w, sen, at, n, lo - s.lr_base, s.lr_total, settings,
+                            tables, s.lr_start, s.lr_end, state, neu1, neu1e, picks)
+        hogwild.report(shared, d, ls, ex, n)
+    hogwild.leave(shared, slot)
 
 
 # ----------------------------------------------------------------------------- the Python API
@@ -603,24 +482,34 @@ class Task:
     """A corpus and settings checked against the weights' shapes, ready for the kernel (the
     weights themselves are passed per run: views are never kept)."""
 
-    ids: np.ndarray  # int32 (N,)
-    doc_offsets: np.ndarray  # int64 (D+1,)
-    args: tuple  # _work's arguments from keep_prob to max_len
+    corpus: Corpus
+    settings: Settings
+    tables: Tables
     bounds: np.ndarray  # int64 (J+1,): job j is documents bounds[j]..bounds[j+1]-1
+
+    @property
+    def doc_offsets(self) -> np.ndarray:
+        return self.corpus.doc_offsets  # int64 (D+1,)
 
     @property
     def num_docs(self) -> int:
         return self.doc_offsets.shape[0] - 1
 
+    def args(self, in_w, out_w, schedule: Schedule) -> tuple:
+        """_work's arguments before the threads' own (hogwild.Threads adds those)."""
+        return (_weights(in_w, "in_w"), _weights(out_w, "out_w"), self.corpus, self.settings,
+                self.tables, schedule)
+
 
 def prepare(in_w, out_w, ids, doc_offsets, keep_prob, *, arch: str, loss: str, window: int,
             negative: int = 5, cbow_mean: bool = True, noise: NoiseTable | None = None,
-            huffman=None, doc_start: int = 0, doc_end: int | None = None,
-            chunk_words: int | None = None) -> Task:
+            huffman=None, input_rows: InputRows | None = None, doc_start: int = 0,
+            doc_end: int | None = None, chunk_words: int | None = None) -> Task:
     """Check the corpus and settings against in_w/out_w (the kernel does not bounds-check, so
     everything it indexes with is checked here, once) and return them ready for the kernel.
     Only the token ids of documents doc_start..doc_end-1 are checked. Jobs: plan_jobs(...,
-    chunk_words) over all documents, or doc_start..doc_end-1 as one job."""
+    chunk_words) over all documents, or doc_start..doc_end-1 as one job. input_rows: each
+    word's rows of in_w (None: one row per word, word w's being row w)."""
     if arch not in ("skipgram", "cbow"):
         raise W2VError(f"model.arch={arch!r} is unknown to the fused engine: skipgram or cbow")
     if loss not in ("negative", "hs"):
@@ -637,12 +526,18 @@ def prepare(in_w, out_w, ids, doc_offsets, keep_prob, *, arch: str, loss: str, w
     doc_end = n_docs if doc_end is None else doc_end
     if not 0 <= doc_start <= doc_end <= n_docs:
         raise W2VError(f"fused engine: documents {doc_start}..{doc_end} are outside 0..{n_docs}")
-    if keep.shape[0] != in_w.shape[0]:
-        raise W2VError(f"fused engine: keep_prob has {keep.shape[0]} words, in_w {in_w.shape[0]}")
+    words = keep.shape[0]
+    if input_rows is None:
+        if words != in_w.shape[0]:
+            raise W2VError(f"fused engine: keep_prob has {words} words, in_w {in_w.shape[0]}")
+        input_rows = InputRows.identity(words)
+    input_rows = InputRows(_as(input_rows.offsets, np.int64, "input offsets", 1),
+                           _as(input_rows.rows, np.int32, "input rows", 1))
+    input_rows.check(words, in_w.shape[0], "fused engine")
     # The kernels do not bounds-check: an id past the table would write outside it.
     span = ids[offsets[doc_start]:offsets[doc_end]]
-    if span.size and (span.min() < 0 or span.max() >= in_w.shape[0]):
-        raise W2VError(f"fused engine: token ids must be in [0, {in_w.shape[0]}): the corpus "
+    if span.size and (span.min() < 0 or span.max() >= words):
+        raise W2VError(f"fused engine: token ids must be in [0, {words}): the corpus "
                        "and the model come from different vocabularies")
     if window < 1:
         raise W2VError(f"model.window={window!r} must be >= 1")
@@ -660,107 +555,18 @@ def prepare(in_w, out_w, ids, doc_offsets, keep_prob, *, arch: str, loss: str, w
         huff = Huffman(_as(huffman.codes, np.int8, "codes", 2),
                              _as(huffman.points, np.int32, "points", 2),
                              _as(huffman.lengths, np.int32, "lengths", 1))
-        _check_huffman(huff, in_w.shape[0], out_w.shape[0])
+        _check_huffman(huff, words, out_w.shape[0])
         noise = _NO_NOISE
     sizes = np.diff(offsets[doc_start:doc_end + 1])
     max_len = int(sizes.max()) if sizes.size else 0
-    args = (keep, arch == "skipgram", loss == "hs", np.int64(window), np.int64(negative),
-            bool(cbow_mean), noise.threshold, noise.alias, huff.codes, huff.points,
-            huff.lengths, np.int64(max_len))
+    corpus = Corpus(ids, offsets, keep, np.int64(max_len))
+    settings = Settings(arch == "skipgram", loss == "hs", np.int64(window), np.int64(negative),
+                        bool(cbow_mean))
+    tables = Tables(noise.threshold, noise.alias, huff.codes, huff.points, huff.lengths,
+                    input_rows.offsets, input_rows.rows, input_rows.is_identity)
     bounds = (plan_jobs(offsets, chunk_words) if chunk_words
               else np.array([doc_start, doc_end], np.int64))
-    return Task(ids, offsets, args, bounds)
-
-
-class Threads:
-    """`count` threads running _work over documents first..end-1 of a Task, watched from the
-    calling thread: progress, a watermark of finished documents, totals, stop and join."""
-
-    # Seconds between looks at the counters while waiting: from 0.5 ms (short jobs return
-    # at once) up to 5 ms (a long wait wakes 200 times a second, ~0.3% of a core).
-    POLL = (0.0005, 0.005)
-
-    def __init__(self, count: int, jobs: int) -> None:
-        self.count = count
-        self.control = np.zeros(16, np.int64)
-        self.marks = np.full(count * _MARK, _IDLE, np.int64)
-        self.job_loss = np.zeros(jobs, np.float64)  # (J,)
-        self.job_counts = np.zeros(2 * jobs, np.int64)  # (2J,): examples, kept tokens
-        self.end = 0
-        self._threads: list[threading.Thread] = []
-        self._errors: list[BaseException] = []
-
-    def start(self, in_w, out_w, task: Task, first: int, end: int, *, lr_start: float,
-              lr_end: float, lr_base: int, lr_total: int, seed: int, epoch: int,
-              inline: bool = False) -> None:
-        """Train documents first..end-1; with inline=True on the calling thread (one thread:
-        returns when done), otherwise in the background."""
-        assert not self._threads, "the threads are running: stop() or join() first"
-        self.control[_NEXT], self.control[_STOP], self.end = first, 0, end
-        args = (_weights(in_w, "in_w"), _weights(out_w, "out_w"), task.ids, task.doc_offsets,
-                *task.args, np.int64(end), float(lr_start), float(lr_end), np.int64(lr_base),
-                np.int64(max(lr_total, 1)), np.int64(seed), np.int64(epoch), task.bounds,
-                self.job_loss, self.job_counts, self.control, self.marks)
-        if inline:
-            _work(*args, np.int64(0))
-            return
-        for slot in range(self.count):
-            thread = threading.Thread(target=self._run, args=(args, slot), daemon=True,
-                                      name=f"w2v-fused-{slot}")
-            thread.start()
-            self._threads.append(thread)
-
-    def _run(self, args: tuple, slot: int) -> None:
-        try:
-            _work(*args, np.int64(slot))
-        except BaseException as err:  # handed to the main thread by join()
-            self._errors.append(err)
-
-    @property
-    def active(self) -> bool:
-        """Started and not joined yet (the threads may have ended by themselves)."""
-        return bool(self._threads)
-
-    @property
-    def running(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
-
-    def done_below(self) -> int:
-        return min(_done_below(self.control, self.marks), self.end)
-
-    def wait(self, doc: int) -> None:
-        """Return once every document below `doc` is done (or every thread has ended)."""
-        pause, longest = self.POLL
-        while self.running and self.done_below() < doc and not self._errors:
-            time.sleep(pause)
-            pause = min(2 * pause, longest)
-        if self._errors:
-            self.stop()  # stops the others and raises the first thread's error
-
-    def stop(self) -> int:
-        """Stop claiming documents, finish those in hand, join; returns the next document:
-        every one below it is done, none above it started."""
-        self.control[_STOP] = 1
-        return self.join()
-
-    def join(self) -> int:
-        for thread in self._threads:
-            thread.join()
-        self._threads = []
-        if self._errors:
-            err, self._errors = self._errors[0], []
-            raise err
-        return int(min(self.control[_NEXT], self.end))
-
-    def job(self, j: int) -> tuple[float, int, int]:
-        """Job j's (loss, examples, kept tokens) so far: all of them once it is done."""
-        return (float(self.job_loss[j]), int(self.job_counts[2 * j]),
-                int(self.job_counts[2 * j + 1]))
-
-    def clear(self) -> None:
-        """Zero the jobs' totals (a new epoch)."""
-        self.job_loss[:] = 0.0
-        self.job_counts[:] = 0
+    return Task(corpus, settings, tables, bounds)
 
 
 def train_job(
@@ -779,6 +585,7 @@ def train_job(
     cbow_mean: bool = True,
     noise: NoiseTable | None = None,
     huffman: Huffman | None = None,
+    input_rows: InputRows | None = None,
     lr_start: float,
     lr_end: float,
     seed: int,
@@ -793,20 +600,27 @@ def train_job(
     points, lengths: vocab.huffman()) for loss="hs"; out_w then has V-1 rows. The learning
     rate goes linearly from lr_start to lr_end over the job's tokens. Randomness depends on
     (seed, epoch, document index) only. `threads` threads take the documents one at a time.
+    input_rows: each word's rows of in_w (fastText's n-grams); None: row w is word w.
     """
     task = prepare(in_w, out_w, ids, doc_offsets, keep_prob, arch=arch, loss=loss,
                    window=window, negative=negative, cbow_mean=cbow_mean, noise=noise,
-                   huffman=huffman, doc_start=doc_start, doc_end=doc_end)
+                   huffman=huffman, input_rows=input_rows, doc_start=doc_start,
+                   doc_end=doc_end)
     if threads < 1:
         raise W2VError(f"fused engine: threads={threads!r} must be >= 1")
-    workers = Threads(threads, jobs=1)
+    workers = threads_for(task, threads)
     base, total = int(task.doc_offsets[doc_start]), int(task.doc_offsets[doc_end])
-    workers.start(in_w, out_w, task, doc_start, doc_end, lr_start=lr_start, lr_end=lr_end,
-                  lr_base=base, lr_total=total - base, seed=seed, epoch=epoch,
-                  inline=threads == 1)
+    schedule = Schedule(np.int64(doc_end), float(lr_start), float(lr_end), np.int64(base),
+                        np.int64(max(total - base, 1)), np.int64(seed), np.int64(epoch))
+    workers.start(task.args(in_w, out_w, schedule), doc_start, doc_end, inline=threads == 1)
     workers.join()
     loss_sum, examples, kept = workers.job(0)
     return JobStats(loss_sum=loss_sum, pairs=examples, words=total - base, effective_words=kept)
+
+
+def threads_for(task: Task, count: int) -> hogwild.Threads:
+    """`count` Hogwild threads running this module's kernel over the task's jobs."""
+    return hogwild.Threads(count, jobs=len(task.bounds) - 1, work=_work, bounds=task.bounds)
 
 
 _ready = False
@@ -831,18 +645,18 @@ def warmup() -> float:
         keep = np.ones(4, np.float32)
         noise = build_noise_table(np.ones(4))
         huff = Huffman(np.zeros((4, 2), np.int8), np.zeros((4, 2), np.int32),
-                             np.full(4, 2, np.int32))
+                       np.full(4, 2, np.int32))
         for arch in ("skipgram", "cbow"):
             for loss in ("negative", "hs"):
                 out_w = np.zeros((4 if loss == "negative" else 3, 3), np.float32)
                 train_job(in_w, out_w, ids, offsets, 0, 1, keep, arch=arch, loss=loss,
                           window=2, noise=noise, huffman=huff, lr_start=0.025, lr_end=0.0001,
                           seed=0)
-        Threads(1, jobs=1).done_below()
+        hogwild.Threads(1, jobs=1, work=_work, bounds=np.zeros(2, np.int64)).done_below()
     finally:
         notice.cancel()
     seconds = time.perf_counter() - t0
-    compiled = any(sum(f.stats.cache_misses.values()) for f in (_work, _done_below))
+    compiled = any(sum(f.stats.cache_misses.values()) for f in (_work, hogwild._done_below))
     log.info("fused engine %s in %.1f s", "compiled (cached for later runs)" if compiled
              else "loaded from numba's cache", seconds)
     _ready = True
@@ -905,9 +719,10 @@ class FusedEngine:
         self.task = prepare(in_w, out_w, corpus.ids, corpus.doc_offsets,
                             vocab.keep_probs(m.sample), arch=m.arch, loss=m.loss,
                             window=m.window, negative=m.negative, cbow_mean=m.cbow_mean,
-                            chunk_words=self.chunk_words, **tables)
+                            input_rows=InputRows.of(model), chunk_words=self.chunk_words,
+                            **tables)
         self.bounds = self.task.bounds  # (J+1,)
-        self.threads = Threads(cfg.trainer.threads, jobs=len(self.bounds) - 1)
+        self.threads = threads_for(self.task, cfg.trainer.threads)
         self.epoch, self.next_doc = 0, 0  # where the threads start next (when paused)
 
     def _views(self):
@@ -931,11 +746,11 @@ class FusedEngine:
             first = max(self.next_doc, int(self.bounds[step]))
             end = job_end if self.lockstep else self.task.num_docs
             t = self.cfg.trainer
-            in_w, out_w = self._views()
-            self.threads.start(in_w, out_w, self.task, first, end,
-                               lr_start=t.lr_at(epoch, 0.0), lr_end=t.lr_at(epoch, 1.0),
-                               lr_base=0, lr_total=int(self.task.doc_offsets[-1]), seed=t.seed,
-                               epoch=epoch)
+            schedule = Schedule(np.int64(end), float(t.lr_at(epoch, 0.0)),
+                                float(t.lr_at(epoch, 1.0)), np.int64(0),
+                                np.int64(max(int(self.task.doc_offsets[-1]), 1)),
+                                np.int64(t.seed), np.int64(epoch))
+            self.threads.start(self.task.args(*self._views(), schedule), first, end)
         self.threads.wait(job_end)
         if self.lockstep or not self.threads.running:
             self.pause()
