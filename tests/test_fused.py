@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from w2v.engines import fused, hogwild
+from w2v.engines.rules import InputRows
 from w2v.errors import W2VError
 from w2v.vocab import Huffman
 
@@ -65,14 +66,19 @@ def init_weights(v: int, v_out: int, dim: int, seed: int = 0):
 # --------------------------------------------------------------------------- exact updates
 
 
-def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mean, lrs):
+def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mean, lrs,
+              rows=None):
     """word2vec's update order with window=1 (no randomness left) and all noise on one word;
     centre i trains with learning rate lrs[i].
 
     Each target's gradient comes from torch autograd on -log sigmoid(+-h.u); the output row
     moves at once, the input row(s) get the summed input gradient after the example (CBOW:
     unscaled with the mean, divided by the count with the sum, as gensim 4).
+    rows: each word's input rows (fastText's subwords, a list of lists); the hidden vector is
+    the mean of a word's rows (skip-gram) or of all the context's rows (CBOW), and each of
+    those rows takes the error unscaled (fastText's Model::update).
     """
+    rows = rows or [[w] for w in range(len(in_w))]
     in_w, out_w = torch.tensor(in_w, dtype=torch.float64), torch.tensor(out_w, dtype=torch.float64)
     total = 0.0
 
@@ -99,12 +105,15 @@ def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mea
         ctx = [doc[j] for j in (i - 1, i + 1) if 0 <= j < len(doc)]
         if arch == "skipgram":
             for c in ctx:
-                in_w[c] += step(in_w[c].clone(), w, lrs[i])
+                g = step(in_w[rows[c]].mean(0), w, lrs[i])
+                for r in rows[c]:
+                    in_w[r] += g
         else:
-            h = in_w[ctx].sum(0) / (len(ctx) if cbow_mean else 1)
+            ctx_rows = [r for c in ctx for r in rows[c]]
+            h = in_w[ctx_rows].sum(0) / (len(ctx_rows) if cbow_mean else 1)
             g = step(h, w, lrs[i])
-            for c in ctx:
-                in_w[c] += g if cbow_mean else g / len(ctx)
+            for r in ctx_rows:
+                in_w[r] += g if cbow_mean else g / len(ctx_rows)
     return in_w.numpy(), out_w.numpy(), total
 
 
@@ -135,6 +144,46 @@ def test_updates_equal_word2vec_gradient_steps(arch, loss, cbow_mean):
     assert stats.loss_sum == pytest.approx(want_loss, rel=0.01)
     pairs = 2 * (len(doc) - 1) if arch == "skipgram" else len(doc)
     assert (stats.pairs, stats.words, stats.effective_words) == (pairs, len(doc), len(doc))
+
+
+@pytest.mark.parametrize(
+    "arch,loss,cbow_mean",
+    [("skipgram", "negative", True), ("skipgram", "hs", True), ("cbow", "negative", True),
+     ("cbow", "negative", False), ("cbow", "hs", True)],
+)
+def test_updates_with_several_input_rows_per_word_equal_fasttexts(arch, loss, cbow_mean):
+    """fastText's subword model: 5 words over 9 input rows (each word's own row and shared
+    'n-gram' rows, one repeated within a word, as fastText keeps repeated n-grams)."""
+    v, table, dim, lr, negative, noise_word = 5, 9, 8, 0.5, 2, 3
+    rows = [[0, 5, 6], [1, 6], [2, 7, 7, 8], [3], [4, 5, 8]]
+    doc = [0, 1, 3, 2, 1, 4]
+    rng = np.random.default_rng(1)
+    in_w = rng.normal(0, 0.3, (table, dim)).astype(np.float32)
+    out_w = rng.normal(0, 0.3, (v if loss == "negative" else v - 1, dim)).astype(np.float32)
+    tree = huffman(np.array([5, 4, 3, 2, 1]))
+    noise = fused.build_noise_table(np.eye(v)[noise_word])
+    want_in, want_out, want_loss = reference(in_w, out_w, doc, arch, loss, negative, noise_word,
+                                             tree, cbow_mean, [lr] * len(doc), rows)
+    got_in, got_out = in_w.copy(), out_w.copy()
+    offsets = np.cumsum([0] + [len(r) for r in rows])
+    stats = fused.train_job(got_in, got_out, np.array(doc, np.int32), np.array([0, len(doc)]),
+                            0, 1, np.ones(v, np.float32), arch=arch, loss=loss, window=1,
+                            negative=negative, cbow_mean=cbow_mean, noise=noise, huffman=tree,
+                            input_rows=InputRows(offsets, np.concatenate(rows)),
+                            lr_start=lr, lr_end=lr, seed=0)
+    np.testing.assert_allclose(got_in - in_w, want_in - in_w, rtol=0.03, atol=3e-3)
+    np.testing.assert_allclose(got_out - out_w, want_out - out_w, rtol=0.03, atol=3e-3)
+    assert np.abs(got_in[5:] - in_w[5:]).max() > 0.02  # the shared rows moved
+    assert stats.loss_sum == pytest.approx(want_loss, rel=0.01)
+
+
+def test_input_rows_that_do_not_fit_the_table_are_refused():
+    in_w, out_w = np.zeros((4, 3), np.float32), np.zeros((3, 3), np.float32)
+    noise = fused.build_noise_table(np.ones(3))
+    bad = InputRows(np.array([0, 1, 2, 3]), np.array([0, 1, 4], np.int32))  # row 4 of 4
+    with pytest.raises(W2VError, match="input rows do not fit"):
+        fused.prepare(in_w, out_w, np.zeros(2, np.int32), np.array([0, 2]), np.ones(3),
+                      arch="skipgram", loss="negative", window=1, noise=noise, input_rows=bad)
 
 
 def test_learning_rate_decays_linearly_over_the_job():

@@ -53,10 +53,15 @@ class PairsResult:
     spearman: float
     pairs: int  # pairs scored (both words known)
     oov: int  # pairs skipped for an unknown word
+    ngrams: int = 0  # pairs scored with an unseen word's n-gram vector (subword models)
 
     @property
     def oov_ratio(self) -> float:
         return self.oov / (self.pairs + self.oov)
+
+    @property
+    def ngram_ratio(self) -> float:
+        return self.ngrams / (self.pairs + self.oov)
 
 
 @dataclass
@@ -145,17 +150,27 @@ def evaluate_pairs(
     restrict_vocab: int | None = None,
     case_insensitive: bool = True,
 ) -> PairsResult:
-    """Spearman correlation between the file's scores and the vectors' cosine similarities."""
+    """Spearman correlation between the file's scores and the vectors' cosine similarities.
+    With a subword model's vectors (kv.ngrams) an unseen word is scored with its n-grams'
+    vector, as fastText and gensim score it; `ngrams` counts the pairs that needed one."""
     lookup, _ = _eval_vocab(kv, restrict_vocab, case_insensitive)
     norm = str.upper if case_insensitive else str
-    known = [(lookup.get(norm(a)), lookup.get(norm(b)), s) for a, b, s in read_pairs(path)]
-    scored = [(i, j, s) for i, j, s in known if i is not None and j is not None]
+
+    def row(word: str) -> tuple[int | None, bool]:
+        i = lookup.get(norm(word))
+        if i is None and kv.ngrams is not None:
+            return kv.find(word.lower() if case_insensitive else word), True
+        return i, False
+
+    known = [(*row(a), *row(b), s) for a, b, s in read_pairs(path)]
+    scored = [(i, j, s, ui or uj) for i, ui, j, uj, s in known if i is not None and j is not None]
     oov = len(known) - len(scored)
     if not scored:
         return PairsResult(spearman=float("nan"), pairs=0, oov=oov)
-    i, j, gold = zip(*scored)
+    i, j, gold, unseen = zip(*scored)
     model = kv.similarity_batch(torch.tensor(i), torch.tensor(j)).cpu().numpy()
-    return PairsResult(spearman=spearman(gold, model), pairs=len(scored), oov=oov)
+    return PairsResult(spearman=spearman(gold, model), pairs=len(scored), oov=oov,
+                       ngrams=sum(unseen))
 
 
 def spearman(x, y) -> float:
@@ -274,6 +289,8 @@ def run_suites(kv: KeyedVectors, cfg: EvalConfig) -> dict[str, float]:
             if r.pairs:  # no known pair: no correlation (NaN would break JSON and plots)
                 metrics[f"{key}/spearman"] = r.spearman
             metrics[f"{key}/oov"] = r.oov_ratio
+            if kv.ngrams is not None:  # the share scored through unseen words' n-grams
+                metrics[f"{key}/ngrams"] = r.ngram_ratio
             continue
         a = evaluate_analogies(kv, path, cfg.restrict_vocab, cfg.case_insensitive)
         metrics[f"{key}/accuracy"] = a.accuracy

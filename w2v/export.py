@@ -9,6 +9,15 @@ Formats
 - word2vec binary: the same header, then per word `word ` + D little-endian float32 + `\\n`,
   as word2vec.c writes it (gensim reads both with and without that newline; so do we).
 
+- fasttext.bin (subword models, model.maxn > 0): fastText's binary model format, which
+  fastText (`fasttext.load_model`) and gensim (`load_facebook_model`) read, giving every word,
+  seen or unseen, the vector w2v gives it (w2v.fasttext_bin).
+
+Subword models also keep their n-gram table in vectors.pt (`subwords`: minn, maxn, bucket and
+the whole (V + bucket, D) input table), so that load_vectors and load_embedding give unseen
+words vectors (the mean of their n-gram rows, as fastText and gensim do); the word2vec formats
+hold the vocabulary's composed vectors.
+
 Words containing whitespace cannot be stored in the word2vec formats (whitespace separates the
 fields). They are written with each whitespace character replaced by '_', with a warning; if that
 makes two words equal the export fails with W2VError, because a reader would keep only one.
@@ -33,7 +42,10 @@ from w2v.atomic import archive_damage, atomic_open, atomic_torch_save
 from w2v.cli import Usage, parse_cli, report_errors
 from w2v.config import ExportConfig
 from w2v.errors import W2VError, one_line
-from w2v.vectors import KeyedVectors, _tokenizer_dict
+from w2v.fasttext_bin import FASTTEXT_MAGIC, read_fasttext_bin, write_fasttext_bin
+from w2v.model import mean_rows
+from w2v.tokenizer import oov_rows, subword_rows
+from w2v.vectors import KeyedVectors, Ngrams, _tokenizer_dict
 from w2v.vocab import Tokenizer, Vocab
 
 FORMAT = "w2v.vectors/1"
@@ -54,8 +66,10 @@ def save_vectors(
     vectors: torch.Tensor,
     tokenizer: Any,
     output: torch.Tensor | None = None,
+    subwords: dict | None = None,
 ) -> None:
-    """Write vectors.pt atomically. counts=None stores zeros (unknown counts)."""
+    """Write vectors.pt atomically. counts=None stores zeros (unknown counts). subwords: a
+    subword model's {"minn", "maxn", "bucket", "input": (V + bucket, D) input table}."""
     vectors = _table(vectors, len(words), "vectors")
     if counts is None:
         counts = np.zeros(len(words), dtype=np.int64)
@@ -71,6 +85,10 @@ def save_vectors(
     }
     if output is not None:
         obj["output"] = _table(output, len(words), "output")
+    if subwords is not None:
+        rows = len(words) + int(subwords["bucket"])
+        obj["subwords"] = {**{k: int(subwords[k]) for k in ("minn", "maxn", "bucket")},
+                           "input": _table(subwords["input"], rows, "subword input table")}
     atomic_torch_save(obj, path)
 
 
@@ -84,7 +102,29 @@ def _table(t: Any, rows: int, name: str) -> torch.Tensor:
 
 def _load_pt(path: Path) -> KeyedVectors:
     obj = read_vectors_pt(path)
-    return KeyedVectors(obj["words"], obj["vectors"], obj["counts"].numpy(), obj["tokenizer"])
+    return KeyedVectors(obj["words"], obj["vectors"], obj["counts"].numpy(), obj["tokenizer"],
+                        ngrams=_ngrams(obj.get("subwords"), len(obj["words"])))
+
+
+def _ngrams(subwords: dict | None, words: int) -> Ngrams | None:
+    """vectors.pt's n-gram table (its input rows after the vocabulary's), if it has one."""
+    if subwords is None:
+        return None
+    table = subwords["input"]
+    return Ngrams(subwords["minn"], subwords["maxn"], subwords["bucket"], table[words:],
+                  table[:words])
+
+
+def _load_fasttext(path: Path) -> KeyedVectors:
+    """A fastText .bin (fastText's, gensim's or ours): composed vectors and n-gram rows."""
+    ft = read_fasttext_bin(path)
+    a = ft.args
+    table = torch.from_numpy(ft.input_matrix)
+    vectors = mean_rows(table, *subword_rows(ft.words, a["minn"], a["maxn"], a["bucket"]))
+    ngrams = Ngrams(a["minn"], a["maxn"], a["bucket"], table[len(ft.words):],
+                    table[:len(ft.words)]) if a["maxn"] else None
+    return KeyedVectors(ft.words, vectors, np.asarray(ft.counts), IDENTITY_TOKENIZER,
+                        ngrams=ngrams)
 
 
 def read_vectors_pt(path: Path) -> dict:
@@ -251,11 +291,15 @@ def load_vectors(path: str | Path) -> KeyedVectors:
     path = Path(path)
     if not path.is_file():
         raise W2VError(f"{path} does not exist (expected vectors.pt, .txt or .bin)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == ZIP_MAGIC:
+        return _load_pt(path)  # (not read whole first: a subword table is large)
+    if head == FASTTEXT_MAGIC:
+        return _load_fasttext(path)
     data = path.read_bytes()
     if not data.strip():
         raise W2VError(f"{path} is empty; re-export the vectors")
-    if data.startswith(ZIP_MAGIC):
-        return _load_pt(path)
     suffix = path.suffix.lower()
     binary = suffix == ".bin" or (suffix not in (".txt", ".vec") and not _looks_like_text(data))
     return _read_binary(path, data) if binary else _read_text(path, data)
@@ -311,6 +355,8 @@ def load_embedding(
     sparse: bool = False,
 ) -> tuple[nn.Embedding, dict[str, int]]:
     """An nn.Embedding initialised from trained vectors, and its word -> row mapping.
+    Subword vectors (a model trained with n-grams) give a SubwordEmbedding instead, which maps
+    any words, seen or not, to vectors (`emb(["king", "kingliness"])`).
 
     Rows 0..V-1 are the vocabulary in file order. Extra rows are appended so word ids stay
     the vocabulary's ids: '<pad>' (a zero row; padding_idx, so it gets no gradient) and then
@@ -322,6 +368,13 @@ def load_embedding(
     torch.optim.SparseAdam or SGD, so a step updates only the rows a batch used.
     """
     kv = source if isinstance(source, KeyedVectors) else load_vectors(source)
+    if kv.ngrams is not None:
+        if padding or unknown:
+            raise W2VError("subword vectors give every word a vector (unseen ones from their "
+                           "n-grams): load them without padding/unknown and pad in your model")
+        emb = SubwordEmbedding(kv, freeze=freeze, max_norm=max_norm, norm_type=norm_type,
+                               sparse=sparse)
+        return emb, dict(emb.vocab)
     mapping = {w: i for i, w in enumerate(kv.words)}
     rows = [kv.vectors.detach().float().cpu()]
     padding_idx = None
@@ -348,6 +401,60 @@ def load_embedding(
     return emb, mapping
 
 
+class SubwordEmbedding(nn.Module):
+    """fastText's word vectors as a PyTorch module: an nn.EmbeddingBag (mode mean) over the
+    subword model's input table, where a vocabulary word is the bag of its own row and its
+    n-grams' rows, and an unseen word the bag of its n-grams' rows.
+
+        emb, vocab = w2v.load_embedding("outputs/<run>/vectors.pt", freeze=False)
+        vectors = emb(["king", "kingliness"])          # (2, D), the second one unseen
+        rows, starts = emb.encode(batch_words)         # or in a DataLoader's collate_fn
+        vectors = emb.bag(rows, starts)
+
+    A word with no n-gram and no row (impossible for minn <= 3) gets a zero vector."""
+
+    def __init__(self, kv: KeyedVectors, freeze: bool = True, max_norm: float | None = None,
+                 norm_type: float = 2.0, sparse: bool = False) -> None:
+        super().__init__()
+        ng = kv.ngrams
+        words = len(kv.words)
+        self.minn, self.maxn, self.bucket = ng.minn, ng.maxn, ng.bucket
+        self.lowercase = bool(kv.tokenizer and kv.tokenizer.get("lowercase"))
+        table = torch.cat([ng.word_rows, ng.rows]) if ng.word_rows is not None else None
+        if table is None:  # no raw word rows (a .bin's): each word is its composed vector
+            table = torch.cat([kv.vectors.float(), ng.rows.float()])
+        self.bag = nn.EmbeddingBag.from_pretrained(
+            table.detach().float().clone(), freeze=freeze, max_norm=max_norm,
+            norm_type=norm_type, mode="mean", sparse=sparse)
+        self.vocab = {w: i for i, w in enumerate(kv.words)}
+        if ng.word_rows is not None:
+            offsets, rows = subword_rows(kv.words, self.minn, self.maxn, self.bucket)
+        else:
+            offsets, rows = np.arange(words + 1), np.arange(words)
+        self._rows = {w: rows[offsets[i]:offsets[i + 1]].tolist()
+                      for i, w in enumerate(kv.words)}
+
+    def rows(self, word: str) -> list[int]:
+        """The input rows whose mean is `word`'s vector."""
+        key = word.lower() if self.lowercase else word
+        found = self._rows.get(key)
+        if found is None:
+            found = oov_rows(key, self.minn, self.maxn, self.bucket, len(self.vocab))
+        return found
+
+    def encode(self, words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """EmbeddingBag's (input, offsets) for `words`: one bag per word."""
+        rows = [self.rows(w) for w in words]
+        starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
+        device = self.bag.weight.device
+        return (torch.tensor([i for r in rows for i in r], dtype=torch.long, device=device),
+                torch.as_tensor(starts, dtype=torch.long, device=device))
+
+    def forward(self, words: list[str]) -> torch.Tensor:
+        """(N, D) the vectors of `words`."""
+        return self.bag(*self.encode(list(words)))
+
+
 # ---- a run's exports -----------------------------------------------------------------------
 
 
@@ -359,8 +466,11 @@ def export_tensors(
     input_vectors: torch.Tensor,
     output_vectors: torch.Tensor | None,
     cfg: ExportConfig,
+    subwords: dict | None = None,
 ) -> list[Path]:
-    """Write vectors.pt (+ .txt, .bin, and vectors_avg.* as cfg asks); return the paths."""
+    """Write vectors.pt (+ .txt, .bin, and vectors_avg.* as cfg asks); return the paths.
+    input_vectors are the words' vectors (a subword model's composed ones); subwords: see
+    save_vectors."""
     out_dir = Path(out_dir)
     words = list(words)
     inp = _table(input_vectors, len(words), "input vectors")
@@ -368,7 +478,8 @@ def export_tensors(
     # hierarchical softmax's V-1 inner nodes belong to no word.
     per_word = output_vectors is not None and output_vectors.shape[0] == len(words)
     out = _table(output_vectors, len(words), "output vectors") if per_word else None
-    written = _write_set(out_dir / "vectors", words, counts, tokenizer, inp, out, cfg)
+    written = _write_set(out_dir / "vectors", words, counts, tokenizer, inp, out, cfg,
+                         subwords)
     if cfg.average_output:
         if out is None:
             warnings.warn("export.average_output needs per-word output vectors (loss=negative "
@@ -381,9 +492,10 @@ def export_tensors(
     return written
 
 
-def _write_set(stem: Path, words, counts, tokenizer, vectors, output, cfg) -> list[Path]:
+def _write_set(stem: Path, words, counts, tokenizer, vectors, output, cfg,
+               subwords: dict | None = None) -> list[Path]:
     paths = [stem.with_suffix(".pt")]
-    save_vectors(paths[0], words, counts, vectors, tokenizer, output=output)
+    save_vectors(paths[0], words, counts, vectors, tokenizer, output=output, subwords=subwords)
     for wanted, suffix in ((cfg.text, ".txt"), (cfg.binary, ".bin")):
         if wanted:
             paths.append(stem.with_suffix(suffix))
@@ -391,12 +503,31 @@ def _write_set(stem: Path, words, counts, tokenizer, vectors, output, cfg) -> li
     return paths
 
 
-def export_run(run_dir: str | Path, model: nn.Module, vocab: Any, cfg: ExportConfig) -> list[Path]:
-    """Export a trained w2v.model.Word2Vec and its Vocab into run_dir (see export_tensors)."""
-    return export_tensors(
-        run_dir, vocab.words, vocab.counts, vocab.tokenizer,
-        model.input.weight, model.output.weight, cfg,
-    )
+def export_run(run_dir: str | Path, model: nn.Module, vocab: Any, cfg: ExportConfig,
+               run_cfg: Any = None) -> list[Path]:
+    """Export a trained w2v.model.Word2Vec and its Vocab into run_dir (see export_tensors);
+    a subword model also as fasttext.bin, with run_cfg's settings (the run's Config)."""
+    sub = getattr(model, "subwords", None)
+    subwords = None if sub is None else {"minn": sub.minn, "maxn": sub.maxn,
+                                         "bucket": sub.bucket, "input": model.input.weight}
+    written = export_tensors(run_dir, vocab.words, vocab.counts, vocab.tokenizer,
+                             model.word_vectors(), model.output.weight, cfg, subwords)
+    if subwords is not None:
+        written.append(export_fasttext(Path(run_dir) / "fasttext.bin", model, vocab, run_cfg))
+    return written
+
+
+def export_fasttext(path: Path, model: nn.Module, vocab: Any, run_cfg: Any) -> Path:
+    """A subword model as fastText's .bin: its dictionary, input table (with the n-gram
+    rows) and output table, with the run's settings under fastText's names."""
+    m, t = run_cfg.model, run_cfg.trainer
+    write_fasttext_bin(
+        path, list(vocab.words), [int(c) for c in vocab.counts],
+        model.input.weight.detach().cpu().numpy(), model.output.weight.detach().cpu().numpy(),
+        arch=m.arch, loss=m.loss, dim=m.dim, window=m.window, epochs=t.epochs,
+        min_count=run_cfg.data.min_count, negative=m.negative, minn=m.minn, maxn=m.maxn,
+        bucket=m.bucket, lr=t.lr, sample=m.sample, ntokens=int(np.sum(vocab.counts)))
+    return path
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: ExportConfig) -> list[Path]:
@@ -409,6 +540,13 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: ExportCo
     except (KeyError, TypeError, ValueError) as err:
         raise W2VError(f"{checkpoint} is not a w2v checkpoint (needs 'model' with "
                        f"'input.weight' and 'vocab'): {err.__class__.__name__}") from err
+    model_cfg = (state.get("config") or {}).get("model", {})
+    if model_cfg.get("maxn"):  # a subword model: its words' vectors are means of rows
+        words = mean_rows(inp.float(), *subword_rows(list(vocab.words), model_cfg["minn"],
+                                                     model_cfg["maxn"], model_cfg["bucket"]))
+        subwords = {k: model_cfg[k] for k in ("minn", "maxn", "bucket")} | {"input": inp}
+        return export_tensors(out_dir, vocab.words, vocab.counts, vocab.tokenizer,
+                              words, weights.get("output.weight"), cfg, subwords)
     return export_tensors(out_dir, vocab.words, vocab.counts, vocab.tokenizer,
                           inp, weights.get("output.weight"), cfg)
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from w2v.errors import W2VError
+from w2v.tokenizer import subword_rows
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,7 @@ class Word2Vec(nn.Module):
         weight = self.input.weight.detach()
         if self.subwords is None:
             return weight
-        with torch.no_grad():
-            return F.embedding_bag(self.input_rows, weight, self.input_offsets[:-1],
-                                   mode="mean")
+        return mean_rows(weight, self.input_offsets, self.input_rows)
 
     def _bags(self, words: torch.Tensor, bag: torch.Tensor, bags: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,12 +209,22 @@ class Word2Vec(nn.Module):
         return -(F.logsigmoid(sign * scores) * on_path).sum(-1)
 
 
+def mean_rows(table: torch.Tensor, offsets, rows) -> torch.Tensor:
+    """(V, D) each word's mean of its rows of `table` (fastText's word vectors), for CSR
+    offsets (V+1,) and rows (R,) (arrays or tensors)."""
+    device = table.device
+    rows = torch.as_tensor(np.asarray(rows) if not torch.is_tensor(rows) else rows,
+                           dtype=torch.long, device=device)
+    starts = torch.as_tensor(np.asarray(offsets) if not torch.is_tensor(offsets) else offsets,
+                             dtype=torch.long, device=device)[:-1]
+    with torch.no_grad():
+        return F.embedding_bag(rows, table.detach(), starts, mode="mean")
+
+
 def build_subwords(cfg, words: list[str]) -> Subwords | None:
     """The subword model's input rows for `words` (None when model.maxn is 0: word2vec)."""
     if not cfg.maxn:
         return None
-    from w2v.tokenizer import subword_rows
-
     offsets, rows = subword_rows(list(words), cfg.minn, cfg.maxn, cfg.bucket)
     return Subwords(cfg.minn, cfg.maxn, cfg.bucket, offsets, rows)
 

@@ -330,10 +330,14 @@ class Loop:
 
     def _evaluate(self) -> dict[str, float]:
         from w2v.evaluate import headline, run_suites
-        from w2v.vectors import KeyedVectors
+        from w2v.vectors import KeyedVectors, Ngrams
 
-        kv = KeyedVectors(self.corpus.vocab.words, self.model.word_vectors(),
-                          counts=self.corpus.vocab.counts)
+        sub, vocab = self.model.subwords, self.corpus.vocab
+        # A subword model scores unseen words too, with their n-grams' vectors.
+        ngrams = None if sub is None else Ngrams(
+            sub.minn, sub.maxn, sub.bucket, self.model.input.weight.detach()[len(vocab):])
+        kv = KeyedVectors(vocab.words, self.model.word_vectors(), counts=vocab.counts,
+                          tokenizer=vocab.tokenizer, ngrams=ngrams)
         metrics = run_suites(kv, self.cfg.eval)
         for key, value in metrics.items():
             self.writer.add_scalar(f"eval/{key}", value, self.pos.words_done)
@@ -362,7 +366,8 @@ class Loop:
             return metrics
         from w2v.export import export_run
 
-        written = export_run(self.run_dir, self.model, self.corpus.vocab, self.cfg.export)
+        written = export_run(self.run_dir, self.model, self.corpus.vocab, self.cfg.export,
+                             self.cfg)
         self._evaluate()
         self._projector()
         metrics.update({f"eval/{k}": v for k, v in self.eval_metrics.items()})

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from w2v.errors import W2VError
+from w2v.tokenizer import oov_rows
 
 # Levy & Goldberg's epsilon in 3CosMul's denominator (gensim uses the same value).
 COSMUL_EPS = 1e-6
@@ -34,8 +36,34 @@ def _tokenizer_dict(tokenizer: Any) -> dict | None:
     return tokenizer.to_dict()
 
 
+@dataclass(frozen=True)
+class Ngrams:
+    """fastText's n-gram rows of a subword model: an unseen word's vector is the mean of the
+    rows of its character n-grams (what fastText and gensim return)."""
+
+    minn: int
+    maxn: int
+    bucket: int
+    rows: torch.Tensor  # (bucket, D): the input table's rows after the vocabulary's
+    word_rows: torch.Tensor | None = None  # (V, D): the vocabulary's own rows, when known
+
+    def vector(self, word: str) -> torch.Tensor | None:
+        """(D,) the mean of `word`'s n-gram rows; None when it has no n-gram."""
+        ids = oov_rows(word, self.minn, self.maxn, self.bucket, 0)
+        if not ids:
+            return None
+        return self.rows[torch.as_tensor(ids, device=self.rows.device)].mean(0)
+
+    def settings(self) -> dict:
+        return {"minn": self.minn, "maxn": self.maxn, "bucket": self.bucket}
+
+
 class KeyedVectors:
     """Words, their vectors (V, D) and optional counts/tokenizer, with similarity queries.
+
+    With `ngrams` (a subword model's vectors) every word has a vector: an unseen word gets the
+    mean of its n-gram rows, appended after the vocabulary's rows (ids >= V) for the queries
+    that ask for it; neighbours and analogy answers are still vocabulary words.
 
     Query words go through the recorded tokenizer's lowercasing, so `kv["King"]` finds "king"
     in a lowercased vocabulary; an exact match is tried too, for vocabularies with mixed case.
@@ -50,6 +78,7 @@ class KeyedVectors:
         vectors: torch.Tensor,
         counts: np.ndarray | None = None,
         tokenizer: Any = None,
+        ngrams: Ngrams | None = None,
     ) -> None:
         vectors = torch.as_tensor(vectors)
         if vectors.dim() != 2 or vectors.shape[0] != len(words):
@@ -67,6 +96,10 @@ class KeyedVectors:
             self.index.setdefault(w, i)
         self._unit: torch.Tensor | None = None
         self._tokenize: Any = None
+        self.ngrams = ngrams
+        self._unseen: dict[str, int] = {}  # unseen word -> its row among _extra (ids >= V)
+        self._extra: list[torch.Tensor] = []  # (D,) vectors of unseen words
+        self._extra_unit: list[torch.Tensor] = []  # and their unit vectors
 
     # ---- lookups ---------------------------------------------------------------------------
 
@@ -113,7 +146,32 @@ class KeyedVectors:
             tokens = self.tokenize(word)  # "new york" -> ["new_york"]
             if len(tokens) == 1:
                 i = self.index.get(tokens[0])
+        if i is None and self.ngrams is not None:
+            i = self._unseen_id(word)
         return i
+
+    def _unseen_id(self, word: str) -> int | None:
+        """An id >= V for an unseen word of a subword model (its n-grams' mean), or None."""
+        key = word.lower() if self.tokenizer and self.tokenizer.get("lowercase") else word
+        if key not in self._unseen:
+            vector = self.ngrams.vector(key)
+            if vector is None:
+                return None
+            vector = vector.float().to(self.vectors.device)
+            self._extra.append(vector)
+            self._extra_unit.append(vector / vector.norm().clamp_min(
+                torch.finfo(vector.dtype).tiny))
+            self._unseen[key] = len(self) + len(self._extra) - 1
+        return self._unseen[key]
+
+    def find(self, word: str) -> int | None:
+        """Row of `word` (ids >= V: an unseen word's n-gram vector), or None."""
+        return self._lookup(word)
+
+    def is_seen(self, word: str) -> bool:
+        """Whether `word` is a vocabulary word (not one composed from n-grams)."""
+        i = self._lookup(word)
+        return i is not None and i < len(self)
 
     def __contains__(self, word: object) -> bool:
         return isinstance(word, str) and self._lookup(word) is not None
@@ -136,7 +194,8 @@ class KeyedVectors:
         return msg + "; check the spelling or train with a lower data.min_count"
 
     def __getitem__(self, word: str) -> torch.Tensor:
-        return self.vectors[self.id(word)]
+        i = self.id(word)
+        return self.vectors[i] if i < len(self) else self._extra[i - len(self)]
 
     # ---- the unit table --------------------------------------------------------------------
 
@@ -149,15 +208,21 @@ class KeyedVectors:
             self._unit = v / norms.clamp_min(torch.finfo(v.dtype).tiny)
         return self._unit
 
+    def units(self, ids: list[int] | torch.Tensor) -> torch.Tensor:
+        """(N, D) unit vectors of ids, unseen words' (ids >= V) included."""
+        u = self.unit
+        if self._extra_unit:
+            u = torch.cat([u, torch.stack(self._extra_unit)])
+        return u[torch.as_tensor(ids, dtype=torch.long, device=u.device)]
+
     def similarity(self, w1: str, w2: str) -> float:
         """Cosine similarity of two words."""
-        return float(self.unit[self.id(w1)] @ self.unit[self.id(w2)])
+        a, b = self.units([self.id(w1), self.id(w2)])
+        return float(a @ b)
 
     def similarity_batch(self, ids1: torch.Tensor, ids2: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of rows ids1[i] and ids2[i]: (N,) -> (N,)."""
-        u = self.unit
-        ids1, ids2 = ids1.to(u.device), ids2.to(u.device)
-        return (u[ids1] * u[ids2]).sum(dim=1)
+        return (self.units(ids1) * self.units(ids2)).sum(dim=1)
 
     # ---- neighbours and analogies ----------------------------------------------------------
 
@@ -195,8 +260,8 @@ class KeyedVectors:
         if not pos and not neg:
             raise W2VError("most_similar needs at least one word")
         u = self.unit
-        query = u[pos].sum(0) - u[neg].sum(0)  # (D,); its length does not change the ranking
-        query = query / query.norm().clamp_min(torch.finfo(u.dtype).tiny)
+        query = self.units(pos).sum(0) - self.units(neg).sum(0)  # (D,); its length does not
+        query = query / query.norm().clamp_min(torch.finfo(u.dtype).tiny)  # change the ranking
         scores = u[:restrict_vocab] @ query  # (V,)
         return self._top(scores, pos + neg, topn)
 
@@ -216,7 +281,7 @@ class KeyedVectors:
         if not pos:
             raise W2VError("most_similar_cosmul needs at least one positive word")
         u = self.unit[:restrict_vocab]
-        sims = (1 + u @ self.unit[pos + neg].T) / 2  # (V, P+N)
+        sims = (1 + u @ self.units(pos + neg).T) / 2  # (V, P+N)
         scores = sims[:, : len(pos)].prod(1) / (sims[:, len(pos) :].prod(1) + COSMUL_EPS)
         return self._top(scores, pos + neg, topn)
 
