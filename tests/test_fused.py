@@ -76,8 +76,10 @@ def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mea
     unscaled with the mean, divided by the count with the sum, as gensim 4).
     rows: each word's input rows (fastText's subwords, a list of lists); the hidden vector is
     the mean of a word's rows (skip-gram) or of all the context's rows (CBOW), and each of
-    those rows takes the error unscaled (fastText's Model::update).
+    those rows takes the error unscaled (fastText's Model::update); skip-gram then takes
+    fastText's orientation (the centre's rows predict its context words).
     """
+    subwords = rows is not None
     rows = rows or [[w] for w in range(len(in_w))]
     in_w, out_w = torch.tensor(in_w, dtype=torch.float64), torch.tensor(out_w, dtype=torch.float64)
     total = 0.0
@@ -103,11 +105,17 @@ def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mea
 
     for i, w in enumerate(doc):
         ctx = [doc[j] for j in (i - 1, i + 1) if 0 <= j < len(doc)]
-        if arch == "skipgram":
+        if arch == "skipgram" and subwords:
+            # fastText's orientation: the centre's rows predict each context word; their
+            # mean is taken once and the window's summed error added after it
+            h, g = in_w[rows[w]].mean(0), 0
             for c in ctx:
-                g = step(in_w[rows[c]].mean(0), w, lrs[i])
-                for r in rows[c]:
-                    in_w[r] += g
+                g = g + step(h, c, lrs[i])
+            for r in rows[w]:
+                in_w[r] += g
+        elif arch == "skipgram":
+            for c in ctx:
+                in_w[c] += step(in_w[c].clone(), w, lrs[i])
         else:
             ctx_rows = [r for c in ctx for r in rows[c]]
             h = in_w[ctx_rows].sum(0) / (len(ctx_rows) if cbow_mean else 1)
@@ -156,7 +164,7 @@ def test_updates_with_several_input_rows_per_word_equal_fasttexts(arch, loss, cb
     'n-gram' rows, one repeated within a word, as fastText keeps repeated n-grams)."""
     v, table, dim, lr, negative, noise_word = 5, 9, 8, 0.5, 2, 3
     rows = [[0, 5, 6], [1, 6], [2, 7, 7, 8], [3], [4, 5, 8]]
-    doc = [0, 1, 3, 2, 1, 4]
+    doc = [0, 1, 3, 2, 1, 4]  # skip-gram: word 3 is the noise word as a context too
     rng = np.random.default_rng(1)
     in_w = rng.normal(0, 0.3, (table, dim)).astype(np.float32)
     out_w = rng.normal(0, 0.3, (v if loss == "negative" else v - 1, dim)).astype(np.float32)

@@ -50,9 +50,11 @@ def read_fasttext_bin(path) -> FastTextModel:
     pos = 8
     vals = struct.unpack_from(_ARGS, data, pos)
     pos += struct.calcsize(_ARGS)
-    names = ("dim ws epoch min_count neg word_ngrams loss model bucket minn maxn "
-             "lr_update_rate t").split()
+    names = ["dim", "ws", "epoch", "min_count", "neg", "word_ngrams", "loss", "model",
+             "bucket", "minn", "maxn", "lr_update_rate", "t"]
     args = dict(zip(names, vals))
+    args["loss"] = {v: k for k, v in LOSS.items()}.get(args["loss"], "softmax")
+    args["model"] = {v: k for k, v in MODEL.items()}.get(args["model"], "supervised")
     size, nwords, nlabels, ntokens, prune = struct.unpack_from("<3iqq", data, pos)
     pos += struct.calcsize("<3iqq")
     words, counts = [], []

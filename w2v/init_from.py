@@ -8,8 +8,13 @@
 begin as a previous run's instead of random:
 
 - the file: vectors.pt (input vectors, and output vectors where it holds "output"), a
-  checkpoint (both tables, and the loss they were trained with), or a word2vec .txt/.bin file
-  from any tool (input vectors only, no counts);
+  checkpoint (both tables, and the loss they were trained with), a word2vec .txt/.bin file
+  from any tool (input vectors only, no counts), or a fastText .bin (fastText's own, gensim's
+  or w2v's: words, counts, n-gram rows and output vectors);
+- a subword run (model.maxn > 0) starts from a subword model's file (a fastText .bin, or a
+  vectors.pt/checkpoint of a w2v run with n-grams) with the same minn, maxn and bucket: the
+  old words' rows and every n-gram row are copied, so unseen words keep their vectors too;
+  a word-level run started from a subword model takes its words' composed vectors;
 - its words keep their ids 0..V-1 (corpus.py encodes the new corpus against them, and
   vocab.continue_vocab appends this corpus's new words when data.vocab_update=true);
 - words the file lacks start as word2vec starts every word (Word2Vec.reset_parameters: input
@@ -38,7 +43,9 @@ from w2v.config import Config
 from w2v.errors import W2VError
 from w2v.export import FORMAT as VECTORS_FORMAT
 from w2v.export import IDENTITY_TOKENIZER, ZIP_MAGIC, load_vectors, read_vectors_pt
-from w2v.model import Word2Vec
+from w2v.fasttext_bin import FASTTEXT_MAGIC, read_fasttext_bin
+from w2v.model import Word2Vec, mean_rows
+from w2v.tokenizer import subword_rows
 from w2v.vocab import Tokenizer, Vocab
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,8 @@ class InitFrom:
     vectors: torch.Tensor  # float32 (V, D)
     output: torch.Tensor | None
     output_loss: str | None  # "negative"/"softmax" (per word), "hs" (nodes), None
+    # A subword model's {"minn", "maxn", "bucket", "input": (V + bucket, D) input table}.
+    subwords: dict | None = None
 
 
 def load_init(cfg: Config) -> InitFrom:
@@ -65,8 +74,12 @@ def load_init(cfg: Config) -> InitFrom:
     if not path.is_file():
         raise W2VError(f"trainer.init_from={str(path)!r} does not exist; give a vectors.pt, a "
                        "checkpoint, or a word2vec .txt/.bin file")
-    if path.read_bytes()[:4] == ZIP_MAGIC:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == ZIP_MAGIC:
         init = _read_torch(path)
+    elif head == FASTTEXT_MAGIC:
+        init = _read_fasttext(path)
     else:
         kv = load_vectors(path)  # word2vec text/binary: no counts, no output layer
         init = InitFrom(path, "word2vec", _vocab(path, kv.words, None, IDENTITY_TOKENIZER),
@@ -82,18 +95,47 @@ def _read_torch(path: Path) -> InitFrom:
     if fmt in ckpt.READABLE:
         state = ckpt.load(path)
         model, vocab = state["model"], state["vocab"]
-        loss = (state.get("config") or {}).get("model", {}).get("loss", "negative")
+        m = (state.get("config") or {}).get("model", {})
+        table, subwords = model["input.weight"].float(), None
+        if m.get("maxn"):  # a subword model: its words' vectors are means of their rows
+            subwords = {k: m[k] for k in ("minn", "maxn", "bucket")} | {"input": table}
+            table = mean_rows(table, *subword_rows(list(vocab["words"]), m["minn"], m["maxn"],
+                                                   m["bucket"]))
         return InitFrom(path, "checkpoint",
                         _vocab(path, vocab["words"], vocab["counts"], vocab["tokenizer"]),
-                        model["input.weight"].float(), model.get("output.weight"), loss)
+                        table, model.get("output.weight"), m.get("loss", "negative"),
+                        subwords)
     if fmt == VECTORS_FORMAT:
         obj = read_vectors_pt(path)
         output = obj.get("output")
         return InitFrom(path, "vectors.pt",
                         _vocab(path, obj["words"], obj["counts"], obj["tokenizer"]),
-                        obj["vectors"].float(), output, "negative" if output is not None else None)
+                        obj["vectors"].float(), output, "negative" if output is not None else None,
+                        obj.get("subwords"))
     raise W2VError(f"trainer.init_from={str(path)!r} is neither a w2v vectors.pt nor a "
                    f"checkpoint (format {fmt!r})")
+
+
+def _read_fasttext(path: Path) -> InitFrom:
+    """A fastText .bin: its words (in its order), counts, input table and output layer (per
+    word with negative sampling; fastText's hierarchical-softmax tree is its own, so not
+    taken)."""
+    ft = read_fasttext_bin(path)
+    a = ft.args
+    table = torch.from_numpy(ft.input_matrix)
+    subwords = None
+    vectors = table[:len(ft.words)]
+    if a["maxn"]:
+        subwords = {"minn": a["minn"], "maxn": a["maxn"], "bucket": a["bucket"],
+                    "input": table}
+        vectors = mean_rows(table, *subword_rows(ft.words, a["minn"], a["maxn"], a["bucket"]))
+    hs = a["loss"] == "hs"
+    output = None if hs else torch.from_numpy(ft.output_matrix[:len(ft.words)])
+    if hs:
+        log.info("%s was trained with hierarchical softmax: its tree is fastText's own, so "
+                 "the output layer starts from zeros", path)
+    return InitFrom(path, "fastText .bin", _vocab(path, ft.words, ft.counts, IDENTITY_TOKENIZER),
+                    vectors, output, None if hs else "negative", subwords)
 
 
 def _format_tag(path: Path) -> str | None:
@@ -114,10 +156,27 @@ def _vocab(path: Path, words: list[str], counts, tokenizer: dict) -> Vocab:
     return Vocab(list(words), counts, Tokenizer.from_dict(tokenizer))
 
 
+def _check_subwords(init: InitFrom, cfg: Config, where: str) -> None:
+    """A subword run needs the file's n-gram rows, hashed as this run hashes."""
+    m, sub = cfg.model, init.subwords
+    if not m.maxn:
+        return  # a word-level run takes the composed vectors of any file
+    if sub is None:
+        raise W2VError(f"{where} holds word vectors without n-grams, but model.maxn={m.maxn} "
+                       "trains subwords: start from a subword model's file (a fastText .bin, "
+                       "or vectors.pt of a run with n-grams), or train with model.maxn=0")
+    theirs = (sub["minn"], sub["maxn"], sub["bucket"])
+    if theirs != (m.minn, m.maxn, m.bucket):
+        raise W2VError(f"{where} hashes n-grams with minn={theirs[0]}, maxn={theirs[1]}, "
+                       f"bucket={theirs[2]}; set model.minn={theirs[0]} model.maxn={theirs[1]} "
+                       f"model.bucket={theirs[2]} to continue from it")
+
+
 def _check(init: InitFrom, cfg: Config) -> None:
     """Shapes that cannot fit this run are errors; a different tokenizer is a warning."""
     where = f"trainer.init_from={str(init.path)!r}"
     dim, loss = init.vectors.shape[1], cfg.model.loss
+    _check_subwords(init, cfg, where)
     if dim != cfg.model.dim:
         raise W2VError(f"{where} holds {dim}-dimensional vectors but model.dim={cfg.model.dim}; "
                        f"set model.dim={dim}")
@@ -151,7 +210,12 @@ def init_weights(model: Word2Vec, init: InitFrom, vocab: Vocab, cfg: Config) -> 
                        "build the corpus with base=init.vocab")  # a programming error
     output = "input vectors only"
     with torch.no_grad():
-        model.input.weight[:v].copy_(init.vectors)
+        if model.subwords is not None:  # the old words' own rows and every n-gram row
+            table = init.subwords["input"]
+            model.input.weight[:v].copy_(table[:v])
+            model.input.weight[len(vocab):].copy_(table[v:])
+        else:
+            model.input.weight[:v].copy_(init.vectors)
         if init.output is not None and cfg.model.loss != "hs":
             model.output.weight[:v].copy_(init.output)
             output = "input and output vectors"
