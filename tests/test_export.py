@@ -327,7 +327,9 @@ def test_a_sparse_pretrained_embedding_trains_with_sparse_adam(tmp_path):
 
 def stand_in(v_out: int | None = None, v: int = len(WORDS), d: int = 7):
     """Objects shaped like w2v.model.Word2Vec and w2v.vocab.Vocab."""
-    model = SimpleNamespace(input=nn.Embedding(v, d), output=nn.Linear(d, v_out or v, bias=False))
+    model = SimpleNamespace(input=nn.Embedding(v, d), output=nn.Linear(d, v_out or v, bias=False),
+                            subwords=None)
+    model.word_vectors = lambda: model.input.weight.detach()
     tok = SimpleNamespace(to_dict=lambda: dict(TOKENIZER))
     return model, SimpleNamespace(words=WORDS[:v], counts=counts(v), tokenizer=tok)
 

@@ -84,7 +84,7 @@ def snapshot(model, engine, pos: Position, record: dict, into: dict | None = Non
     earlier snapshot that is on disk now, copied over when their shapes still fit.
     copy=False: the model's CPU tensors themselves (for a write before training goes on)."""
     optimizer = _cpu_copy(engine.state_dict())  # first: the fused engine's state pauses its threads
-    state = model.state_dict()
+    state = model_state(model)
     return {
         "format": FORMAT,
         "model": _model_copy(state, into) if copy else _cpu_copy(state, only_devices=True),
@@ -93,6 +93,13 @@ def snapshot(model, engine, pos: Position, record: dict, into: dict | None = Non
         "position": asdict(pos),
         "rng": {"torch": torch.get_rng_state()},
     }
+
+
+def model_state(model) -> dict:
+    """The model's tensors as a checkpoint holds them (Word2Vec.checkpoint_state: a subword
+    model's trainable input rows only); any other module's state_dict."""
+    compact = getattr(model, "checkpoint_state", None)
+    return compact() if compact is not None else model.state_dict()
 
 
 def _model_copy(state: dict, into: dict | None) -> dict:
@@ -164,6 +171,7 @@ class Writer:
         self._error: BaseException | None = None
         self._spares: list[dict] = []  # model tensors of snapshots on disk or superseded
         self._keep = 1  # spares kept at most (reserve's count)
+        self._bytes: int | None = None  # the size of a snapshot's model tensors
         self.last: Path | None = None
 
     def reserve(self, model, copies: int = 1) -> None:
@@ -173,8 +181,9 @@ class Writer:
         than writing a file (a GPU's: 0.1 s for text8-prefix), so the next snapshot need not
         allocate while the last is still being written. Nothing for snapshots written in the
         loop."""
-        state = model.state_dict()
-        if self.background and _nbytes(state) <= self.BACKGROUND_BYTES:
+        state = model_state(model)
+        self._bytes = _nbytes(state)
+        if self.background and self._bytes <= self.BACKGROUND_BYTES:
             with self._lock:
                 self._keep = max(self._keep, copies)
                 while len(self._spares) < copies:
@@ -185,8 +194,9 @@ class Writer:
         background). wait=True: on disk before returning (a stop signal's checkpoint)."""
         self._raise()
         path = Path(self.ckpt_dir) / f"step-{pos.global_step:08d}.pt"
-        small = _nbytes(model.state_dict()) <= self.BACKGROUND_BYTES
-        if wait or not (self.background and small):
+        if self._bytes is None:  # (a model's tables keep their size)
+            self._bytes = _nbytes(model_state(model))
+        if wait or not (self.background and self._bytes <= self.BACKGROUND_BYTES):
             self.wait()
             # Written now, before training goes on: tables on the CPU need no copy.
             state = snapshot(model, engine, pos, self.record, copy=False)
@@ -300,13 +310,16 @@ def restore(path: Path, model, engine, vocab, cfg) -> Position:
             "and trainer.init_from"
         )
     shapes = {k: tuple(v.shape) for k, v in state["model"].items()}
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in model_state(model).items()}
     if shapes != expected:
         raise W2VError(
             f"checkpoint {path} holds tensors of shapes {shapes}, this model needs {expected}; "
             "resume with the same model.* settings (dim, loss)"
         )
-    model.load_state_dict(state["model"])  # copies in place: the fused engine's views stay valid
+    if hasattr(model, "load_checkpoint_state"):  # in place: the fused engine's views stay valid
+        model.load_checkpoint_state(state["model"])
+    else:
+        model.load_state_dict(state["model"])
     engine.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])
     return Position(**state["position"])

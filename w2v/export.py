@@ -43,7 +43,7 @@ from w2v.cli import Usage, parse_cli, report_errors
 from w2v.config import ExportConfig
 from w2v.errors import W2VError, one_line
 from w2v.fasttext_bin import FASTTEXT_MAGIC, read_fasttext_bin, write_fasttext_bin
-from w2v.model import mean_rows
+from w2v.model import full_input, mean_rows
 from w2v.tokenizer import oov_rows, subword_rows
 from w2v.vectors import KeyedVectors, Ngrams, _tokenizer_dict
 from w2v.vocab import Tokenizer, Vocab
@@ -536,11 +536,12 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: ExportCo
     try:
         vocab = Vocab.from_dict(state["vocab"])  # older checkpoints: words, counts, tokenizer
         weights = state["model"]
-        inp = weights["input.weight"]
+        model_cfg = (state.get("config") or {}).get("model", {})
+        inp = full_input(weights, len(vocab.words) + (model_cfg.get("bucket", 0)
+                                                       if model_cfg.get("maxn") else 0))
     except (KeyError, TypeError, ValueError) as err:
         raise W2VError(f"{checkpoint} is not a w2v checkpoint (needs 'model' with "
                        f"'input.weight' and 'vocab'): {err.__class__.__name__}") from err
-    model_cfg = (state.get("config") or {}).get("model", {})
     if model_cfg.get("maxn"):  # a subword model: its words' vectors are means of rows
         words = mean_rows(inp.float(), *subword_rows(list(vocab.words), model_cfg["minn"],
                                                      model_cfg["maxn"], model_cfg["bucket"]))

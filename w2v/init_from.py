@@ -44,7 +44,7 @@ from w2v.errors import W2VError
 from w2v.export import FORMAT as VECTORS_FORMAT
 from w2v.export import IDENTITY_TOKENIZER, ZIP_MAGIC, load_vectors, read_vectors_pt
 from w2v.fasttext_bin import FASTTEXT_MAGIC, read_fasttext_bin
-from w2v.model import Word2Vec, mean_rows
+from w2v.model import Word2Vec, full_input, mean_rows
 from w2v.tokenizer import subword_rows
 from w2v.vocab import Tokenizer, Vocab
 
@@ -96,7 +96,8 @@ def _read_torch(path: Path) -> InitFrom:
         state = ckpt.load(path)
         model, vocab = state["model"], state["vocab"]
         m = (state.get("config") or {}).get("model", {})
-        table, subwords = model["input.weight"].float(), None
+        rows = len(vocab["words"]) + (m.get("bucket", 0) if m.get("maxn") else 0)
+        table, subwords = full_input(model, rows).float(), None
         if m.get("maxn"):  # a subword model: its words' vectors are means of their rows
             subwords = {k: m[k] for k in ("minn", "maxn", "bucket")} | {"input": table}
             table = mean_rows(table, *subword_rows(list(vocab["words"]), m["minn"], m["maxn"],

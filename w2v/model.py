@@ -90,6 +90,8 @@ class Word2Vec(nn.Module):
                                  persistent=False)
             self.register_buffer("input_rows", torch.as_tensor(subwords.rows, dtype=torch.long),
                                  persistent=False)
+            # The only rows training ever changes: the words' own and their n-grams'.
+            self.trainable = torch.as_tensor(np.unique(subwords.rows), dtype=torch.long)
         self.output = nn.Linear(dim, out_rows, bias=False)
         if huffman is not None:
             # Per word: the inner nodes on its root path, the branch taken at each, the depth.
@@ -105,11 +107,42 @@ class Word2Vec(nn.Module):
 
     def reset_parameters(self) -> None:
         """word2vec.c's initialisation: input uniform in (-0.5/dim, 0.5/dim), output zeros;
-        fastText's for the subword model: every input row uniform in (-1/dim, 1/dim)."""
+        fastText's for the subword model: input rows uniform in (-1/dim, 1/dim), except the
+        bucket rows no vocabulary word hashes to, which no training step touches: they start
+        and stay zero (fastText leaves them random), so an unseen word's vector is the mean
+        of trained rows and zeros, without noise, and a checkpoint need not hold them."""
         bound = (0.5 if self.subwords is None else 1.0) / self.dim
         with torch.no_grad():
             self.input.weight.uniform_(-bound, bound)
             self.output.weight.zero_()
+            if self.subwords is not None:
+                kept = self.input.weight[self.trainable].clone()
+                self.input.weight.zero_()
+                self.input.weight[self.trainable] = kept
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """state_dict() for a checkpoint: a subword model's input table as its trainable rows
+        ("input.weight", (R, D)) and their indices ("input.weight_rows"): the others are
+        zero or trainer.init_from's, which a resume restores first (2M bucket rows at dim 100
+        are 800 MB, of which text8-prefix's words use about a tenth)."""
+        state = self.state_dict()
+        if self.subwords is not None:
+            rows = self.trainable.to(self.input.weight.device)
+            state["input.weight"] = state["input.weight"][rows]
+            state["input.weight_rows"] = rows
+        return state
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        """The inverse of checkpoint_state, in place (the engines' views stay valid)."""
+        state = dict(state)
+        rows = state.pop("input.weight_rows", None)
+        if rows is None:
+            self.load_state_dict(state)
+            return
+        values = state.pop("input.weight")
+        self.load_state_dict(state | {"input.weight": self.input.weight}, strict=True)
+        with torch.no_grad():
+            self.input.weight[rows.to(self.input.weight.device)] = values.to(self.input.weight)
 
     def word_vectors(self) -> torch.Tensor:
         """(V, D) the vocabulary's word vectors, detached: the input rows themselves for
@@ -219,6 +252,18 @@ def mean_rows(table: torch.Tensor, offsets, rows) -> torch.Tensor:
                              dtype=torch.long, device=device)[:-1]
     with torch.no_grad():
         return F.embedding_bag(rows, table.detach(), starts, mode="mean")
+
+
+def full_input(model_state: dict, rows: int) -> torch.Tensor:
+    """A checkpoint's input table (rows, D), the rows it does not hold zero (see
+    Word2Vec.checkpoint_state); a word-level checkpoint's as it is."""
+    table = model_state["input.weight"]
+    where = model_state.get("input.weight_rows")
+    if where is None:
+        return table
+    full = torch.zeros(rows, table.shape[1], dtype=table.dtype)
+    full[where] = table
+    return full
 
 
 def build_subwords(cfg, words: list[str]) -> Subwords | None:

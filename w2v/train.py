@@ -149,8 +149,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
             _warn_costly(cfg, device, len(corpus.vocab))
         shard = distributed.shard(corpus, world)
         model = build_model(cfg.model, corpus.vocab).to(device)
-        if init is not None and not t.resume:  # a resumed run's weights are its checkpoint's
-            init_weights(model, init, corpus.vocab, cfg)
+        if init is not None:  # (a resumed run's checkpoint then overwrites what it holds: all
+            init_weights(model, init, corpus.vocab, cfg)  # but a subword model's untrained rows)
         engine = make_engine(engine_name, model, shard, cfg, device)
 
         position = ckpt.Position()
