@@ -7,6 +7,16 @@
     python scripts/bench.py --model skipgram,cbow --threads 1,2,4,8,16 --repeat 3   # threads
     python scripts/bench.py --device cuda --repeat 3                 # the GPU protocol
     python scripts/bench.py --device cuda --sides w2v --trace traces # where a GPU run's time goes
+    python scripts/bench.py --ngrams --model skipgram,cbow --threads 1,2 --repeat 3   # subwords
+    python scripts/bench.py --ngrams --epochs 5 --quality --sides w2v,fasttext,gensim-fasttext
+
+--ngrams trains fastText's subword model (char n-grams minn 3, maxn 6, --bucket rows) on w2v's
+side, against fastText (the `fasttext-wheel` package's train_unsupervised, timed alone) with
+n-grams ("fasttext") and without ("fasttext-words"), and gensim's FastText
+("gensim-fasttext"); the default sides are then w2v,fasttext. Subword quality is scored by
+gensim's evaluators on each side's fastText .bin read by gensim's load_facebook_vectors, on
+the vocabulary's words (the rows "analogy@30k", "WS353", "SimLex-999") and on every pair of
+the suites, unseen words through their n-grams ("... every pair").
 
 --device cuda runs BENCHMARK.md's GPU protocol in one go: w2v's cuda engine against gensim
 with every CPU core (--threads, default os.cpu_count()), text8-prefix 5 epochs skip-gram and
@@ -56,6 +66,7 @@ DEFAULT_EVAL = SHARED / "eval"
 # default is 0.025 for both); the workers get it as --lr.
 SETTINGS = dict(dim=100, window=5, negative=5, sample=1e-3, min_count=5, ns_exponent=0.75,
                 min_lr=0.0001, seed=1)
+NGRAMS = dict(minn=3, maxn=6)  # fastText's defaults; the bucket rows are --bucket
 
 
 # ------------------------------------------------------------------------------ the workers
@@ -79,6 +90,36 @@ def score(kv, eval_dir: Path) -> dict:
                               else spearman[0])
             out[f"{name}_oov"] = oov
     return out
+
+
+def score_every_pair(kv, eval_dir: Path) -> dict:
+    """Spearman over every pair of the suites, unseen words through their n-grams (a subword
+    model's KeyedVectors gives every word a vector): the share of pairs scored is 100%."""
+    from scipy.stats import spearmanr
+
+    out = {}
+    for name, file in (("ws353", "wordsim353.tsv"), ("simlex", "simlex999.txt")):
+        path = eval_dir / file
+        if not path.is_file():
+            continue
+        gold, model = [], []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            fields = line.split()
+            if line.startswith("#") or len(fields) < 3:
+                continue
+            a, b = fields[0].lower(), fields[1].lower()
+            gold.append(float(fields[2]))
+            model.append(float(kv.similarity(a, b)))
+        out[f"{name}_all"] = float(spearmanr(gold, model).statistic)
+    return out
+
+
+def score_fasttext_bin(path: Path, eval_dir: Path) -> dict:
+    """Both scores of a subword model, from its .bin through gensim's loader."""
+    from gensim.models.fasttext import load_facebook_vectors
+
+    kv = load_facebook_vectors(str(path))
+    return score(kv, eval_dir) | score_every_pair(kv, eval_dir)
 
 
 def worker_w2v(args) -> dict:
@@ -106,7 +147,8 @@ def worker_w2v(args) -> dict:
         data=data,
         model=ModelConfig(arch=args.model, dim=SETTINGS["dim"], window=SETTINGS["window"],
                           negative=SETTINGS["negative"], sample=SETTINGS["sample"],
-                          ns_exponent=SETTINGS["ns_exponent"]),
+                          ns_exponent=SETTINGS["ns_exponent"],
+                          **(NGRAMS | {"bucket": args.bucket} if args.ngrams else {})),
         trainer=TrainerConfig(epochs=args.epochs, lr=args.lr, min_lr=SETTINGS["min_lr"],
                               threads=args.threads, seed=args.seed, device=args.device,
                               engine=args.engine, progress=False, ckpt_every=0,
@@ -144,10 +186,78 @@ def worker_w2v(args) -> dict:
     }
     if sampler:
         out["rss_trace_mib"] = sampler.stop()
-    if args.quality:
+    if args.quality and args.ngrams:
+        out.update(score_fasttext_bin(run_dir / "fasttext.bin", args.eval_dir))
+    elif args.quality:
         kv = KeyedVectors.load_word2vec_format(str(run_dir / "vectors.txt"))
         out.update(score(kv, args.eval_dir))
     return out
+
+
+def worker_fasttext(args, ngrams: bool) -> dict:
+    """fastText (the fasttext-wheel package) at the same settings; train_unsupervised timed
+    alone (it reads the corpus and builds its vocabulary inside: it cannot be split)."""
+    import fasttext
+
+    t0 = time.perf_counter()
+    model = fasttext.train_unsupervised(
+        str(args.corpus), model=args.model, dim=SETTINGS["dim"], ws=SETTINGS["window"],
+        neg=SETTINGS["negative"], t=SETTINGS["sample"], minCount=args.min_count,
+        epoch=args.epochs, thread=args.threads, lr=args.lr, bucket=args.bucket,
+        **({"minn": NGRAMS["minn"], "maxn": NGRAMS["maxn"]} if ngrams else {"maxn": 0}),
+        verbose=0)  # (fastText takes no seed)
+    train_s = time.perf_counter() - t0
+    words = len(Path(args.corpus).read_bytes().split())  # raw words, counted as w2v's are
+    out = {"side": "fasttext" if ngrams else "fasttext-words", "engine": "fasttext",
+           "words": words, "vocab": len(model.words), "train_seconds": train_s,
+           "words_per_sec": words * args.epochs / train_s, "peak_rss_mib": peak_rss_mib()}
+    if args.quality:
+        path = Path(tempfile.mkdtemp(prefix="w2v-bench-ft-")) / "model.bin"
+        model.save_model(str(path))
+        out.update(score_fasttext_bin(path, args.eval_dir) if ngrams else
+                   score(_fasttext_word_vectors(model), args.eval_dir))
+    return out
+
+
+def _fasttext_word_vectors(model):
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(model.get_dimension())
+    kv.add_vectors(model.words, model.get_input_matrix()[:len(model.words)])
+    return kv
+
+
+def worker_gensim_fasttext(args) -> dict:
+    from gensim.models import FastText
+    from gensim.models.word2vec import Text8Corpus
+
+    model = FastText(
+        sg=int(args.model == "skipgram"), vector_size=SETTINGS["dim"], window=SETTINGS["window"],
+        negative=SETTINGS["negative"], hs=0, sample=SETTINGS["sample"],
+        min_count=args.min_count, ns_exponent=SETTINGS["ns_exponent"], alpha=args.lr,
+        min_alpha=SETTINGS["min_lr"], workers=args.threads, epochs=args.epochs, seed=args.seed,
+        min_n=NGRAMS["minn"], max_n=NGRAMS["maxn"], bucket=args.bucket, cbow_mean=1)
+    sentences = Text8Corpus(str(args.corpus))
+    t0 = time.perf_counter()
+    model.build_vocab(sentences)
+    vocab_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.train(sentences, total_examples=model.corpus_count, epochs=args.epochs)
+    train_s = time.perf_counter() - t0
+    out = {"side": "gensim-fasttext", "engine": "gensim FastText",
+           "words": model.corpus_total_words, "vocab": len(model.wv),
+           "train_seconds": train_s,
+           "words_per_sec": model.corpus_total_words * args.epochs / train_s,
+           "vocab_seconds": vocab_s, "peak_rss_mib": peak_rss_mib()}
+    if args.quality:
+        out.update(score(model.wv, args.eval_dir) | score_every_pair(model.wv, args.eval_dir))
+    return out
+
+
+WORKERS = {"w2v": lambda a: worker_w2v(a), "gensim": lambda a: worker_gensim(a),
+           "fasttext": lambda a: worker_fasttext(a, True),
+           "fasttext-words": lambda a: worker_fasttext(a, False),
+           "gensim-fasttext": lambda a: worker_gensim_fasttext(a)}
 
 
 def time_checkpoints() -> dict:
@@ -467,6 +577,7 @@ def run_worker(side: str, corpus: Path, args, min_count: int, model: str, thread
     cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
     cmd += ["--cuda-warps", str(args.cuda_warps)] if args.cuda_warps else []
     cmd += ["--quality"] if args.quality else []
+    cmd += ["--ngrams", "--bucket", str(args.bucket)] if args.ngrams else []
     cmd += ["--rss-trace"] if args.rss_trace else []
     cmd += ["--trace", str(args.trace)] if args.trace and side == "w2v" else []
     env = dict(os.environ, PYTHONHASHSEED="0")
@@ -508,18 +619,25 @@ ROWS = [
     ("analogy@30k", "analogy", "{:.4f}"),
     ("WS353 Spearman", "ws353", "{:.4f}"),
     ("SimLex-999 Spearman", "simlex", "{:.4f}"),
+    ("WS353 Spearman, every pair", "ws353_all", "{:.4f}"),
+    ("SimLex-999 Spearman, every pair", "simlex_all", "{:.4f}"),
 ]
 
 
-def table(label: str, w2v: dict | None, gensim: dict | None) -> str:
-    lines = [f"| {label} | w2v | gensim | w2v/gensim |", "| --- | ---: | ---: | ---: |"]
+def table(label: str, w2v: dict | None, *others: dict | None, names=("gensim",)) -> str:
+    """One column per side, and w2v's ratio to each other side."""
+    others = others or (None,)
+    head = ["w2v", *names, *(f"w2v/{n}" for n in names)]
+    lines = [f"| {label} | " + " | ".join(head) + " |",
+             "| --- |" + " ---: |" * len(head)]
     for name, key, fmt in ROWS:
         a = w2v.get(key) if w2v else None
-        b = gensim.get(key) if gensim else None
-        if a is None and b is None:
+        bs = [o.get(key) if o else None for o in others]
+        if a is None and all(b is None for b in bs):
             continue
-        ratio = f"{a / b:.2f}x" if a is not None and b else ""
-        lines.append(f"| {name} | {cell(w2v, key, fmt)} | {cell(gensim, key, fmt)} | {ratio} |")
+        ratios = [f"{a / b:.2f}x" if a is not None and b else "" for b in bs]
+        cells = [cell(w2v, key, fmt), *(cell(o, key, fmt) for o in others)]
+        lines.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)
 
 
@@ -617,7 +735,8 @@ def main() -> None:
     p.add_argument("--engine", default="auto")
     p.add_argument("--batch-size", type=int, help="autograd engine only (default: its own)")
     p.add_argument("--cuda-warps", type=int, help="the cuda engine's trainer.cuda_warps")
-    p.add_argument("--sides", default="w2v,gensim")
+    p.add_argument("--sides", help="comma list of w2v, gensim, fasttext, fasttext-words, "
+                   "gensim-fasttext (default w2v,gensim; w2v,fasttext with --ngrams)")
     p.add_argument("--quality", action="store_true", help="score analogy/WS353/SimLex too")
     p.add_argument("--fixed-vocab", action="store_true",
                    help="with --scale K, use min_count 5*K so the vocabulary stays the same")
@@ -630,17 +749,26 @@ def main() -> None:
     p.add_argument("--trace", type=Path,
                    help="profile w2v's runs (torch.profiler) into Chrome traces in this folder, "
                         "with the GPU's busy time and longest idle gaps (slower: diagnosis only)")
-    p.add_argument("--worker", choices=["w2v", "gensim"], help=argparse.SUPPRESS)
+    p.add_argument("--ngrams", action="store_true",
+                   help="fastText's subword model (minn 3, maxn 6) on w2v's side; default "
+                        "sides w2v,fasttext")
+    p.add_argument("--bucket", type=int, default=2_000_000, help="n-gram rows (--ngrams)")
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--rss-trace", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.worker:
         args.threads = int(args.threads)
-        result = worker_w2v(args) if args.worker == "w2v" else worker_gensim(args)
+        result = WORKERS[args.worker](args)
         print(json.dumps(result))
         return
     if args.threads is None:
         args.threads = str(os.cpu_count() or 1) if args.device == "cuda" else "2"
+    args.sides = args.sides or ("w2v,fasttext" if args.ngrams else "w2v,gensim")
+    unknown = set(args.sides.split(",")) - set(WORKERS) - {""}
+    if unknown:
+        sys.exit(f"error: --sides {args.sides}: unknown {', '.join(sorted(unknown))}; use "
+                 f"{', '.join(sorted(WORKERS))}")
     models = [m for m in args.model.split(",") if m]
     if not models or any(m not in ("skipgram", "cbow") for m in models):
         sys.exit(f"error: --model {args.model}: skipgram, cbow, or both comma-separated")
@@ -682,6 +810,9 @@ def main() -> None:
             results[scale] = {f"{m}/{t}": {s: median_of(runs[m, t, s]) for s in sides}
                               for m, t in points}
     lr = args.lr or "word2vec.c's per arch (0.025 skip-gram, 0.05 CBOW)"
+    if args.ngrams:
+        print(f"subword model: char n-grams {NGRAMS['minn']}-{NGRAMS['maxn']}, bucket "
+              f"{args.bucket:,}")
     print(f"{args.model}, lr {lr}, {args.epochs} epoch(s), {args.threads} thread(s), device "
           f"{args.device}, median of {args.repeat} (quality: mean over seeds {args.seeds}), "
           f"corpus {args.corpus.name}")
@@ -690,10 +821,13 @@ def main() -> None:
         words, vocab = int(first["words"]), int(first["vocab"])
         print(f"\nscale x{scale} ({words:,} words, vocabulary {vocab:,})")
         if len(points) > 1:
-            print(sweep_table(by_point, models, counts))
+            for peer in [s for s in sides if s != "w2v"] or ["gensim"]:
+                print(sweep_table(by_point, models, counts, peer))
             continue
         res = by_point[f"{models[0]}/{counts[0]}"]
-        print(table("figure", res.get("w2v"), res.get("gensim")))
+        others = [s for s in sides if s != "w2v"]
+        print(table("figure", res.get("w2v"), *(res.get(s) for s in others),
+                    names=tuple(others) or ("gensim",)))
         for side, r in res.items():
             if "rss_trace_mib" in r and r["rss_trace_mib"]:
                 trace = r["rss_trace_mib"]
@@ -707,19 +841,20 @@ def main() -> None:
                                          "results": results}, indent=2, default=str))
 
 
-def sweep_table(by_point: dict, models: list[str], counts: list[int]) -> str:
-    """Raw words/s of both sides and their ratio, one row per thread count."""
+def sweep_table(by_point: dict, models: list[str], counts: list[int],
+                peer: str = "gensim") -> str:
+    """Raw words/s of w2v and `peer` and their ratio, one row per thread count."""
     names = {"skipgram": "skip-gram", "cbow": "CBOW"}
     head = ["threads"]
     for m in models:
-        head += [f"{names[m]} w2v", f"{names[m]} gensim", f"{names[m]} ratio"]
+        head += [f"{names[m]} w2v", f"{names[m]} {peer}", f"{names[m]} ratio"]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(["---:"] * len(head)) + " |"]
     for t in counts:
         row = [str(t)]
         for m in models:
             res = by_point[f"{m}/{t}"]
             a = res.get("w2v", {}).get("words_per_sec")
-            b = res.get("gensim", {}).get("words_per_sec")
+            b = res.get(peer, {}).get("words_per_sec")
             row += [f"{a:,.0f}" if a else "", f"{b:,.0f}" if b else "",
                     f"{a / b:.2f}x" if a and b else ""]
         lines.append("| " + " | ".join(row) + " |")

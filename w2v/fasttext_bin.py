@@ -42,7 +42,8 @@ def write_fasttext_bin(path, words, counts, input_matrix, output_matrix, *, arch
             f.write(w.encode("utf-8") + b"\0" + struct.pack("<qb", c, 0))
         for m in (np.asarray(input_matrix, np.float32), out):
             f.write(struct.pack("<?qq", False, *m.shape))
-            f.write(np.ascontiguousarray(m, "<f4").tobytes())
+            # The table itself, not a bytes copy of it (800 MB at 2M buckets x dim 100).
+            f.write(memoryview(np.ascontiguousarray(m, "<f4")).cast("B"))
 
 
 def read_fasttext_bin(path) -> FastTextModel:
