@@ -57,6 +57,9 @@ def answer(kv: KeyedVectors, text: str, topn: int = 10, restrict_vocab: int | No
     hits = kv.most_similar(positive, negative, topn=topn, restrict_vocab=restrict_vocab)
     title = (f"{negative[0]} : {positive[0]} :: {positive[1]} : ?" if negative
              else f"nearest to {positive[0]}")
+    unseen = [w for w in positive + negative if not kv.is_seen(w)]
+    if unseen:  # a subword model's vector for a word it never saw
+        title += f"  ({', '.join(unseen)}: unseen, from its character n-grams)"
     width = max((len(w) for w, _ in hits), default=0)
     return "\n".join([title] + [f"  {w:<{width}}  {s:.4f}" for w, s in hits])
 
@@ -84,9 +87,10 @@ USAGE = Usage(
     synopsis="vectors=PATH [topn=N] [restrict_vocab=N] [QUERY ...]",
     about="""
         Nearest neighbours of a word, or the answers to an analogy 'a b c' / 'a:b::c:?'
-        (a is to b as c is to ?, 3CosAdd), from vectors.pt or word2vec text/binary files.
-        Each QUERY argument is one query; with none, queries are read from a prompt until
-        Ctrl-D. Words are lowercased when the vectors were trained lowercased.
+        (a is to b as c is to ?, 3CosAdd), from vectors.pt, word2vec text/binary or fastText
+        .bin files. Each QUERY argument is one query; with none, queries are read from a
+        prompt until Ctrl-D. Words are lowercased when the vectors were trained lowercased.
+        Subword vectors answer for unseen words too (from their character n-grams).
     """,
     examples=(
         "vectors=outputs/<run>/vectors.pt king",
