@@ -35,6 +35,7 @@ from w2v import train as train_mod
 from w2v.corpus import build_corpus
 from w2v.engines import cuda as engine_mod
 from w2v.engines import fused, simulated
+from w2v.engines.rules import InputRows
 from w2v.errors import W2VError
 from w2v.model import build_model
 from w2v.train import TrainingInterrupted, train
@@ -117,6 +118,47 @@ def test_one_warp_updates_as_the_fused_engine(shuffle_lanes, monkeypatch, max_ch
     np.testing.assert_allclose(got_out, want_out, atol=2e-6)
     assert float(got[0]) == pytest.approx(want.loss_sum, rel=1e-6)
     assert float(got[1]) == want.pairs
+
+
+SUBWORD_CASES = [("skipgram", "negative", True, 6), ("skipgram", "hs", True, 37),
+                 ("cbow", "negative", True, 6), ("cbow", "negative", False, 37),
+                 ("cbow", "hs", True, 6)]
+
+
+@pytest.mark.parametrize(("arch", "loss", "cbow_mean", "dim"), SUBWORD_CASES)
+def test_one_warp_updates_a_subword_model_as_the_fused_engine(shuffle_lanes, arch, loss,
+                                                               cbow_mean, dim):
+    """fastText's subword model (6 words over 11 input rows, shared and repeated n-gram
+    rows): the kernel's updates, loss and example count equal the fused engine's."""
+    rng = np.random.default_rng(0)
+    counts = np.array([50, 30, 20, 10, 5, 3])
+    rows = [[0, 6, 7], [1, 7], [2, 8, 8, 9], [3], [4, 6, 10], [5, 9, 10]]
+    input_rows = InputRows(np.cumsum([0] + [len(r) for r in rows]), np.concatenate(rows))
+    ids = np.array([0, 1, 2, 0, 3, 1, 4, 5, 2, 4, 0, 3], np.int32)
+    offsets = np.array([0, 2, 7, 8, 12], np.int64)
+    probs = np.zeros(len(counts))
+    probs[1] = 1.0
+    huff = build_huffman(counts)
+    vocab = SimpleNamespace(noise_probs=lambda e: probs, huffman=lambda: huff)
+    in_w = rng.uniform(-1, 1, (11, dim)).astype(np.float32)
+    out_w = rng.uniform(-1, 1, (len(counts) - (loss == "hs"), dim)).astype(np.float32)
+    kw = dict(arch=arch, loss=loss, window=1, negative=3, cbow_mean=cbow_mean,
+              lr_start=0.3, lr_end=0.1, seed=1)
+    in_f, out_f = in_w.copy(), out_w.copy()
+    want = fused.train_job(in_f, out_f, ids, offsets, 0, len(offsets) - 1,
+                           np.ones(len(counts), np.float32), huffman=huff,
+                           noise=fused.build_noise_table(probs), input_rows=input_rows, **kw)
+    in_t, out_t = torch.from_numpy(in_w.copy()).to(DEVICE), torch.from_numpy(out_w.copy()).to(
+        DEVICE)
+    stats = torch.zeros((1, 2), dtype=torch.float64, device=DEVICE)
+    tables = engine_mod.make_tables(vocab, loss, 0.75, DEVICE, input_rows)
+    engine_mod.train_slice(in_t, out_t, torch.from_numpy(ids).to(DEVICE),
+                           torch.from_numpy(offsets).to(DEVICE), tables, stats, **kw)
+    assert np.abs(in_f - in_w).max() > 0.1  # it did train
+    np.testing.assert_allclose(in_t.cpu().numpy(), in_f, atol=2e-6)
+    np.testing.assert_allclose(out_t.cpu().numpy(), out_f, atol=2e-6)
+    assert float(stats[0, 0]) == pytest.approx(want.loss_sum, rel=1e-6)
+    assert float(stats[0, 1]) == want.pairs
 
 
 def test_dynamic_window_gives_word2vec_pair_counts():
@@ -425,3 +467,27 @@ def test_text8_prefix_reaches_gensims_quality(text8_prefix, eval_dir, tmp_path):
     assert metrics["eval/analogy/questions-words/accuracy"] >= 0.0823 - 0.01
     assert metrics["eval/similarity/wordsim353/spearman"] >= 0.4565 - 0.02
     assert metrics["eval/similarity/simlex999/spearman"] >= 0.2196 - 0.02
+
+
+@pytest.mark.parametrize(("arch", "epochs"), [("skipgram", 2), ("cbow", 4)])
+def test_a_subword_model_learns_planted_structure_and_resumes_exactly(small_planted, tmp_path,
+                                                                       monkeypatch, arch,
+                                                                       epochs):
+    from tests.test_train_smoke import _StopAfter
+    from w2v import train as train_mod
+    from w2v.export import load_vectors
+
+    over = (f"model={arch}", f"trainer.epochs={epochs}", "model.minn=2", "model.maxn=4",
+            "model.bucket=200", "trainer.cuda_warps=1")
+    train(small_cfg(small_planted, *over), tmp_path / "full")
+    kv = load_vectors(tmp_path / "full" / "vectors.pt")
+    assert neighbours_recovered(kv.vectors, kv.words, small_planted) >= 0.75
+    assert analogies_recovered(kv.vectors, kv.words, small_planted) >= 0.5
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(3))
+    with pytest.raises(TrainingInterrupted):
+        train(small_cfg(small_planted, *over), tmp_path / "cut")
+    monkeypatch.undo()
+    train(small_cfg(small_planted, *over, "trainer.resume=latest"), tmp_path / "cut")
+    a = torch.load(tmp_path / "full" / "vectors.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "vectors.pt", weights_only=True)
+    assert torch.equal(a["subwords"]["input"], b["subwords"]["input"])

@@ -183,12 +183,10 @@ def test_a_fasttext_written_bin_initialises_a_run(planted, tmp_path):
         np.testing.assert_allclose(kv[word].numpy(), model.get_word_vector(word), atol=1e-3)
 
 
-def test_the_cuda_engine_refuses_ngrams_and_auto_takes_another():
+def test_auto_on_a_gpu_takes_the_cuda_kernel_for_the_subword_model():
     from tests.test_config import compose_cfg
     from w2v.engines import _pick
 
-    cfg = compose_cfg(["model=fasttext", "data.path=x.txt", "trainer.engine=cuda"])
-    with pytest.raises(W2VError, match="model.maxn=0"):
-        _pick(cfg, torch.device("cuda"))
     cfg = compose_cfg(["model=fasttext", "data.path=x.txt"])
-    assert _pick(cfg, torch.device("cuda")) == "autograd"
+    assert _pick(cfg, torch.device("cuda")) == "cuda"
+    assert _pick(cfg, torch.device("cpu")) == "fused"

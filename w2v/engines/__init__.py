@@ -116,7 +116,7 @@ ENGINES: tuple[EngineSpec, ...] = (
                "word2vec's per-pair update as one GPU kernel (numba-cuda), a warp per stretch "
                "of the corpus, atomic adds on the shared tables",
                "with trainer.cuda_warps=1 (concurrent warps' atomic adds land in any order)",
-               simulator=True, subwords=False),
+               simulator=True),
     EngineSpec("autograd", "autograd", "AutogradEngine", ("cpu", "cuda"), ALL_OPTIMIZERS,
                ALL_LOSSES, True,
                "batched Word2Vec.forward + loss.backward() with any torch optimizer",

@@ -76,6 +76,7 @@ from w2v.engines.rules import (
     LOW32,
     MAX_EXP,
     SIGMOID_TABLE,
+    InputRows,
     build_noise_table,
     plan_jobs,
 )
@@ -177,13 +178,17 @@ def _install_simulator_shuffle(numba_cuda) -> None:
 
 @functools.cache
 def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = False,
-            chunk: int = 1):
+            chunk: int = 1, subwords: bool = False):
     """The training kernel for ceil(dim / lanes) floats per lane, compiled on first launch.
 
     Sizes and the architecture are compile-time constants (closure variables), so the
     register arrays have fixed sizes, the loops over them unroll and the unused branches go.
     coherent: weight rows are loaded from L2 (see READS); the simulator has one memory.
     chunk: rows loaded at once (`chunk_rows`; 1 is word2vec's one-row-at-a-time loop).
+    subwords: a word's input vector is the mean of its input rows (in_offsets/in_rows, CSR:
+    fastText's n-grams), as in the fused engine: skip-gram in fastText's orientation (the
+    centre's rows, their mean taken once, predict each context word; the window's error is
+    added to them after it), CBOW over all the context words' rows.
     """
     _numba_cuda()  # sets the global `cuda`: kernels must name it so (the simulator swaps it)
     # Casts are numpy's, as in the fused engine (numba types as casts cost 10 us each in the
@@ -340,6 +345,54 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
         return loss
 
     @device
+    def mean_rows(h, in_offsets, in_rows, word, in_w, lane, dim):
+        """h = the mean of `word`'s input rows (fastText's computeHidden), in row order."""
+        for k in range(per_lane):
+            h[k] = float32(0.0)
+        lo = in_offsets[word]
+        hi = in_offsets[word + 1]
+        for p in range(lo, hi):
+            r = in_rows[p]
+            for k in range(per_lane):
+                col = lane + k * lanes
+                if col < dim:
+                    h[k] += weight(in_w, r, col)
+        inv = float32(1.0 / (hi - lo))
+        for k in range(per_lane):
+            h[k] *= inv
+
+    @device
+    def sum_word_rows(h, in_offsets, in_rows, word, in_w, lane, dim):
+        """h += `word`'s input rows; returns how many."""
+        for p in range(in_offsets[word], in_offsets[word + 1]):
+            r = in_rows[p]
+            for k in range(per_lane):
+                col = lane + k * lanes
+                if col < dim:
+                    h[k] += weight(in_w, r, col)
+        return in_offsets[word + 1] - in_offsets[word]
+
+    @device
+    def add_to_rows(e, in_offsets, in_rows, word, in_w, lane, dim):
+        """Every input row of `word` += e, unscaled (fastText), by atomic adds."""
+        for p in range(in_offsets[word], in_offsets[word + 1]):
+            r = in_rows[p]
+            for k in range(per_lane):
+                col = lane + k * lanes
+                if col < dim:
+                    cuda.atomic.add(in_w, (r, col), e[k])
+
+    @device
+    def example(h, e, rows, targets, coins, cuts, others, w, out_w, threshold, alias,
+                n_noise, negative, codes, points, lengths, lr, state, lane, dim):
+        """h predicts word w: negative sampling or hierarchical softmax; (loss, state)."""
+        if hs:
+            return hierarchical_softmax(h, e, rows, targets, w, out_w, codes, points, lengths,
+                                        lr, lane, dim), state
+        return negative_sampling(h, e, rows, targets, coins, cuts, others, w, out_w, threshold,
+                                 alias, n_noise, negative, codes, lr, state, lane, dim)
+
+    @device
     def first_document(kept_offsets, n_docs, pos):
         """The document holding kept position pos: kept_offsets[d] <= pos < kept_offsets[d+1]."""
         lo = 0
@@ -357,7 +410,7 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
     @cuda.jit(fastmath=True, **cap)
     def train(in_w, out_w, ids, kept_offsets, n_docs, n_tokens, workers, part, parts, dim,
               window, negative, cbow_mean, threshold, alias, n_noise, codes, points, lengths,
-              lr_start, lr_end, seed, epoch, step, stats):
+              in_offsets, in_rows, lr_start, lr_end, seed, epoch, step, stats):
         thread = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         worker = thread // lanes
         lane = thread % lanes
@@ -404,7 +457,44 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
             stop = min(i + b + 1, kept_offsets[doc + 1])
             w = ids[i]
             lr = lr_start + slope * (i - lo)
-            if sg:
+            if subwords and stop - start - 1 <= 0:
+                continue  # no context: nothing to learn (as the fused engine)
+            if sg and subwords:  # fastText's orientation: the centre's rows
+                mean_rows(h, in_offsets, in_rows, w, in_w, lane, dim)
+                for k in range(per_lane):
+                    e[k] = float32(0.0)
+                for j in range(start, stop):
+                    if j != i:
+                        ls, state = example(h, e, rows, targets, coins, cuts, others, ids[j],
+                                            out_w, threshold, alias, n_noise, negative, codes,
+                                            points, lengths, lr, state, lane, dim)
+                        loss += ls
+                        examples += 1
+                add_to_rows(e, in_offsets, in_rows, w, in_w, lane, dim)
+            elif subwords:  # CBOW over every row of every context word
+                for k in range(per_lane):
+                    h[k] = float32(0.0)
+                    e[k] = float32(0.0)
+                count = 0
+                for j in range(start, stop):
+                    if j != i:
+                        count += sum_word_rows(h, in_offsets, in_rows, ids[j], in_w, lane, dim)
+                inv = float32(1.0 / count)
+                if cbow_mean:
+                    for k in range(per_lane):
+                        h[k] *= inv
+                ls, state = example(h, e, rows, targets, coins, cuts, others, w, out_w,
+                                    threshold, alias, n_noise, negative, codes, points, lengths,
+                                    lr, state, lane, dim)
+                loss += ls
+                if not cbow_mean:
+                    for k in range(per_lane):
+                        e[k] *= inv
+                for j in range(start, stop):
+                    if j != i:
+                        add_to_rows(e, in_offsets, in_rows, ids[j], in_w, lane, dim)
+                examples += 1
+            elif sg:
                 for j in range(start, stop):
                     if j == i:
                         continue
@@ -478,6 +568,14 @@ class Tables:
     codes: torch.Tensor  # int8 (V, L) Huffman branches
     points: torch.Tensor  # int32 (V, L) Huffman inner nodes
     lengths: torch.Tensor  # int32 (V,)
+    # Each word's input rows (CSR, rules.InputRows) for the subword model; (1,) dummies and
+    # the word-level kernel otherwise.
+    in_offsets: torch.Tensor  # int64 (V+1,)
+    in_rows: torch.Tensor  # int32 (R,)
+
+    @property
+    def subwords(self) -> bool:
+        return self.in_offsets.numel() > 1
 
 
 def signed(values) -> np.ndarray:
@@ -486,19 +584,25 @@ def signed(values) -> np.ndarray:
     return (np.asarray(values, dtype=np.int64) - SHIFT).astype(np.int32)
 
 
-def make_tables(vocab, loss: str, ns_exponent: float, device: torch.device) -> Tables:
-    """The noise table (negative) or the Huffman tree (hs) on the device."""
+def make_tables(vocab, loss: str, ns_exponent: float, device: torch.device,
+                input_rows: InputRows | None = None) -> Tables:
+    """The noise table (negative) or the Huffman tree (hs), and the subword model's input
+    rows (input_rows), on the device."""
     one = torch.zeros(1, dtype=torch.int32, device=device)
+    rows = (torch.from_numpy(np.asarray(input_rows.offsets, np.int64)).to(device),
+            torch.from_numpy(np.asarray(input_rows.rows, np.int32)).to(device)) \
+        if input_rows is not None else (one.long(), one)
     if loss == "negative":
         noise = build_noise_table(vocab.noise_probs(ns_exponent))
         return Tables(torch.from_numpy(signed(noise.threshold)).to(device),
                       torch.from_numpy(noise.alias).to(device),
-                      torch.zeros((1, 1), dtype=torch.int8, device=device), one.view(1, 1), one)
+                      torch.zeros((1, 1), dtype=torch.int8, device=device), one.view(1, 1), one,
+                      *rows)
     huff = vocab.huffman()
     return Tables(one, one,
                   torch.from_numpy(huff.codes.astype(np.int8)).to(device),
                   torch.from_numpy(huff.points.astype(np.int32)).to(device),
-                  torch.from_numpy(huff.lengths.astype(np.int32)).to(device))
+                  torch.from_numpy(huff.lengths.astype(np.int32)).to(device), *rows)
 
 
 def subsample(ids: torch.Tensor, doc_offsets: np.ndarray, keep: torch.Tensor,
@@ -611,13 +715,14 @@ def train_slice(in_w: torch.Tensor, out_w: torch.Tensor, kept_ids: torch.Tensor,
     dim = in_w.shape[1]
     per_lane = -(-dim // lanes)
     kernel = _kernel(per_lane, lanes, arch == "skipgram", loss == "hs", reads == "coherent",
-                     chunk_rows(per_lane))
+                     chunk_rows(per_lane), tables.subwords)
     args = (
         _array(in_w), _array(out_w), _array(kept_ids), _array(kept_offsets),
         kept_offsets.numel() - 1, kept_ids.numel(), workers, part, parts, dim, window, negative,
         bool(cbow_mean), _array(tables.threshold), _array(tables.alias),
         tables.threshold.numel(), _array(tables.codes), _array(tables.points),
-        _array(tables.lengths), float(lr_start), float(lr_end), seed, epoch, step,
+        _array(tables.lengths), _array(tables.in_offsets), _array(tables.in_rows),
+        float(lr_start), float(lr_end), seed, epoch, step,
         _array(stats),
     )
     per_block = lanes if sim else lanes * WARPS_PER_BLOCK  # a simulated block is one warp
@@ -669,7 +774,10 @@ class CudaEngine:
         self.ids = corpus.ids  # int32 (N,) memory-mapped, on the host
         self.doc_offsets = corpus.doc_offsets.numpy().astype(np.int64)  # (D+1,)
         self.keep = torch.from_numpy(vocab.keep_probs(m.sample)).to(self.device)
-        self.tables = make_tables(vocab, m.loss, m.ns_exponent, self.device)
+        input_rows = InputRows.of(model)
+        if input_rows is not None:
+            input_rows.check(len(vocab), model.input.weight.shape[0], "cuda engine")
+        self.tables = make_tables(vocab, m.loss, m.ns_exponent, self.device, input_rows)
         weight = model.input.weight
         table_bytes = 2 * weight.numel() * weight.element_size()
         resident = t.cuda_resident_tokens
