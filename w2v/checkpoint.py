@@ -42,6 +42,11 @@ class Position:
     words_done: int = 0
     train_seconds: float = 0.0  # time in the loop, summed over the run's parts
     epoch_loss: float | None = None  # mean loss of the last completed epoch
+    # The loss summed over `epoch`'s steps done so far, and their examples: a run resumed
+    # inside an epoch starts its epoch mean from these, so the mean (and metrics.json's
+    # final_loss) covers the whole epoch, as the uninterrupted run's does.
+    epoch_loss_sum: float = 0.0
+    epoch_examples: float = 0.0
 
     def advance(self, epoch: int, next_step: int, words: int) -> None:
         self.epoch, self.step = epoch, next_step
@@ -50,6 +55,7 @@ class Position:
 
     def next_epoch(self) -> None:
         self.epoch, self.step = self.epoch + 1, 0
+        self.epoch_loss_sum, self.epoch_examples = 0.0, 0.0
 
 
 def run_record(vocab, cfg) -> dict:
