@@ -108,6 +108,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     (rundir.prepare: harmless changes applied, contradicting ones refused); a finished run is
     left untouched and its metrics returned."""
     run_dir = Path(run_dir)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the run dir
+        return _train(cfg, run_dir)
+    with rundir.claimed(run_dir, bool(cfg.trainer.resume), cfg.trainer.overwrite):
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: Config, run_dir: Path) -> dict:
     resume = rundir.prepare(cfg, run_dir) if cfg.trainer.resume else None
     if resume is not None:
         if resume.finished:
@@ -396,6 +403,7 @@ class Loop:
         n = min(self.cfg.eval.projector_words, len(self.corpus.vocab))
         if n == 0:
             return
+        rundir.refuse_symlinks(self.run_dir / "tb")  # the projector's files are plain writes
         vocab = self.corpus.vocab
         labels = [[w, str(int(c))] for w, c in zip(vocab.words[:n], vocab.counts[:n])]
         self.writer.add_embedding(self.model.input.weight.detach()[:n].cpu(), metadata=labels,
@@ -516,8 +524,9 @@ def _resume(cfg: Config, dict_cfg: DictConfig, run_dir: Path, overrides: list[st
 
 @report_errors
 def main() -> None:
-    # A resume keeps the run's .hydra/ record: rundir.hydra_args adds what Hydra needs.
-    run_hydra(_hydra_main, USAGE, hydra_args=rundir.hydra_args)
+    # The run dir is claimed before Hydra writes into it, and a resume keeps the run's .hydra/
+    # record (rundir.before_hydra).
+    run_hydra(_hydra_main, USAGE, hydra_args=rundir.before_hydra)
 
 
 if __name__ == "__main__":
