@@ -101,9 +101,11 @@ def _cli_cases(root: Path, planted: Path) -> dict[str, SimpleNamespace]:
                                    "model.dimm=3", "hydra.run.dir={d}"],
              "model.dimm", "not in 'ModelConfig'", "--cfg job")
     seed_run(d)
+    # (A new run in the earlier run's own dir is refused before reading any data, case 75:
+    # this one runs in a fresh dir beside it.)
     d = case("train-binary-corpus", ["w2v.train", "data=local", "data.path={d}/corpus.bin",
                                      "data.min_count=1", "trainer.progress=false",
-                                     "hydra.run.dir={d}"],
+                                     "hydra.run.dir={d}/run"],
              "is not UTF-8 text", "re-encode it as UTF-8")
     write_binary_garbage(d / "corpus.bin")
     seed_run(d)

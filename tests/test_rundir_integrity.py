@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from tests.conftest import write_planted_corpus
+from tests.test_config import compose_cfg
 from tests.test_rundir import snapshot
 from tests.test_train_smoke import _StopAfter, planted_cfg
-from w2v import checkpoint
+from w2v import checkpoint, rundir
 from w2v import train as train_mod
 from w2v.errors import W2VError
 from w2v.train import TrainingInterrupted, train
@@ -236,7 +237,7 @@ def _hold_file(path: Path) -> subprocess.Popen:
 
 
 def test_temp_files_a_killed_run_left_are_removed_and_live_ones_kept(tmp_path):
-    from w2v import atomic, rundir
+    from w2v import atomic
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -307,7 +308,12 @@ def test_a_foreign_checkpoint_cannot_choose_what_a_resume_reads(small, tmp_path)
     assert refused.stderr.startswith(f"error: {forged} would read data.path={secret}")
     assert not cache.exists() and not there.exists()  # nothing read, nothing written
 
-    # In the run dir it came from, the run's own record names the corpus: the resume reads it.
+    # Resumed by its path into a new run dir, a checkpoint is read with the record of the run
+    # dir it sits in (the Ctrl-C line's `trainer.resume=<path>`); in the run dir it came from,
+    # with that dir's own record.
+    own = checkpoint.latest(run / "checkpoints")
+    assert rundir.prepare(compose_cfg([f"trainer.resume={own}"]), tmp_path / "new",
+                          {"trainer.resume"}).config.data.path == str(small.corpus)
     (run / "metrics.json").unlink()
     resumed = _cli("trainer.resume=latest", f"hydra.run.dir={run}", cwd=tmp_path,
                    env=small.env)
@@ -315,8 +321,6 @@ def test_a_foreign_checkpoint_cannot_choose_what_a_resume_reads(small, tmp_path)
 
 
 def test_a_relative_data_path_in_the_record_is_read_from_where_the_run_started(tmp_path):
-    from w2v import rundir
-
     hydra = tmp_path / "run" / ".hydra"
     hydra.mkdir(parents=True)
     (hydra / "config.yaml").write_text("data:\n  path: corpus/small.txt\n")

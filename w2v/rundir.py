@@ -102,18 +102,23 @@ def vectors(run_dir: Path, cfg: Config) -> list[Path]:
 
 
 def check_corpus(config: Config, run_dir: Path, path: Path) -> None:
-    """A resume reads the corpus the run dir's own record (.hydra/config.yaml) names, not one
-    a checkpoint names alone: a checkpoint from elsewhere could name any local file."""
+    """A resume reads the corpus a run dir's own record (.hydra/config.yaml) names, not one
+    a checkpoint names alone: a checkpoint from elsewhere could name any local file. The
+    record is this run dir's, or, where it has none (a checkpoint resumed by its path into a
+    new run dir), that of the run dir the checkpoint sits in (<run>/checkpoints/step-N.pt)."""
     wanted = config.data.path
     if wanted is None:  # a Hub dataset: no local file is read
         return
-    recorded = recorded_data_path(run_dir)
+    record = run_dir
+    if not (run_dir / ".hydra" / "config.yaml").is_file() and path.parent.name == "checkpoints":
+        record = path.parent.parent
+    recorded = recorded_data_path(record)
     if recorded == wanted:
         return
     names = f"names data.path={recorded}" if recorded else "names no data.path"
     raise W2VError(
-        f"{path} would read data.path={wanted}, but this run dir's record "
-        f"({run_dir / '.hydra' / 'config.yaml'}) {names}: a resume reads only the corpus "
+        f"{path} would read data.path={wanted}, but the run dir's record "
+        f"({record / '.hydra' / 'config.yaml'}) {names}: a resume reads only the corpus "
         f"its run dir's record names; give data.path={wanted} to read it, or resume in the "
         "run dir the checkpoint came from")
 
@@ -341,8 +346,10 @@ def before_hydra(argv: list[str]) -> list[str]:
     command line for Hydra (`hydra_args`). A run dir left to Hydra's default (a new
     timestamped folder) is claimed by train() itself."""
     run_dir = _given(argv, "hydra.run.dir")
-    multirun = any(a.startswith(("-m", "--multirun")) for a in argv)
-    if run_dir and not multirun and os.environ.get("RANK", "0") == "0":
+    # Hydra's flags (-m, --cfg job: no single run) and a dir Hydra resolves (${now:...}) are
+    # left to train()'s claim.
+    plain = run_dir and "${" not in run_dir and not any(a.startswith("-") for a in argv)
+    if plain and os.environ.get("RANK", "0") == "0":
         overwrite = (_given(argv, "trainer.overwrite") or "").lower() == "true"
         claim(run_dir, resuming=_resuming(argv), overwrite=overwrite)
     return hydra_args(argv)
