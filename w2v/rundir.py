@@ -24,6 +24,7 @@ so a refused run does not overwrite the record of the run it was refused for.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -351,8 +352,22 @@ def before_hydra(argv: list[str]) -> list[str]:
     plain = run_dir and "${" not in run_dir and not any(a.startswith("-") for a in argv)
     if plain and os.environ.get("RANK", "0") == "0":
         overwrite = (_given(argv, "trainer.overwrite") or "").lower() == "true"
+        fresh = not Path(run_dir).exists()
         claim(run_dir, resuming=_resuming(argv), overwrite=overwrite)
+        if fresh:
+            _discard_at_exit(Path(run_dir))
     return hydra_args(argv)
+
+
+def _discard_at_exit(run_dir: Path) -> None:
+    """The folder the claim made goes when the process ends with nothing written in it, by
+    Ctrl-C before Hydra starts (errors.stop_at_once) or an error Hydra reports; `_discard`
+    leaves a folder holding anything else alone, so this stays for the whole process."""
+    _PENDING.enter_context(unfinished(lambda: _discard(run_dir)))
+    atexit.register(_discard, run_dir)
+
+
+_PENDING = contextlib.ExitStack()  # `unfinished` cleanups kept for the process's lifetime
 
 
 def _given(argv: list[str], key: str) -> str | None:

@@ -282,7 +282,7 @@ class Loop:
                 if stopping:
                     self._keep_epoch_sum(epoch_total)
                     break
-            if self.pos.step == steps:  # the epoch is done, even when a stop came at its end
+            if self.pos.step >= steps:  # the epoch is done, even when a stop came at its end
                 self._end_epoch(curve, epoch, epoch_total)
                 if not stopping:  # (a stop's own checkpoint follows)
                     self._checkpoint()
