@@ -133,6 +133,17 @@ def test_train_in_process_refuses_another_runs_dir(planted, tmp_path):
     assert (tmp_path / "vectors.pt").read_bytes() == b"an earlier run's vectors"
 
 
+def test_a_checkpoint_from_elsewhere_is_not_continued_in_another_runs_dir(planted, tmp_path):
+    train(planted_cfg(planted, *FUSED, "trainer.epochs=1"), tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "metrics.json").write_text("{}")  # run b's
+    elsewhere = checkpoint.latest(tmp_path / "a" / "checkpoints")
+    with pytest.raises(W2VError, match="b holds another run \\(metrics.json\\)"):
+        train(planted_cfg(planted, *FUSED, f"trainer.resume={elsewhere}"), tmp_path / "b")
+    assert rundir.continues("latest", tmp_path / "b")
+    assert rundir.continues(str(elsewhere), tmp_path / "a")
+
+
 def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
     """Checkpoints past the one written (an older run's higher steps, a branch a resume from
     an earlier checkpoint left) are not what pruning removes: the one written stays."""

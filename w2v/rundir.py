@@ -233,10 +233,21 @@ def claimed(run_dir: str | Path, resuming: bool, overwrite: bool) -> Iterator[No
             release(run_dir)
 
 
+def continues(resume: str | None, run_dir: str | Path) -> bool:
+    """Whether `trainer.resume` continues the run in `run_dir` (latest, or one of its own
+    checkpoints): a checkpoint from elsewhere starts its continuation in run_dir, which must
+    then hold no other run."""
+    if resume in (None, "", "null"):
+        return False
+    return resume == "latest" or Path(resume).resolve().parent == (
+        Path(run_dir) / "checkpoints").resolve()
+
+
 def claim(run_dir: str | Path, resuming: bool, overwrite: bool) -> bool:
     """Take `run_dir` for this process's run: lock it (one run at a time), refuse another
-    run's outputs unless resuming (overwrite: remove them), and remove the temporary files a
-    killed run left. Returns whether this call took the lock (False: held already)."""
+    run's outputs unless resuming that run (`continues`; overwrite: remove them), and remove
+    the temporary files a killed run left. Returns whether this call took the lock (False:
+    held already)."""
     run_dir = Path(run_dir)
     fresh = not run_dir.exists()
     taken = _lock(run_dir)
@@ -353,7 +364,7 @@ def before_hydra(argv: list[str]) -> list[str]:
     if plain and os.environ.get("RANK", "0") == "0":
         overwrite = (_given(argv, "trainer.overwrite") or "").lower() == "true"
         fresh = not Path(run_dir).exists()
-        claim(run_dir, resuming=_resuming(argv), overwrite=overwrite)
+        claim(run_dir, continues(_given(argv, "trainer.resume"), run_dir), overwrite)
         if fresh:
             _discard_at_exit(Path(run_dir))
     return hydra_args(argv)

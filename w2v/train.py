@@ -110,7 +110,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the run dir
         return _train(cfg, run_dir)
-    with rundir.claimed(run_dir, bool(cfg.trainer.resume), cfg.trainer.overwrite):
+    with rundir.claimed(run_dir, rundir.continues(cfg.trainer.resume, run_dir),
+                        cfg.trainer.overwrite):
         return _train(cfg, run_dir)
 
 
