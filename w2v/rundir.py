@@ -16,10 +16,10 @@ Hydra writes `.hydra/` (config.yaml, hydra.yaml, overrides.yaml) into the run di
 starts. On resume the run's own record must survive, so `hydra_args` asks Hydra not to write
 it, and `record` writes the resume's overrides beside it (`.hydra/resume-<time>.yaml`).
 
-`claim` takes the run dir before anything is written: an exclusive `flock` on its `.lock`
-file, held while the run lasts and released by the kernel however the process ends (kill -9
-leaves no stale lock); the command line takes it before Hydra writes `.hydra/` (`before_hydra`),
-so a refused run does not overwrite the record of the run it was refused for.
+`claim` takes the run dir before anything is written: an exclusive `flock` on its
+`.w2v-run.lock` file, held while the run lasts and released by the kernel however the process
+ends (kill -9 leaves no stale lock); the command line takes it before Hydra writes `.hydra/`
+(`before_hydra`), so a refused run does not overwrite the record of the run it was refused for.
 """
 
 from __future__ import annotations
@@ -362,7 +362,7 @@ def before_hydra(argv: list[str]) -> list[str]:
     # left to train()'s claim.
     plain = run_dir and "${" not in run_dir and not any(a.startswith("-") for a in argv)
     if plain and os.environ.get("RANK", "0") == "0":
-        overwrite = (_given(argv, "trainer.overwrite") or "").lower() == "true"
+        overwrite = (_given(argv, "trainer.overwrite") or "").lower() in ("true", "yes", "on")
         fresh = not Path(run_dir).exists()
         claim(run_dir, continues(_given(argv, "trainer.resume"), run_dir), overwrite)
         if fresh:

@@ -79,7 +79,9 @@ def resolve_local(path: str) -> LocalSource:
         files = [p]
         where = ""
     elif glob.has_magic(path):
-        base = Path(os.path.expanduser(path).split("*")[0].split("?")[0].split("[")[0]).parent
+        # The folder the pattern starts in: run dirs below it are skipped.
+        base = Path(os.path.dirname(os.path.expanduser(path).split("*")[0].split("?")[0]
+                                    .split("[")[0]))
         files = sorted(Path(q) for q in glob.glob(os.path.expanduser(path), recursive=True))
         files = [q for q in files if q.is_file() and not _in_run_dir(q, base)]
         where = f"glob data.path={path!r}"
