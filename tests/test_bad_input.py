@@ -686,9 +686,10 @@ def test_pickle_payloads_are_refused_by_every_loader(trained_run, tmp_path, caps
     shutil.copytree(trained_run.run / "checkpoints", run / "checkpoints")
     shutil.copy(files["checkpoint"], run / "checkpoints" / "step-99999999.pt")
     before = snapshot(run)
-    for resume in ("latest", str(files["raw-pickle"])):
+    # (A checkpoint from elsewhere continues in a run dir that holds no other run, case 75.)
+    for resume, into in (("latest", run), (str(files["raw-pickle"]), tmp_path / "new")):
         with pytest.raises(W2VError) as err:
-            train(_resume_cfg(trained_run, f"trainer.resume={resume}"), run)
+            train(_resume_cfg(trained_run, f"trainer.resume={resume}"), into)
         assert "only plain tensors are loaded" in one_line(err)
     assert not marker.exists()
     assert_intact(before, run)
