@@ -101,9 +101,11 @@ def _cli_cases(root: Path, planted: Path) -> dict[str, SimpleNamespace]:
                                    "model.dimm=3", "hydra.run.dir={d}"],
              "model.dimm", "not in 'ModelConfig'", "--cfg job")
     seed_run(d)
+    # (A new run in the earlier run's own dir is refused before reading any data, case 75:
+    # this one runs in a fresh dir beside it.)
     d = case("train-binary-corpus", ["w2v.train", "data=local", "data.path={d}/corpus.bin",
                                      "data.min_count=1", "trainer.progress=false",
-                                     "hydra.run.dir={d}"],
+                                     "hydra.run.dir={d}/run"],
              "is not UTF-8 text", "re-encode it as UTF-8")
     write_binary_garbage(d / "corpus.bin")
     seed_run(d)
@@ -684,9 +686,10 @@ def test_pickle_payloads_are_refused_by_every_loader(trained_run, tmp_path, caps
     shutil.copytree(trained_run.run / "checkpoints", run / "checkpoints")
     shutil.copy(files["checkpoint"], run / "checkpoints" / "step-99999999.pt")
     before = snapshot(run)
-    for resume in ("latest", str(files["raw-pickle"])):
+    # (A checkpoint from elsewhere continues in a run dir that holds no other run, case 75.)
+    for resume, into in (("latest", run), (str(files["raw-pickle"]), tmp_path / "new")):
         with pytest.raises(W2VError) as err:
-            train(_resume_cfg(trained_run, f"trainer.resume={resume}"), run)
+            train(_resume_cfg(trained_run, f"trainer.resume={resume}"), into)
         assert "only plain tensors are loaded" in one_line(err)
     assert not marker.exists()
     assert_intact(before, run)

@@ -2,11 +2,16 @@
 
 Every file w2v writes (caches, checkpoints, vectors) goes through here: write to a temporary
 file in the same directory, fsync, then os.replace, which is atomic on POSIX filesystems.
+
+A temporary file is `flock`ed while it is written (`hold`), so one left by a killed process
+(kill -9 runs no cleanup) can be told from one being written now (`in_use`): the kernel
+drops the lock when its process dies, however it dies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 import zipfile
@@ -26,6 +31,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        hold(fd)
         # mkstemp creates 0600; the file we rename into place gets what open() would give
         # it (0666 less the umask), as files written by other tools do.
         os.fchmod(fd, 0o666 & ~umask())
@@ -47,6 +53,29 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def hold(fd: int) -> None:
+    """Lock an open file for as long as this process keeps it open (`in_use` sees it)."""
+    with contextlib.suppress(OSError):  # a filesystem without locks: the file is unmarked
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def in_use(path: str | os.PathLike) -> bool:
+    """Whether a live process holds `path` (`hold`); a symlink or a vanished file is not."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:  # no locks on this filesystem: assume the worst, leave the file be
+        return True
+    finally:
+        os.close(fd)
 
 
 def umask() -> int:

@@ -42,6 +42,11 @@ class Position:
     words_done: int = 0
     train_seconds: float = 0.0  # time in the loop, summed over the run's parts
     epoch_loss: float | None = None  # mean loss of the last completed epoch
+    # The loss summed over `epoch`'s steps done so far, and their examples: a run resumed
+    # inside an epoch starts its epoch mean from these, so the mean (and metrics.json's
+    # final_loss) covers the whole epoch, as the uninterrupted run's does.
+    epoch_loss_sum: float = 0.0
+    epoch_examples: float = 0.0
 
     def advance(self, epoch: int, next_step: int, words: int) -> None:
         self.epoch, self.step = epoch, next_step
@@ -50,6 +55,7 @@ class Position:
 
     def next_epoch(self) -> None:
         self.epoch, self.step = self.epoch + 1, 0
+        self.epoch_loss_sum, self.epoch_examples = 0.0, 0.0
 
 
 def run_record(vocab, cfg) -> dict:
@@ -122,12 +128,21 @@ def _nbytes(state: dict) -> int:
 
 
 def write(ckpt_dir: Path, global_step: int, state: dict) -> Path:
-    """Write a snapshot as checkpoints/step-N.pt atomically; prune all but the newest KEEP."""
+    """Write a snapshot as checkpoints/step-N.pt atomically; prune older ones (`_prune`)."""
     path = Path(ckpt_dir) / f"step-{global_step:08d}.pt"
     atomic_torch_save(state, path)
-    for old in sorted(_step_files(ckpt_dir))[:-KEEP]:
-        old.unlink(missing_ok=True)
+    _prune(ckpt_dir, global_step)
     return path
+
+
+def _prune(ckpt_dir: Path, global_step: int) -> None:
+    """Keep the newest KEEP checkpoints up to the one just written, by step number (not by
+    name: past 10^8 steps a name is longer). Never one past it: that is no older snapshot of
+    this run (a run resumed from an earlier checkpoint), and never the one just written
+    (which pruning by the highest names once deleted when the dir held an older run's)."""
+    behind = [p for p in _step_files(ckpt_dir) if _step(p) <= global_step]
+    for old in sorted(behind, key=_step)[:-KEEP]:
+        old.unlink(missing_ok=True)
 
 
 def _cpu_copy(obj, only_devices: bool = False):
@@ -342,8 +357,12 @@ def resolve(resume: str, run_dir: Path) -> Path:
 
 
 def latest(ckpt_dir: Path) -> Path | None:
-    files = sorted(_step_files(ckpt_dir))
+    files = sorted(_step_files(ckpt_dir), key=_step)
     return files[-1] if files else None
+
+
+def _step(path: Path) -> int:
+    return int(_NAME.search(path.name).group(1))
 
 
 def _step_files(ckpt_dir: Path) -> list[Path]:

@@ -243,12 +243,33 @@ def precheck(overrides: list[str], prog: str = "python -m w2v.train") -> None:
         return
     hint = f" ({prog} --cfg job lists every key)"
     mine = [a for a in overrides if not a.lstrip("+~").startswith("hydra")]
+    refuse_unparsable(overrides)
     try:
         check_overrides(mine, hint)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             to_config(compose("config", overrides=mine))
     except (HydraException, OmegaConfBaseException) as err:
         raise W2VError(one_line(err) + hint) from None
+
+
+def refuse_unparsable(overrides: list[str]) -> None:
+    """An override Hydra's grammar cannot read (a path with non-ASCII letters, `[`, `{`,
+    spaces...: Hydra syntax unless quoted) is one line saying how to quote it, not the
+    grammar's LexerNoViableAltException or "mismatched input '['"."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            parser.parse_overrides([text])
+        except OverrideParseException:
+            key, _, value = text.partition("=")
+            fix = value.replace("\\", "\\\\").replace('"', '\\"')
+            raise W2VError(
+                f"cannot read the override {text}: Hydra reads characters such as [ ] {{ }} "
+                f"( ) , spaces and non-ASCII letters in a value as syntax; quote the value, "
+                f"""e.g. '{key}="{fix}"' in the shell""") from None
 
 
 def check_overrides(overrides: list[str], hint: str = "") -> None:

@@ -286,6 +286,9 @@ class TrainerConfig:
     # Unlike `resume`, the schedule, optimizer and position start afresh (see data.vocab_update).
     init_from: str | None = None
     progress: bool = True
+    # A new run in a run dir that holds another run's checkpoints or vectors is refused (the
+    # two would mix); true replaces that run: its outputs are removed when this one starts.
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         self.init_from = absolute_path(self.init_from)  # read again when the run resumes

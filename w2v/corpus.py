@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from w2v.atomic import atomic_write_text, umask
+from w2v.atomic import atomic_write_text, hold, in_use, umask
 from w2v.config import DataConfig
 from w2v.errors import W2VError, unfinished
 from w2v.sources import describe_source, source_fingerprint
@@ -64,6 +64,11 @@ if TYPE_CHECKING:  # imported where used: a cache hit needs neither numba nor py
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # bump when the cached files or their meaning change
+# A build's temp folder holds this file locked while the build runs (remove_stale_builds).
+BUILDING = ".building"
+# A temp folder without that file (an earlier version's build) is left this long after its
+# last change before it counts as abandoned: a build that has just made it is not.
+STALE_SECONDS = 3600.0
 ENCODE_BLOCK = 1 << 22  # raw tokens remapped per step (bounded memory on huge corpora)
 GROUP_TOKENS = 1 << 23  # tokens whose chunks get raw ids together (see _ScanState.add)
 MAX_UNDECODABLE = 0.1  # share of tokens with undecodable bytes above which a source is refused
@@ -157,9 +162,16 @@ def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float,
     a failed or interrupted (Ctrl-C) build leaves nothing, not even the cache root it made."""
     made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(path.parent)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    # Held while the build lasts (atomic.hold): a later build tells a live one from a folder
+    # a killed one (kill -9) left. Removed before the rename: the cache holds no lock file.
+    building = os.open(tmp / BUILDING, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    hold(building)
 
     def clean_up() -> None:
+        with contextlib.suppress(OSError):
+            os.close(building)
         shutil.rmtree(tmp, ignore_errors=True)
         for folder in made:  # deepest first; rmdir leaves a folder someone else filled
             with contextlib.suppress(OSError):
@@ -169,6 +181,7 @@ def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float,
         with unfinished(clean_up):  # Ctrl-C (errors.stop_at_once) removes the same
             _build(cfg, tmp, progress, start, base)
             os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700: the cache gets the usual mode
+            (tmp / BUILDING).unlink()
             try:
                 os.rename(tmp, path)
             except OSError:
@@ -177,6 +190,26 @@ def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float,
             made = []
     finally:
         clean_up()
+
+
+def remove_stale_builds(root: Path) -> list[Path]:
+    """Remove the temp folders of builds that died without cleaning up (kill -9) under the
+    cache root: those whose BUILDING file no live process holds. A folder without one (a
+    build by an earlier version, or one a moment old) counts as stale once STALE_SECONDS
+    have passed since it last changed."""
+    removed = []
+    for folder in root.glob(".*.tmp-*"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        marker = folder / BUILDING
+        if marker.exists():
+            stale = not in_use(marker)
+        else:
+            stale = time.time() - folder.stat().st_mtime > STALE_SECONDS
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def load_corpus(path: str | os.PathLike) -> Corpus:

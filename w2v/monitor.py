@@ -54,11 +54,13 @@ class ConsoleFormatter(logging.Formatter):
 
 
 class Interval:
-    """Loss and words over an interval; the loss may stay on the device until read."""
+    """Loss and words over an interval; the loss may stay on the device until read.
+    loss, examples: what an earlier part of the interval summed (a resumed epoch's steps
+    before its checkpoint), added to as the uninterrupted run added to them."""
 
-    def __init__(self) -> None:
-        self.loss: torch.Tensor | float = 0.0
-        self.examples: int | torch.Tensor = 0
+    def __init__(self, loss: float = 0.0, examples: float = 0) -> None:
+        self.loss: torch.Tensor | float = loss
+        self.examples: int | float | torch.Tensor = examples
         self.words = 0
         self.start = time.perf_counter()
 

@@ -49,6 +49,8 @@ HUB_PROBE_TIMEOUT = 3.0  # seconds; a plain offline load_dataset retries for ~24
 _COMPRESSION = {".gz", ".bz2", ".xz"}
 _BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
 _DISK_MARKS = {"state.json", "dataset_info.json", "dataset_dict.json"}
+# What marks a run dir (Hydra's record; w2v's lock, rundir.LOCK): its files are no corpus.
+RUN_DIR_MARKS = (".hydra", ".w2v-run.lock")
 
 
 # --- which files -------------------------------------------------------------------------------
@@ -70,14 +72,18 @@ def resolve_local(path: str) -> LocalSource:
         marks = sorted(q for q in p.rglob("*.json") if q.name in _DISK_MARKS)
         return LocalSource(path, "disk", tuple(marks))
     if p.is_dir():
-        files = sorted(q for q in p.rglob("*") if q.is_file() and not _hidden(q.relative_to(p)))
+        files = sorted(q for q in p.rglob("*") if q.is_file() and not _hidden(q.relative_to(p))
+                       and not _in_run_dir(q, p))
         where = f"directory data.path={path!r}"
     elif p.is_file():
         files = [p]
         where = ""
     elif glob.has_magic(path):
+        # The folder the pattern starts in: run dirs below it are skipped.
+        base = Path(os.path.dirname(os.path.expanduser(path).split("*")[0].split("?")[0]
+                                    .split("[")[0]))
         files = sorted(Path(q) for q in glob.glob(os.path.expanduser(path), recursive=True))
-        files = [q for q in files if q.is_file()]
+        files = [q for q in files if q.is_file() and not _in_run_dir(q, base)]
         where = f"glob data.path={path!r}"
     else:
         raise W2VError(f"data.path={path!r} does not exist; give a file, directory or glob")
@@ -94,6 +100,17 @@ def resolve_local(path: str) -> LocalSource:
 
 def _is_saved_dataset(p: Path) -> bool:
     return (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()
+
+
+def _in_run_dir(f: Path, base: Path) -> bool:
+    """Whether `f` is a run's output (train.log, vectors.txt...): a folder between `base`
+    and it is a run dir. A run dir inside the corpus folder must not train on itself."""
+    for folder in f.parents:
+        if folder == base or folder == folder.parent:
+            return False
+        if any((folder / mark).exists() for mark in RUN_DIR_MARKS):
+            return True
+    return False
 
 
 def _hidden(rel: Path) -> bool:

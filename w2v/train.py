@@ -108,6 +108,14 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     (rundir.prepare: harmless changes applied, contradicting ones refused); a finished run is
     left untouched and its metrics returned."""
     run_dir = Path(run_dir)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the run dir
+        return _train(cfg, run_dir)
+    with rundir.claimed(run_dir, rundir.continues(cfg.trainer.resume, run_dir),
+                        cfg.trainer.overwrite):
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: Config, run_dir: Path) -> dict:
     resume = rundir.prepare(cfg, run_dir) if cfg.trainer.resume else None
     if resume is not None:
         if resume.finished:
@@ -231,7 +239,9 @@ class Loop:
         for epoch in range(self.pos.epoch, t.epochs):
             steps = distributed.agree_steps(self.world, self.engine.begin_epoch(epoch))
             first = self.pos.step if epoch == self.pos.epoch else 0
-            epoch_total = Interval()
+            # A resumed epoch's mean counts the steps before its checkpoint too (final_loss).
+            epoch_total = Interval(self.pos.epoch_loss_sum, self.pos.epoch_examples)
+            stopping = False
             for step in range(first, steps):
                 lr, lr_end = self.lr_at(epoch, step / steps), self.lr_at(epoch, (step + 1) / steps)
                 s = self.engine.step(epoch, step, steps, lr, lr_end)
@@ -268,25 +278,42 @@ class Loop:
                 if main and t.eval_every and g % t.eval_every == 0:
                     self._evaluate()
                 if t.ckpt_every and g % t.ckpt_every == 0:
+                    self._keep_epoch_sum(epoch_total)
                     self._checkpoint()
                 if stopping:
-                    bar.close()
-                    self._interrupted(stop.signum)
-            if main and float(epoch_total.examples):
-                mean = epoch_total.mean()
-                self._check_finite(mean)
-                self.pos.epoch_loss = mean
-                curve.epoch_end(epoch, t.epochs, mean, epoch_total.words_per_sec(),
-                                self.lr_at(epoch + 1, 0.0))
-            self.pos.next_epoch()
-            self._checkpoint()
-            # The epoch's loss was read (a GPU's queued steps are done) and its checkpoint
-            # taken: both are the epoch's time.
-            clock.tick()
+                    self._keep_epoch_sum(epoch_total)
+                    break
+            if self.pos.step >= steps:  # the epoch is done, even when a stop came at its end
+                self._end_epoch(curve, epoch, epoch_total)
+                if not stopping:  # (a stop's own checkpoint follows)
+                    self._checkpoint()
+                # The epoch's loss was read (a GPU's queued steps are done) and its
+                # checkpoint taken: both are the epoch's time.
+                clock.tick()
+            if stopping:
+                bar.close()
+                self._interrupted(stop.signum)
         if main:
             self._curve_points(curve)  # the last step's points
         self.checkpoints.wait()  # the last epoch's checkpoint is on disk before the exports
         bar.close()
+
+    def _end_epoch(self, curve: LossCurve, epoch: int, epoch_total: Interval) -> None:
+        """The epoch's record (its mean loss in the log and TensorBoard), then the position
+        moves to the next epoch."""
+        if self.world.main and float(epoch_total.examples):
+            mean = epoch_total.mean()
+            self._check_finite(mean)
+            self.pos.epoch_loss = mean
+            curve.epoch_end(epoch, self.cfg.trainer.epochs, mean, epoch_total.words_per_sec(),
+                            self.lr_at(epoch + 1, 0.0))
+        self.pos.next_epoch()
+
+    def _keep_epoch_sum(self, epoch_total: Interval) -> None:
+        """The epoch's loss so far into the position, for a checkpoint inside the epoch (one
+        read of the loss: a checkpoint syncs the device anyway)."""
+        self.pos.epoch_loss_sum = float(epoch_total.loss)
+        self.pos.epoch_examples = float(epoch_total.examples)
 
     def _curve_points(self, curve: LossCurve) -> None:
         """The pending step's loss into the curve: a point wherever one falls due (reading
@@ -382,6 +409,7 @@ class Loop:
         n = min(self.cfg.eval.projector_words, len(self.corpus.vocab))
         if n == 0:
             return
+        rundir.refuse_symlinks(self.run_dir / "tb")  # the projector's files are plain writes
         vocab = self.corpus.vocab
         labels = [[w, str(int(c))] for w, c in zip(vocab.words[:n], vocab.counts[:n])]
         self.writer.add_embedding(self.model.word_vectors()[:n].cpu(), metadata=labels,
@@ -502,8 +530,9 @@ def _resume(cfg: Config, dict_cfg: DictConfig, run_dir: Path, overrides: list[st
 
 @report_errors
 def main() -> None:
-    # A resume keeps the run's .hydra/ record: rundir.hydra_args adds what Hydra needs.
-    run_hydra(_hydra_main, USAGE, hydra_args=rundir.hydra_args)
+    # The run dir is claimed before Hydra writes into it, and a resume keeps the run's .hydra/
+    # record (rundir.before_hydra).
+    run_hydra(_hydra_main, USAGE, hydra_args=rundir.before_hydra)
 
 
 if __name__ == "__main__":
