@@ -208,7 +208,8 @@ def test_bench_cuda_runs_the_engine_with_each_chunk_size(tmp_path, monkeypatch, 
     corpus = build_corpus(DataConfig(path=str(planted.path), min_count=1,
                                      cache_dir=str(tmp_path / "cache")), progress=False)
     kernel, chunks = engine_mod._kernel, set()
-    monkeypatch.setattr(engine_mod, "_kernel", lambda *a: chunks.add(a[-1]) or kernel(*a))
+    # _kernel(per_lane, lanes, sg, hs, coherent, chunk, subwords): the chunk is the 6th
+    monkeypatch.setattr(engine_mod, "_kernel", lambda *a: chunks.add(a[5]) or kernel(*a))
     bench_cuda = bench_module("bench_cuda")
     result, model = bench_cuda.run(corpus, "skipgram", warps=2, step_words=500, epochs=1,
                                    chunk=chunk, dim=8)
