@@ -44,7 +44,7 @@ def test_help_prints_the_entry_points_own_usage(runs, name):
 
 def test_train_help_lists_groups_and_keys_but_no_schema_nodes(runs):
     _, out, _ = runs["train"]
-    assert "model:       cbow, skipgram (default)" in out
+    assert "model:       cbow, fasttext, skipgram (default)" in out
     assert "+experiment: text8_prefix_bench" in out
     assert "trainer.*" in out and " epochs " in out and "--cfg job" in out
     assert "--hydra-help" in out
@@ -102,11 +102,11 @@ def test_no_suggestion_when_nothing_is_near():
 def test_schema_nodes_are_not_options():
     register_configs()
     groups = config_groups()
-    assert groups["model"] == (["cbow", "skipgram"], "skipgram")
+    assert groups["model"] == (["cbow", "fasttext", "skipgram"], "skipgram")
     assert not any(o.endswith("_schema") for options, _ in groups.values() for o in options)
     with pytest.raises(W2VError) as err:
         precheck(["model=model_schema"])
-    assert "not an option" in str(err.value) and "cbow, skipgram" in str(err.value)
+    assert "not an option" in str(err.value) and "cbow, fasttext, skipgram" in str(err.value)
 
 
 def test_key_value_entry_points_name_the_nearest_key_too():

@@ -27,6 +27,7 @@ ORDER = [
     "sources",  # where the text comes from: local files, the Hub -> a datasets Dataset
     "tokens",  # rows -> token chunks and document ends
     "phrases",  # token chunks -> phrase tokens (word2phrase), before the vocabulary counts
+    "tokenizer",  # fastText's n-gram rules: what travels with the vectors (model, vectors)
     "vocab",
     "corpus",
     "data",  # `python -m w2v.data`: the data stages end to end, command code above corpus
@@ -38,6 +39,7 @@ ORDER = [
     "monitor",  # what a run reports: the loss curve, TensorBoard, the console/train.log format
     "rundir",  # resume from a run dir: the checkpoint's config reconciled, the run folder kept
     # STYLE.md lists train, export, vectors, evaluate; the imports say otherwise twice:
+    "fasttext_bin",  # fastText's .bin format, written by export, read by init_from and export
     "vectors",  # KeyedVectors, the type export.load_vectors returns: before export
     "export",
     "evaluate",
