@@ -38,7 +38,8 @@ def kernel_signature():
     return (arr(types.float32, 2), arr(types.float32, 2), arr(types.int32, 1),
             arr(types.int64, 1), i64, i64, i64, i64, i64, i64, i64, i64, types.boolean,
             arr(types.int32, 1), arr(types.int32, 1), i64, arr(types.int8, 2),
-            arr(types.int32, 2), arr(types.int32, 1), f64, f64, i64, i64, i64,
+            arr(types.int32, 2), arr(types.int32, 1), arr(types.int64, 1), arr(types.int32, 1),
+            f64, f64, i64, i64, i64,
             arr(types.float64, 2))
 
 
@@ -83,11 +84,11 @@ def ptxas_report(ptx: str, cc: tuple[int, int], max_registers: int) -> str:
 
 
 def compile_variant(engine, cuda, dim: int, arch: str, loss: str, reads: str,
-                    cc: tuple[int, int]) -> str:
+                    cc: tuple[int, int], subwords: bool = False) -> str:
     engine._kernel.cache_clear()
     per_lane = -(-dim // engine.LANES)
     kernel = engine._kernel(per_lane, engine.LANES, arch == "skipgram", loss == "hs",
-                            reads == "coherent", engine.chunk_rows(per_lane))
+                            reads == "coherent", engine.chunk_rows(per_lane), subwords)
     ptx, _ = cuda.compile_ptx(kernel.py_func, kernel_signature(), cc=cc, fastmath=True)
     if (reads == "coherent") != ("ld.global.cg" in ptx):
         raise RuntimeError(f"reads={reads} but the PTX has "
@@ -101,6 +102,8 @@ def main() -> None:
     p.add_argument("--cc", nargs="*", default=["8.0", "9.0"])
     p.add_argument("--reads", nargs="*", default=["cached", "coherent"])
     p.add_argument("--out", type=Path, help="write the last variant's PTX here")
+    p.add_argument("--model", nargs="*", default=["words", "subwords"],
+                   help="words (word2vec), subwords (fastText's n-grams), or both")
     args = p.parse_args()
     if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
         sys.exit("error: unset NUMBA_ENABLE_CUDASIM: the simulator compiles nothing")
@@ -120,20 +123,20 @@ def main() -> None:
         cc = tuple(int(x) for x in cc_text.split("."))
         pretend_device(cc)
         for dim in args.dim:
-            for arch in ("skipgram", "cbow"):
-                for loss in ("negative", "hs"):
-                    for reads in args.reads:
-                        name = f"{arch:8} {loss:8} dim {dim:4} sm_{cc[0]}{cc[1]} {reads:8}"
-                        try:
-                            ptx = compile_variant(engine, cuda, dim, arch, loss, reads, cc)
-                        except Exception as err:  # report every variant, then fail
-                            print(f"{name}: FAILED {type(err).__name__}: {err}")
-                            failed = True
-                            continue
-                        print(f"{name}: ok, {len(ptx.splitlines())} PTX lines, "
-                              f"{ptx.count('ld.global.cg')} L2 loads, "
-                              f"{ptxas_report(ptx, cc, engine.MAX_REGISTERS)}",
-                              flush=True)
+            for model, arch, loss, reads in ((m, a, lo, r) for m in args.model
+                                             for a in ("skipgram", "cbow")
+                                             for lo in ("negative", "hs") for r in args.reads):
+                name = f"{model:8} {arch:8} {loss:8} dim {dim:4} sm_{cc[0]}{cc[1]} {reads:8}"
+                try:
+                    ptx = compile_variant(engine, cuda, dim, arch, loss, reads, cc,
+                                          model == "subwords")
+                except Exception as err:  # report every variant, then fail
+                    print(f"{name}: FAILED {type(err).__name__}: {err}")
+                    failed = True
+                    continue
+                print(f"{name}: ok, {len(ptx.splitlines())} PTX lines, "
+                      f"{ptx.count('ld.global.cg')} L2 loads, "
+                      f"{ptxas_report(ptx, cc, engine.MAX_REGISTERS)}", flush=True)
     if args.out and ptx:
         args.out.write_text(ptx)
     sys.exit(1 if failed else 0)
