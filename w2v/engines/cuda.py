@@ -345,23 +345,6 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
         return loss
 
     @device
-    def mean_rows(h, in_offsets, in_rows, word, in_w, lane, dim):
-        """h = the mean of `word`'s input rows (fastText's computeHidden), in row order."""
-        for k in range(per_lane):
-            h[k] = float32(0.0)
-        lo = in_offsets[word]
-        hi = in_offsets[word + 1]
-        for p in range(lo, hi):
-            r = in_rows[p]
-            for k in range(per_lane):
-                col = lane + k * lanes
-                if col < dim:
-                    h[k] += weight(in_w, r, col)
-        inv = float32(1.0 / (hi - lo))
-        for k in range(per_lane):
-            h[k] *= inv
-
-    @device
     def sum_word_rows(h, in_offsets, in_rows, word, in_w, lane, dim):
         """h += `word`'s input rows; returns how many."""
         for p in range(in_offsets[word], in_offsets[word + 1]):
@@ -371,6 +354,15 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                 if col < dim:
                     h[k] += weight(in_w, r, col)
         return in_offsets[word + 1] - in_offsets[word]
+
+    @device
+    def mean_rows(h, in_offsets, in_rows, word, in_w, lane, dim):
+        """h = the mean of `word`'s input rows (fastText's computeHidden), in row order."""
+        for k in range(per_lane):
+            h[k] = float32(0.0)
+        inv = float32(1.0 / sum_word_rows(h, in_offsets, in_rows, word, in_w, lane, dim))
+        for k in range(per_lane):
+            h[k] *= inv
 
     @device
     def add_to_rows(e, in_offsets, in_rows, word, in_w, lane, dim):
