@@ -23,15 +23,29 @@ from w2v.errors import INTERRUPTED, TERMINATED
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# `python -m w2v.train ARGS`, run once the interpreter's own start-up is over. A signal that
+# lands while Python is still importing `site` (another package's .pth file, 50 ms in on a
+# loaded CI machine) is the interpreter's "Fatal Python error", before any w2v code exists.
+_AFTER_PYTHONS_START_UP = """
+import pathlib, runpy, sys
+sys.orig_argv = [sys.executable, "-m", "w2v.train", *sys.argv[1:]]
+sys.argv = ["w2v.train", *sys.argv[1:]]
+print("up", flush=True)
+runpy.run_module("w2v.train", run_name="__main__", alter_sys=True)
+"""
+
+
 def _signal_a_training_run(planted, tmp_path: Path, run: Path, delay: float, signum: int
                            ) -> tuple[int, str]:
     """`python -m w2v.train` on the planted corpus (cache under tmp_path), sent `signum`
     `delay` seconds after it starts: its exit code and stderr."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "W2V_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "w2v.train", "data=local",
-                             f"data.path={planted.path}", "trainer.progress=false",
-                             f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = ["data=local", f"data.path={planted.path}", "trainer.progress=false",
+            f"hydra.run.dir={run}"]
+    proc = subprocess.Popen([sys.executable, "-c", _AFTER_PYTHONS_START_UP, *args],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "up\n"
     time.sleep(delay)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
