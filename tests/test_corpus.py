@@ -328,3 +328,85 @@ def test_full_disk_while_building_the_cache_is_one_clear_error(tmp_path, monkeyp
     assert not (tmp_path / "cache").exists()  # no half-written cache, not even its folder
     monkeypatch.undo()
     assert len(corpus_mod.build_corpus(cfg, progress=False).vocab) == 3
+
+
+# --- a full disk while ids.npy is written (docs/reliability.md, "Inputs and numbers") ---------
+
+
+def _zipf_corpus(path: Path, tokens: int, words: int = 1000, per_line: int = 1000) -> Path:
+    rng = np.random.default_rng(0)
+    ids = rng.zipf(1.3, tokens) % words
+    lines = [" ".join(f"w{i}" for i in ids[s : s + per_line]) for s in range(0, tokens, per_line)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MiB tmpfs (tests run as root in this project's containers); skipped where mounting
+    is not allowed."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({res.stderr.strip() or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_while_writing_ids_is_one_line_not_sigbus(tmp_path, small_tmpfs):
+    """600k tokens: raw ids (2.4 MB) fit in the 4 MiB tmpfs, ids.npy (2.4 MB more) does not.
+    ids.npy used to be written through a memory map: the process died of SIGBUS (exit 135,
+    no message) and left its temp folder."""
+    text = _zipf_corpus(tmp_path / "c.txt", 600_000)
+    cache = small_tmpfs / "cache"
+    res = run_cli("data=local", f"data.path={text}", f"data.cache_dir={cache}",
+                  "trainer.progress=false",
+                  env_extra={"HF_DATASETS_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert res.stderr.splitlines() == [
+        f"error: cannot write the corpus cache under {cache}: No space left on device; free "
+        "some space or point data.cache_dir (or $W2V_CACHE) at a writable folder"]
+    assert list(small_tmpfs.iterdir()) == []  # no temp folder, not even the cache root
+
+
+def test_a_write_error_in_ids_npy_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """The same without a tmpfs: ids.npy's writes fail with ENOSPC after 1 KB."""
+    import builtins
+    import errno
+
+    text = _zipf_corpus(tmp_path / "c.txt", 5_000)
+    cfg = DataConfig(path=str(text), min_count=1, cache_dir=str(tmp_path / "cache"))
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.left = f, 1024
+
+        def write(self, data):
+            if len(data) > self.left:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.left -= len(data)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def failing_open(file, mode="r", *args, **kwargs):
+        f = builtins.open(file, mode, *args, **kwargs)  # noqa: SIM115 (returned open)
+        return Full(f) if str(file).endswith("ids.npy") and "w" in mode else f
+
+    monkeypatch.setattr(corpus_mod, "open", failing_open, raising=False)
+    with pytest.raises(W2VError, match="No space left on device; free some space"):
+        build_corpus(cfg, progress=False)
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.undo()
+    assert build_corpus(cfg, progress=False).ids.numel() == 5_000
