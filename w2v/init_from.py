@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from w2v import checkpoint as ckpt
+from w2v.atomic import archive_too_large
 from w2v.config import Config
 from w2v.errors import W2VError
 from w2v.export import FORMAT as VECTORS_FORMAT
@@ -82,7 +83,8 @@ def _read_torch(path: Path) -> InitFrom:
     if fmt in ckpt.READABLE:
         state = ckpt.load(path)
         model, vocab = state["model"], state["vocab"]
-        loss = (state.get("config") or {}).get("model", {}).get("loss", "negative")
+        model_cfg = state["config"].get("model")
+        loss = model_cfg.get("loss", "negative") if isinstance(model_cfg, dict) else "negative"
         return InitFrom(path, "checkpoint",
                         _vocab(path, vocab["words"], vocab["counts"], vocab["tokenizer"]),
                         model["input.weight"].float(), model.get("output.weight"), loss)
@@ -98,6 +100,10 @@ def _read_torch(path: Path) -> InitFrom:
 
 def _format_tag(path: Path) -> str | None:
     """The "format" entry of a torch file, its tensors memory-mapped and left unread."""
+    too_large = archive_too_large(path)
+    if too_large:
+        raise W2VError(f"trainer.init_from={str(path)!r} cannot be read: {too_large}; give an "
+                       "intact vectors.pt or checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a damaged archive
