@@ -34,7 +34,7 @@ from w2v.corpus import build_corpus
 from w2v.engines import choose_engine, make_engine
 from w2v.errors import W2VError, stop_at_once
 from w2v.init_from import init_weights, load_init
-from w2v.model import build_model
+from w2v.model import LOSS_FACTOR, MAX_WEIGHT, build_model, largest_weight, untrained_loss
 from w2v.monitor import Interval, LossCurve, TensorBoard
 
 log = logging.getLogger("w2v.train")  # not __main__ under python -m w2v.train
@@ -220,13 +220,14 @@ class Loop:
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.eval_metrics: dict[str, float] = {}
         self.pending: tuple | None = None  # the last step, until its loss joins the curve
+        self.untrained = untrained_loss(model, cfg.model.negative)
 
     def run(self, stop: StopFlag) -> None:
         cfg, t, main = self.cfg, self.cfg.trainer, self.world.main
         total = self.corpus.raw_tokens * t.epochs
         bar = tqdm(total=total, initial=self.pos.words_done, unit="w", unit_scale=True,
                    disable=not (t.progress and main), desc=f"{cfg.model.arch}/{self.engine.name}")
-        curve = LossCurve(t, self.writer, bar, total, self.pos.words_done, self._check_finite)
+        curve = LossCurve(t, self.writer, bar, total, self.pos.words_done, self._check_loss)
         clock = Clock(self.pos)
         for epoch in range(self.pos.epoch, t.epochs):
             steps = distributed.agree_steps(self.world, self.engine.begin_epoch(epoch))
@@ -272,9 +273,11 @@ class Loop:
                 if stopping:
                     bar.close()
                     self._interrupted(stop.signum)
+            if main and not float(epoch_total.examples) and first == 0 < steps:
+                self._no_pairs(epoch)
             if main and float(epoch_total.examples):
                 mean = epoch_total.mean()
-                self._check_finite(mean)
+                self._check_loss(mean)
                 self.pos.epoch_loss = mean
                 curve.epoch_end(epoch, t.epochs, mean, epoch_total.words_per_sec(),
                                 self.lr_at(epoch + 1, 0.0))
@@ -303,20 +306,53 @@ class Loop:
                 at = (done - start) / words if words else 1.0
                 curve.write(done, self.lr_at(epoch, (step + at) / steps))
 
-    def _check_finite(self, loss: float) -> None:
+    def _check_loss(self, loss: float) -> None:
+        """Stop a run whose loss is not a number, or past LOSS_FACTOR x that of untrained
+        weights (a divergence with a finite loss: model.LOSS_FACTOR)."""
         if not math.isfinite(loss):
-            self.checkpoints.wait()  # a checkpoint still being written is a good one
-            last = ckpt.latest(self.ckpt_dir)
-            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+            raise W2VError(f"the training loss became {loss} at step {self.pos.global_step}; "
+                           f"{self._kept()}; lower trainer.lr or check the corpus")
+        if loss > LOSS_FACTOR * self.untrained:
             raise W2VError(
-                f"the training loss became {loss} at step {self.pos.global_step}; "
-                f"{kept}; lower trainer.lr or check the corpus"
+                f"the training diverged: the loss reached {loss:.4g} at step "
+                f"{self.pos.global_step}, {loss / self.untrained:.3g} times the "
+                f"{self.untrained:.3g} of untrained weights (training lowers it); "
+                f"{self._kept()}; lower trainer.lr (now {self.cfg.trainer.lr:g})"
             )
+
+    def _check_weights(self) -> None:
+        """Stop a run whose weights left any sane range (model.MAX_WEIGHT) or hold NaN,
+        before they are checkpointed: one pass over the tables, at checkpoints and epoch
+        ends only."""
+        largest = max(largest_weight(p) for p in self.params)
+        if not largest <= MAX_WEIGHT:  # NaN fails the comparison too
+            raise W2VError(
+                f"the training diverged: the weights reached |w| = {largest:.4g} at step "
+                f"{self.pos.global_step} (a run that learns stays far below {MAX_WEIGHT:g}); "
+                f"{self._kept()}; lower trainer.lr (now {self.cfg.trainer.lr:g})"
+            )
+
+    def _kept(self) -> str:
+        self.checkpoints.wait()  # a checkpoint still being written is a good one
+        last = ckpt.latest(self.ckpt_dir)
+        return f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+
+    def _no_pairs(self, epoch: int) -> None:
+        """A whole epoch without one (context, centre) pair: the run would end with its
+        random initial vectors and exit 0."""
+        m = self.cfg.model
+        raise W2VError(
+            f"epoch {epoch + 1} trained no (context, centre) pair: subsampling "
+            f"(model.sample={m.sample:g}) left no document of {self.corpus.meta.get('source')} "
+            f"({len(self.corpus.ids):,} tokens) with two words within model.window={m.window}; "
+            "set model.sample=0 (no subsampling) or a smaller value, or use a larger corpus"
+        )
 
     def _checkpoint(self, wait: bool = False) -> Path | None:
         if not self.world.main:
             distributed.barrier(self.world)  # wait until rank 0 has it on disk
             return None
+        self._check_weights()  # a diverged run's weights are never a "good" checkpoint
         path = self.checkpoints.save(self.model, self.engine, self.pos, wait=wait)
         log.debug("checkpoint %s", path)
         distributed.barrier(self.world)
