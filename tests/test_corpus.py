@@ -410,3 +410,41 @@ def test_a_write_error_in_ids_npy_is_one_line_and_leaves_nothing(tmp_path, monke
     assert not (tmp_path / "cache").exists()
     monkeypatch.undo()
     assert build_corpus(cfg, progress=False).ids.numel() == 5_000
+
+
+# --- a damaged cache is one line, not a traceback mid-run --------------------------------------
+
+
+def _damage_ids(folder: Path) -> None:
+    ids = np.load(folder / "ids.npy")
+    ids[7] = 10_000  # past any vocabulary here
+    np.save(folder / "ids.npy", ids)
+
+
+def _damage_offsets(folder: Path) -> None:
+    offsets = np.load(folder / "doc_offsets.npy")
+    offsets[1], offsets[2] = offsets[2], offsets[1]  # a document that runs backwards
+    np.save(folder / "doc_offsets.npy", offsets)
+
+
+def _truncate_offsets(folder: Path) -> None:
+    np.save(folder / "doc_offsets.npy", np.load(folder / "doc_offsets.npy")[:-1])
+
+
+@pytest.mark.parametrize("damage", [_damage_ids, _damage_offsets, _truncate_offsets],
+                         ids=["ids-out-of-range", "offsets-backwards", "offsets-short"])
+def test_a_damaged_cache_is_refused_at_load(tmp_path, planted, damage):
+    from tests.test_train_smoke import planted_cfg
+    from w2v.train import train
+
+    cfg = planted_cfg(planted, "trainer.engine=autograd", "trainer.epochs=1",
+                      f"data.cache_dir={tmp_path / 'cache'}", "eval.projector_words=0")
+    corpus = build_corpus(cfg.data, progress=False)
+    damage(corpus.path)
+    with pytest.raises(W2VError) as err:
+        load_corpus(corpus.path)
+    assert str(err.value).startswith(f"corpus cache {corpus.path} is damaged: ")
+    assert str(err.value).endswith("; delete it to rebuild")
+    # The autograd engine used to fail mid-run (IndexError, or batches past the ids).
+    with pytest.raises(W2VError, match="is damaged"):
+        train(cfg, tmp_path / "run")

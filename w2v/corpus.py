@@ -193,11 +193,35 @@ def load_corpus(path: str | os.PathLike) -> Corpus:
     if meta.get("format") != CACHE_FORMAT:
         raise W2VError(f"corpus cache {path} has format {meta.get('format')}, expected "
                        f"{CACHE_FORMAT}; delete it to rebuild")
+    damage = _cache_damage(ids, offsets, len(vocab), meta)
+    if damage:
+        raise W2VError(f"corpus cache {path} is damaged: {damage}; delete it to rebuild")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ids_t = torch.from_numpy(ids)
     return Corpus(ids=ids_t, doc_offsets=torch.from_numpy(offsets), vocab=vocab,
                   raw_tokens=int(meta["raw_tokens"]), path=path, meta=meta)
+
+
+def _cache_damage(ids: np.ndarray, offsets: np.ndarray, types: int, meta: dict) -> str | None:
+    """What makes a cache's arrays unusable, or None: checked once per load, so that no
+    engine indexes past a table (the autograd engine raised IndexError mid-run, the batches
+    read past the ids) and no document runs backwards. One pass over the offsets, one over
+    the ids a block at a time (no ids-sized temporary)."""
+    if ids.ndim != 1 or ids.dtype != np.int32 or offsets.ndim != 1 or offsets.dtype != np.int64:
+        return "ids.npy or doc_offsets.npy has the wrong type or shape"
+    if meta.get("tokens", len(ids)) != len(ids) or meta.get("types", types) != types:
+        return (f"meta.json records {meta.get('tokens')} tokens and {meta.get('types')} words, "
+                f"the files hold {len(ids)} and {types}")
+    if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(ids) or (
+            np.diff(offsets) < 0).any():
+        return "doc_offsets.npy does not run from 0 up to the number of ids"
+    for start in range(0, len(ids), ENCODE_BLOCK):
+        block = ids[start : start + ENCODE_BLOCK]
+        # As unsigned, a negative id is huge: one comparison catches both ends.
+        if block.size and int(block.view(np.uint32).max()) >= types:
+            return f"ids.npy holds word ids outside 0..{types - 1}"
+    return None
 
 
 # --- the build ---------------------------------------------------------------------------------
