@@ -342,3 +342,132 @@ def test_evaluate_json_with_one_known_pair_is_null_and_says_why(tmp_path, capsys
     assert metrics["similarity/pairs/spearman"] is None
     assert metrics["similarity/pairs/oov"] == pytest.approx(2 / 3)
     assert "only 1 of its pairs has both words in the vocabulary" in caplog.text
+
+
+# ---- tables that cannot be allocated ----------------------------------------------------------
+
+
+def test_a_model_dim_past_the_memory_is_one_line_naming_model_dim(run, tmp_path):
+    """Tables of 8x the machine's memory: Linux refuses such an allocation outright, and torch
+    raised it as a traceback (a smaller excess is killed while the tables are filled)."""
+    from w2v.model import available_memory
+
+    have = available_memory()
+    if have is None:
+        pytest.skip("no /proc/meminfo: the memory available is unknown here")
+    words = len(load_vectors(run.dir / "vectors.pt"))
+    dim = 8 * have // (2 * words * 4)
+    with pytest.raises(W2VError) as err:
+        train(cfg_of(run, f"model.dim={dim}"), tmp_path / "r")
+    msg = one_line(err)
+    assert msg.startswith(f"model.dim={dim} needs ") and "lower model.dim" in msg
+
+
+def test_tables_larger_than_the_memory_available_are_refused_before_allocating(monkeypatch):
+    from w2v import model as model_mod
+    from w2v.config import ModelConfig
+    from w2v.vocab import Vocab
+
+    vocab = Vocab([f"w{i}" for i in range(1000)], np.arange(1000, 0, -1))
+    monkeypatch.setattr(model_mod, "available_memory", lambda: 1 << 20)  # 1 MiB free
+    monkeypatch.setattr(model_mod, "Word2Vec", lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(W2VError) as err:
+        model_mod.build_model(ModelConfig(dim=300), vocab)
+    assert "model.dim=300 needs 0.0 GiB" in one_line(err)
+    assert "more than the 0.0 GiB of memory available" in one_line(err)
+
+
+# ---- the run dir Hydra makes ------------------------------------------------------------------
+
+
+def test_a_run_dir_that_is_a_file_is_one_line(tmp_path):
+    from w2v.cli import precheck
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for run_dir in (afile, afile / "sub"):
+        with pytest.raises(W2VError) as err:
+            precheck(["data=local", "data.path=c.txt", f"hydra.run.dir={run_dir}"])
+        assert one_line(err) == (f"hydra.run.dir={run_dir}: {afile} is a file, not a folder; "
+                                 "set hydra.run.dir to a folder")
+    assert afile.read_text() == "not a folder"
+
+
+def test_a_run_dir_in_a_read_only_folder_is_one_line(tmp_path, monkeypatch):
+    """Simulated (tests run as root, where a chmod'ed folder is still writable): os.access
+    says no for `ro`; the real read-only filesystem is the CLI test below."""
+    import os
+
+    from w2v.cli import precheck
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access",
+                        lambda p, mode: False if Path(p).resolve() == ro else real(p, mode))
+    with pytest.raises(W2VError) as err:
+        precheck(["data=local", "data.path=c.txt", f"hydra.run.dir={ro / 'run'}"])
+    assert one_line(err).startswith(f"cannot make the run folder {ro / 'run'} in {ro}: it is "
+                                    "not writable")
+    monkeypatch.chdir(ro)  # the default outputs/<date>/<time> under a read-only working dir
+    with pytest.raises(W2VError, match=r"cannot make the run folder outputs/.* in .*/ro: it "):
+        precheck(["data=local", "data.path=c.txt"])
+    precheck(["data=local", "data.path=c.txt", f"hydra.run.dir={tmp_path / 'ok'}"])
+
+
+@pytest.fixture(scope="module")
+def cli_cases(run, tmp_path_factory):
+    """The real entry points, started at once (imports dominate): a run dir that is a file,
+    run dirs on a read-only tmpfs (skipped where it cannot be mounted), a zip bomb for query."""
+    import os
+    import subprocess
+    import sys
+
+    from w2v.export import FORMAT
+
+    root = tmp_path_factory.mktemp("cli")
+    (root / "afile").write_text("x")
+    train_args = ["-m", "w2v.train", "data=local", f"data.path={run.planted.path}",
+                  "data.min_count=1", "trainer.epochs=1", "trainer.progress=false",
+                  "eval.dir=null"]
+    words = [f"w{i}" for i in range(3000)]
+    deflated({"format": FORMAT, "words": words, "counts": torch.zeros(3000, dtype=torch.long),
+              "vectors": torch.zeros(3000, 2000),
+              "tokenizer": {"lowercase": True, "pattern": None}}, root / "bomb.pt")
+    cases = {"run-dir-a-file": ([*train_args, f"hydra.run.dir={root / 'afile'}"], root),
+             "query-zip-bomb": (["-m", "w2v.query", f"vectors={root / 'bomb.pt'}", "w1"], root)}
+    ro = root / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                             capture_output=True).returncode == 0
+    if mounted:
+        cases["run-dir-read-only"] = ([*train_args, f"hydra.run.dir={ro / 'run'}"], root)
+        cases["cwd-read-only"] = (train_args, ro)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "W2V_CACHE": str(run.root / "cache"), "HF_HUB_OFFLINE": "1"}
+    try:
+        procs = {name: subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for name, (argv, cwd) in cases.items()}
+        out = {name: (p.wait(timeout=300), *p.communicate()) for name, p in procs.items()}
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(ro)], check=False)
+    return SimpleNamespace(root=root, out=out, mounted=mounted)
+
+
+@pytest.mark.parametrize("name,expect", [
+    ("run-dir-a-file", "is a file, not a folder; set hydra.run.dir to a folder"),
+    ("run-dir-read-only", "/ro: it is not writable (a read-only folder or filesystem)"),
+    ("cwd-read-only", "cannot make the run folder outputs/"),
+    ("query-zip-bomb", "torch.save writes none"),
+])
+def test_the_cli_edge_is_one_line_and_exit_2(cli_cases, name, expect):
+    if name not in cli_cases.out:
+        pytest.skip("a read-only tmpfs cannot be mounted here (not root, or no mount)")
+    code, stdout, stderr = cli_cases.out[name]
+    assert code == 2, stderr[-3000:]
+    assert "Traceback" not in stderr + stdout
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], stderr
+    assert (cli_cases.root / "afile").read_text() == "x"

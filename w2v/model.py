@@ -159,16 +159,48 @@ def build_model(cfg, vocab, reduction: str = "sum") -> Word2Vec:
             "word2vec needs at least 2 distinct words: lower data.min_count or use a larger "
             "corpus"
         )
-    return Word2Vec(
-        len(vocab),
-        cfg.dim,
-        arch=cfg.arch,
-        loss=cfg.loss,
-        cbow_mean=cfg.cbow_mean,
-        sparse=cfg.sparse,
-        huffman=vocab.huffman() if cfg.loss == "hs" else None,
-        reduction=reduction,
-    )
+    # Both tables are allocated, then every page is written (reset_parameters): past the
+    # memory there is, Linux either refuses the allocation (a traceback from torch's
+    # allocator) or kills the process while it fills them. Refused here instead, by size.
+    need = (2 * len(vocab) - (cfg.loss == "hs")) * cfg.dim * 4  # float32 (V + V_out, D)
+    have = available_memory()
+    if have is not None and need > have:
+        raise W2VError(_too_large(cfg.dim, len(vocab), need, f"the {have / 2**30:.1f} GiB of "
+                                  "memory available"))
+    try:
+        return Word2Vec(
+            len(vocab),
+            cfg.dim,
+            arch=cfg.arch,
+            loss=cfg.loss,
+            cbow_mean=cfg.cbow_mean,
+            sparse=cfg.sparse,
+            huffman=vocab.huffman() if cfg.loss == "hs" else None,
+            reduction=reduction,
+        )
+    except (MemoryError, RuntimeError) as err:  # no /proc/meminfo, or memory taken since
+        if isinstance(err, RuntimeError) and "alloc" not in str(err):
+            raise
+        raise W2VError(_too_large(cfg.dim, len(vocab), need, "what could be allocated")) from None
+
+
+def _too_large(dim: int, words: int, need: int, limit: str) -> str:
+    return (f"model.dim={dim} needs {need / 2**30:.1f} GiB for its two weight tables "
+            f"({words:,} words x {dim:,} float32 each), more than {limit}; lower model.dim "
+            "(or data.max_vocab)")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel can give without swapping (MemAvailable), or None where
+    /proc/meminfo does not say (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def is_table(t: object, rows: int | None = None, dim: int | None = None) -> bool:

@@ -148,7 +148,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         if world.main:
             _warn_costly(cfg, device, len(corpus.vocab))
         shard = distributed.shard(corpus, world)
-        model = build_model(cfg.model, corpus.vocab).to(device)
+        model = _on_device(build_model(cfg.model, corpus.vocab), device)
         if init is not None and not t.resume:  # a resumed run's weights are its checkpoint's
             init_weights(model, init, corpus.vocab, cfg)
         engine = make_engine(engine_name, model, shard, cfg, device)
@@ -171,6 +171,18 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         return loop.finish()
     finally:
         distributed.shutdown(world)
+
+
+def _on_device(model, device: torch.device):
+    """The model moved to `device`; tables the device cannot hold are one line naming
+    model.dim (build_model checks the host's memory the same way)."""
+    try:
+        return model.to(device)
+    except torch.OutOfMemoryError:
+        need = sum(p.numel() * p.element_size() for p in model.parameters())
+        raise W2VError(f"model.dim={model.dim} needs {need / 2**30:.1f} GiB for its weight "
+                       f"tables, more than {device} has free; lower model.dim (or "
+                       "data.max_vocab)") from None
 
 
 def _describe(cfg: Config, engine: str, device: torch.device, world) -> None:
