@@ -285,7 +285,10 @@ class Loop:
                 if stopping:
                     bar.close()
                     self._interrupted(stop.signum)
-            if main and not float(epoch_total.examples) and first == 0 < steps:
+            # A whole epoch of one process without a pair (a distributed rank's shard may
+            # be empty while the others train).
+            if main and not self.world.active and first == 0 < steps and not float(
+                    epoch_total.examples):
                 self._no_pairs(epoch)
             if main and float(epoch_total.examples):
                 mean = epoch_total.mean()
