@@ -280,6 +280,7 @@ CHECKPOINT_DAMAGE = {  # entries every reader uses: export, init_from and resume
     "no-input-weight": lambda s: s["model"].pop("input.weight"),
     "input-weight-a-list": lambda s: s["model"].update({"input.weight": [1.0]}),
     "output-weight-1d": lambda s: s["model"].update({"output.weight": torch.zeros(3)}),
+    "model-entry-a-string": lambda s: s["model"].update({"extra": "x"}),
     "words-a-number": lambda s: s.update(vocab=json.dumps({**json.loads(s["vocab"]),
                                                            "words": 3})),
     "config-a-string": lambda s: s.update(config="x"),

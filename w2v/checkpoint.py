@@ -285,6 +285,8 @@ def _problem(state: dict) -> str | None:
     except Exception as err:  # KeyError, TypeError, ValueError, W2VError: a bad vocabulary
         return f"its vocabulary is malformed ({type(err).__name__})"
     model = state.get("model")
+    if isinstance(model, dict) and not all(isinstance(t, torch.Tensor) for t in model.values()):
+        return "'model' holds entries that are not tensors"
     if not isinstance(model, dict) or not is_table(model.get("input.weight"), words):
         return f"'model' has no ({words}, dim) float tensor 'input.weight'"
     output = model.get("output.weight")

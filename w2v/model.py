@@ -222,8 +222,8 @@ def non_finite(t: torch.Tensor, words: Sequence[str] | None = None) -> str | Non
     """None when every value of the table `t` is finite; else how many are NaN or infinite
     and the first row (and its word) holding one, for an error message."""
     t = t.detach()
-    if t.numel() == 0 or math.isfinite(largest_weight(t)):
-        return None
+    if not t.is_floating_point() or t.numel() == 0 or math.isfinite(largest_weight(t)):
+        return None  # (integer tables, such as the Huffman paths a model keeps, are finite)
     rows = t.reshape(t.shape[0], -1)
     bad, first = 0, -1
     for start in range(0, rows.shape[0], _CHECK_ROWS):
