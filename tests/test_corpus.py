@@ -328,3 +328,123 @@ def test_full_disk_while_building_the_cache_is_one_clear_error(tmp_path, monkeyp
     assert not (tmp_path / "cache").exists()  # no half-written cache, not even its folder
     monkeypatch.undo()
     assert len(corpus_mod.build_corpus(cfg, progress=False).vocab) == 3
+
+
+# --- a full disk while ids.npy is written (docs/reliability.md, "Inputs and numbers") ---------
+
+
+def _zipf_corpus(path: Path, tokens: int, words: int = 1000, per_line: int = 1000) -> Path:
+    rng = np.random.default_rng(0)
+    ids = rng.zipf(1.3, tokens) % words
+    lines = [" ".join(f"w{i}" for i in ids[s : s + per_line]) for s in range(0, tokens, per_line)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MiB tmpfs (tests run as root in this project's containers); skipped where mounting
+    is not allowed."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({res.stderr.strip() or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_while_writing_ids_is_one_line_not_sigbus(tmp_path, small_tmpfs):
+    """600k tokens: raw ids (2.4 MB) fit in the 4 MiB tmpfs, ids.npy (2.4 MB more) does not.
+    ids.npy used to be written through a memory map: the process died of SIGBUS (exit 135,
+    no message) and left its temp folder."""
+    text = _zipf_corpus(tmp_path / "c.txt", 600_000)
+    cache = small_tmpfs / "cache"
+    res = run_cli("data=local", f"data.path={text}", f"data.cache_dir={cache}",
+                  "trainer.progress=false",
+                  env_extra={"HF_DATASETS_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    assert res.stderr.splitlines() == [
+        f"error: cannot write the corpus cache under {cache}: No space left on device; free "
+        "some space or point data.cache_dir (or $W2V_CACHE) at a writable folder"]
+    assert list(small_tmpfs.iterdir()) == []  # no temp folder, not even the cache root
+
+
+def test_a_write_error_in_ids_npy_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """The same without a tmpfs: ids.npy's writes fail with ENOSPC after 1 KB."""
+    import builtins
+    import errno
+
+    text = _zipf_corpus(tmp_path / "c.txt", 5_000)
+    cfg = DataConfig(path=str(text), min_count=1, cache_dir=str(tmp_path / "cache"))
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.left = f, 1024
+
+        def write(self, data):
+            if len(data) > self.left:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.left -= len(data)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def failing_open(file, mode="r", *args, **kwargs):
+        f = builtins.open(file, mode, *args, **kwargs)  # noqa: SIM115 (returned open)
+        return Full(f) if str(file).endswith("ids.npy") and "w" in mode else f
+
+    monkeypatch.setattr(corpus_mod, "open", failing_open, raising=False)
+    with pytest.raises(W2VError, match="No space left on device; free some space"):
+        build_corpus(cfg, progress=False)
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.undo()
+    assert build_corpus(cfg, progress=False).ids.numel() == 5_000
+
+
+# --- a damaged cache is one line, not a traceback mid-run --------------------------------------
+
+
+def _damage_ids(folder: Path) -> None:
+    ids = np.load(folder / "ids.npy")
+    ids[7] = 10_000  # past any vocabulary here
+    np.save(folder / "ids.npy", ids)
+
+
+def _damage_offsets(folder: Path) -> None:
+    offsets = np.load(folder / "doc_offsets.npy")
+    offsets[1], offsets[2] = offsets[2], offsets[1]  # a document that runs backwards
+    np.save(folder / "doc_offsets.npy", offsets)
+
+
+def _truncate_offsets(folder: Path) -> None:
+    np.save(folder / "doc_offsets.npy", np.load(folder / "doc_offsets.npy")[:-1])
+
+
+@pytest.mark.parametrize("damage", [_damage_ids, _damage_offsets, _truncate_offsets],
+                         ids=["ids-out-of-range", "offsets-backwards", "offsets-short"])
+def test_a_damaged_cache_is_refused_at_load(tmp_path, planted, damage):
+    from tests.test_train_smoke import planted_cfg
+    from w2v.train import train
+
+    cfg = planted_cfg(planted, "trainer.engine=autograd", "trainer.epochs=1",
+                      f"data.cache_dir={tmp_path / 'cache'}", "eval.projector_words=0")
+    corpus = build_corpus(cfg.data, progress=False)
+    damage(corpus.path)
+    with pytest.raises(W2VError) as err:
+        load_corpus(corpus.path)
+    assert str(err.value).startswith(f"corpus cache {corpus.path} is damaged: ")
+    assert str(err.value).endswith("; delete it to rebuild")
+    # The autograd engine used to fail mid-run (IndexError, or batches past the ids).
+    with pytest.raises(W2VError, match="is damaged"):
+        train(cfg, tmp_path / "run")

@@ -173,7 +173,8 @@ def test_nan_loss_stops_with_a_clear_message(planted, tmp_path):
     # (SGD at this lr is refused before training: see test_sgd_batches_too_large_...)
     cfg = planted_cfg(planted, "trainer.engine=autograd", "trainer.lr=1e30",
                       "trainer.optimizer=adam", "model.loss=softmax", "trainer.epochs=2")
-    with pytest.raises(W2VError, match="loss became"):
+    # A loss that leaves the sane range stops the run before it reaches NaN (LOSS_FACTOR).
+    with pytest.raises(W2VError, match="loss became|the training diverged: the loss reached"):
         train(cfg, tmp_path)
 
 
@@ -248,7 +249,7 @@ def test_sgd_batches_too_large_to_train_are_refused(planted, tmp_path, monkeypat
         metrics = train(too_big, tmp_path / "diverged")
         assert not metrics["final_loss"] < 100  # exploded (NaN or huge)
     except W2VError as err:
-        assert "loss became" in str(err)
+        assert "loss became" in str(err) or "the training diverged" in str(err)
     monkeypatch.undo()
     _fixed_shape_batches(monkeypatch)
     # window 3: 4 examples per centre; 0.025 x 1536 x 4 is the limit, 0.025 x 1024 x 6

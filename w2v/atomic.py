@@ -134,6 +134,31 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
 
 
+# The most bytes a torch.save archive's members may declare per byte of the file, above
+# MIN_DECLARED. torch.save stores its members uncompressed, so its files declare less than
+# their own size; deflate shrinks trained float32 weights by a few percent (their mantissas are
+# noise), never 4x. A crafted file can declare far more: a 1 MB deflated zero tensor of
+# (6611, 40000) made torch.load allocate 1 GB (2.3 GB at the peak) before anything was checked.
+MAX_EXPANSION = 4
+MIN_DECLARED = 16 << 20  # small files may declare this much whatever their size
+
+
+def archive_too_large(path: str | os.PathLike) -> str | None:
+    """What is wrong when a torch.save archive declares more bytes than its file could hold
+    (checked before torch.load, which allocates every member at its declared size), or None.
+    A file that is not a zip archive is left to torch.load to report."""
+    try:
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except Exception:  # zipfile raises several types for damaged headers; torch.load reports
+        return None
+    if declared <= max(MAX_EXPANSION * size, MIN_DECLARED):
+        return None
+    return (f"its members declare {declared:,} bytes in a {size:,}-byte file (compressed "
+            "members; torch.save writes none), which would all be allocated to read it")
+
+
 def archive_damage(path: str | os.PathLike) -> str | None:
     """What is wrong with a torch.save archive, or None when every member's CRC32 checks out.
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from w2v.atomic import archive_damage, atomic_torch_save
+from w2v.atomic import archive_damage, archive_too_large, atomic_torch_save
 from w2v.errors import W2VError
+from w2v.model import is_table, non_finite
 
 FORMAT = "w2v.checkpoint/2"
 # Format 1 held the vocabulary as a dict of lists; such checkpoints are still read.
@@ -277,6 +278,9 @@ class Writer:
 def _read(path: Path, mmap: bool) -> dict:
     if not path.is_file():
         raise W2VError(f"checkpoint {path} does not exist")
+    too_large = archive_too_large(path)
+    if too_large:
+        raise W2VError(f"{path} is not a w2v checkpoint: {too_large}; use an earlier checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for truncated or foreign files
@@ -290,7 +294,60 @@ def _read(path: Path, mmap: bool) -> dict:
     vocab = vocab_dict(state)
     if vocab is None:
         raise W2VError(f"{path} is not a w2v checkpoint (its vocabulary cannot be read)")
+    problem = _problem({**state, "vocab": vocab})
+    if problem:
+        raise W2VError(f"{path} is not a valid w2v checkpoint: {problem}; use an earlier "
+                       "checkpoint")
     return {**state, "vocab": vocab}
+
+
+def _problem(state: dict) -> str | None:
+    """What is missing or of the wrong type or shape in the entries every reader of a
+    checkpoint uses (an export, trainer.init_from, a resume), or None: checked once here, so
+    that no later use of an entry fails with a traceback. What only a resume uses is checked
+    by _resume_problem."""
+    from w2v.vocab import Vocab
+
+    try:
+        words = len(Vocab.from_dict(state["vocab"]))
+    except Exception as err:  # KeyError, TypeError, ValueError, W2VError: a bad vocabulary
+        return f"its vocabulary is malformed ({type(err).__name__})"
+    model = state.get("model")
+    if isinstance(model, dict) and not all(isinstance(t, torch.Tensor) for t in model.values()):
+        return "'model' holds entries that are not tensors"
+    if not isinstance(model, dict):
+        return "'model' is not a dict of tensors"
+    kept = model.get("input.weight_rows")  # a subword model keeps its trainable rows alone
+    if kept is not None and (kept.dim() != 1 or kept.is_floating_point()):
+        return "'model' has a malformed 'input.weight_rows' (a 1-D integer tensor)"
+    rows = words if kept is None else len(kept)
+    if not is_table(model.get("input.weight"), rows):
+        return f"'model' has no ({rows}, dim) float tensor 'input.weight'"
+    output = model.get("output.weight")
+    if not is_table(output, None, model["input.weight"].shape[1]):
+        return f"'model' has no (rows, {model['input.weight'].shape[1]}) float tensor " \
+               "'output.weight'"
+    if not isinstance(state.get("config", {}), dict):
+        return "'config' is not a dict"
+    return None
+
+
+def _resume_problem(state: dict) -> str | None:
+    """What is missing or malformed among the entries a resume needs besides the tables."""
+    position = state.get("position")
+    known = {f.name for f in fields(Position)}
+    if not (isinstance(position, dict) and position.keys() <= known
+            and all(isinstance(v, (int, float, type(None))) for v in position.values())):
+        return "'position' is not a dict of numbers"
+    if not isinstance(state.get("config"), dict):
+        return "'config' is not a dict"
+    rng = state.get("rng")
+    if not (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)
+            and rng["torch"].dtype == torch.uint8):
+        return "'rng' has no uint8 tensor 'torch'"
+    if not isinstance(state.get("optimizer"), dict):
+        return "'optimizer' is not a dict"
+    return None
 
 
 def peek(path: str | Path) -> tuple[dict, Position]:
@@ -298,10 +355,11 @@ def peek(path: str | Path) -> tuple[dict, Position]:
     mapped): what a resume checks before building anything. `load` checks the whole file."""
     path = Path(path)
     state = _read(path, mmap=True)
-    try:
-        return dict(state["config"]), Position(**state["position"])
-    except (KeyError, TypeError) as err:
-        raise W2VError(f"{path} is not a w2v checkpoint (no config or position: {err})") from None
+    problem = _resume_problem(state)
+    if problem:
+        raise W2VError(f"{path} is not a valid w2v checkpoint to resume: {problem}; use an "
+                       "earlier checkpoint")
+    return dict(state["config"]), Position(**state["position"])
 
 
 def load(path: str | Path) -> dict:
@@ -311,12 +369,23 @@ def load(path: str | Path) -> dict:
     damage = archive_damage(path)
     if damage:
         raise W2VError(f"checkpoint {path} is corrupt: {damage}; use an earlier checkpoint")
+    words = state["vocab"]["words"]
+    for name, table in state["model"].items():
+        bad = non_finite(table, words if name == "input.weight" else None)
+        if bad:
+            raise W2VError(f"checkpoint {path} holds non-finite weights in {name} ({bad}): the "
+                           "run had diverged when it was written; use an earlier checkpoint and "
+                           "a lower trainer.lr")
     return state
 
 
 def restore(path: Path, model, engine, vocab, cfg) -> Position:
     """Load `path` into model and optimizer after checking it fits this run."""
     state = load(path)
+    problem = _resume_problem(state)
+    if problem:
+        raise W2VError(f"{path} is not a valid w2v checkpoint to resume: {problem}; use an "
+                       "earlier checkpoint")
     words = state["vocab"]["words"]
     if list(words) != list(vocab.words):
         raise W2VError(
@@ -335,8 +404,14 @@ def restore(path: Path, model, engine, vocab, cfg) -> Position:
         model.load_checkpoint_state(state["model"])
     else:
         model.load_state_dict(state["model"])
-    engine.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
+    try:
+        engine.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise W2VError(f"checkpoint {path}: its optimizer or random state does not fit this "
+                       f"run's engine ({type(err).__name__}); resume with the same "
+                       "trainer.engine and trainer.optimizer, or use an earlier checkpoint"
+                       ) from None
     return Position(**state["position"])
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import os
 import re
 import sys
 import textwrap
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from w2v.config import Config, config_dir, register_configs
@@ -226,16 +227,18 @@ def run_hydra(app: Callable[[], Any], usage: Usage,
         print(hydra_help(usage))
         return
     register_configs()
-    precheck(argv, usage.prog)
     if hydra_args is not None:
-        sys.argv[1:] = hydra_args(argv)
+        argv = hydra_args(argv)
+    precheck(argv, usage.prog)  # the command line Hydra will run: its run dir is checked too
+    sys.argv[1:] = argv
     app()
 
 
 def precheck(overrides: list[str], prog: str = "python -m w2v.train") -> None:
     """Check a single run's overrides and compose them before Hydra starts, so an unknown key
     or option, a wrong type or an out-of-range value is one `error:` line and exit 2, not
-    Hydra's report. Multirun sweeps and Hydra's own flags are left to Hydra."""
+    Hydra's report; then that Hydra can make the run dir (check_run_dir). Multirun sweeps and
+    Hydra's own flags are left to Hydra."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
@@ -247,9 +250,40 @@ def precheck(overrides: list[str], prog: str = "python -m w2v.train") -> None:
     try:
         check_overrides(mine, hint)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            to_config(compose("config", overrides=mine))
+            # One composition gives both the run's config and Hydra's (hydra.run.dir).
+            composed = compose("config", overrides=overrides, return_hydra_config=True)
+        with open_dict(composed):
+            hydra = composed.pop("hydra")
+        to_config(composed)
     except (HydraException, OmegaConfBaseException) as err:
         raise W2VError(one_line(err) + hint) from None
+    check_run_dir(hydra)
+
+
+def check_run_dir(hydra: DictConfig) -> None:
+    """Hydra makes the run dir (hydra.run.dir), writes .hydra/ and train.log into it before
+    any w2v code runs, and reports a failure there as a traceback (three chained ones for a
+    read-only working directory): so the folder must be one that can be made and written.
+    An existing folder nothing is written into (w2v.data's `.`) may be read-only."""
+    try:
+        run_dir = Path(str(hydra.run.dir))
+        writes = hydra.output_subdir is not None or "file" in hydra.job_logging.root.handlers
+    except Exception:  # an interpolation only Hydra's run can resolve: Hydra checks it then
+        return
+    check_folder(run_dir, writes)
+
+
+def check_folder(run_dir: Path, writes: bool = True) -> None:
+    """That `run_dir` is a folder, or can be made as one, and can be written when `writes`."""
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise W2VError(f"hydra.run.dir={run_dir}: {existing} is a file, not a folder; set "
+                       "hydra.run.dir to a folder")
+    if (existing != run_dir or writes) and not os.access(existing, os.W_OK | os.X_OK):
+        made = "write into" if existing == run_dir else f"make the run folder {run_dir} in"
+        raise W2VError(f"cannot {made} {existing.absolute()}: it is not writable (a read-only "
+                       "folder or filesystem); set hydra.run.dir to a writable folder, or run "
+                       "from one")
 
 
 def refuse_unparsable(overrides: list[str]) -> None:

@@ -12,7 +12,7 @@ left empty are dropped.
 
 Memory does not grow with the corpus: text is tokenized in ~1 MB chunks, counted in groups of
 GROUP_TOKENS tokens, and raw ids and document ends go straight to temp files; the encode step
-reads them back ENCODE_BLOCK tokens at a time into the memory-mapped ids.npy. What does grow
+reads them back ENCODE_BLOCK tokens at a time and appends them to ids.npy. What does grow
 is the counting dict (one entry per distinct word) and 12 bytes of numpy per distinct word;
 data.max_vocab_size bounds the dict the way word2vec.c's ReduceVocab and gensim do (a word
 forgotten by a prune and seen again is counted afresh, and only the occurrences it is counted
@@ -226,11 +226,35 @@ def load_corpus(path: str | os.PathLike) -> Corpus:
     if meta.get("format") != CACHE_FORMAT:
         raise W2VError(f"corpus cache {path} has format {meta.get('format')}, expected "
                        f"{CACHE_FORMAT}; delete it to rebuild")
+    damage = _cache_damage(ids, offsets, len(vocab), meta)
+    if damage:
+        raise W2VError(f"corpus cache {path} is damaged: {damage}; delete it to rebuild")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ids_t = torch.from_numpy(ids)
     return Corpus(ids=ids_t, doc_offsets=torch.from_numpy(offsets), vocab=vocab,
                   raw_tokens=int(meta["raw_tokens"]), path=path, meta=meta)
+
+
+def _cache_damage(ids: np.ndarray, offsets: np.ndarray, types: int, meta: dict) -> str | None:
+    """What makes a cache's arrays unusable, or None: checked once per load, so that no
+    engine indexes past a table (the autograd engine raised IndexError mid-run, the batches
+    read past the ids) and no document runs backwards. One pass over the offsets, one over
+    the ids a block at a time (no ids-sized temporary)."""
+    if ids.ndim != 1 or ids.dtype != np.int32 or offsets.ndim != 1 or offsets.dtype != np.int64:
+        return "ids.npy or doc_offsets.npy has the wrong type or shape"
+    if meta.get("tokens", len(ids)) != len(ids) or meta.get("types", types) != types:
+        return (f"meta.json records {meta.get('tokens')} tokens and {meta.get('types')} words, "
+                f"the files hold {len(ids)} and {types}")
+    if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(ids) or (
+            np.diff(offsets) < 0).any():
+        return "doc_offsets.npy does not run from 0 up to the number of ids"
+    for start in range(0, len(ids), ENCODE_BLOCK):
+        block = ids[start : start + ENCODE_BLOCK]
+        # As unsigned, a negative id is huge: one comparison catches both ends.
+        if block.size and int(block.view(np.uint32).max()) >= types:
+            return f"ids.npy holds word ids outside 0..{types - 1}"
+    return None
 
 
 # --- the build ---------------------------------------------------------------------------------
@@ -481,8 +505,7 @@ def _encode(scan: _Scan, vocab: Vocab, tmp: Path, progress: bool) -> int:
     lut = np.full(scan.raw_space, -1, dtype=np.int32)
     lut[scan.raw_ids] = word_ids
     total = int(scan.counts[word_ids >= 0].sum())
-    ids = np.lib.format.open_memmap(tmp / "ids.npy", mode="w+", dtype=np.int32,
-                                    shape=(total,))
+    ids = _NpyWriter(tmp / "ids.npy", np.int32, total)
     raw = np.memmap(scan.raw_path, dtype=np.int32, mode="r", shape=(scan.raw_tokens,))
     ends = (np.memmap(scan.ends_path, dtype=np.int64, mode="r", shape=(scan.documents,))
             if scan.documents else np.zeros(0, np.int64))
@@ -490,14 +513,14 @@ def _encode(scan: _Scan, vocab: Vocab, tmp: Path, progress: bool) -> int:
     out, last, n_offsets = 0, 0, 1
     bar = tqdm(total=scan.raw_tokens, unit="tok", unit_scale=True, desc="encode",
                disable=not progress)
-    with bar, open(offsets_path, "wb") as offsets:
+    with bar, ids, open(offsets_path, "wb") as offsets:
         offsets.write(np.zeros(1, np.int64).tobytes())
         for b0 in range(0, scan.raw_tokens, ENCODE_BLOCK):
             b1 = min(b0 + ENCODE_BLOCK, scan.raw_tokens)
             block = lut[raw[b0:b1]]
             keep = block >= 0
             kept = block[keep]
-            ids[out : out + len(kept)] = kept
+            ids.write(kept)
             # A document ending at raw position e (in (b0, b1]) ends at retained position
             # out + (tokens kept in block[:e - b0]).
             lo, hi = np.searchsorted(ends, [b0, b1], side="right")
@@ -509,8 +532,7 @@ def _encode(scan: _Scan, vocab: Vocab, tmp: Path, progress: bool) -> int:
             last = int(fresh[-1]) if len(fresh) else last
             out += len(kept)
             bar.update(b1 - b0)
-    ids.flush()
-    del ids, raw, ends
+    del raw, ends
     _to_npy(offsets_path, tmp / "doc_offsets.npy", n_offsets)
     offsets_path.unlink()
     return total
@@ -518,11 +540,38 @@ def _encode(scan: _Scan, vocab: Vocab, tmp: Path, progress: bool) -> int:
 
 def _to_npy(src: Path, dst: Path, n: int) -> None:
     """A raw int64 file as an .npy file, copied a block at a time."""
-    out = np.lib.format.open_memmap(dst, mode="w+", dtype=np.int64, shape=(n,))
     raw = np.memmap(src, dtype=np.int64, mode="r", shape=(n,))
-    for b0 in range(0, n, ENCODE_BLOCK):
-        out[b0 : b0 + ENCODE_BLOCK] = raw[b0 : b0 + ENCODE_BLOCK]
-    out.flush()
+    with _NpyWriter(dst, np.int64, n) as out:
+        for b0 in range(0, n, ENCODE_BLOCK):
+            out.write(raw[b0 : b0 + ENCODE_BLOCK])
+
+
+class _NpyWriter:
+    """A 1-D .npy file of `n` values written front to back with ordinary writes.
+
+    Not through a writable memory map (np.lib.format.open_memmap): a page of a map that the
+    filesystem cannot back (a full disk) is reported by SIGBUS, which kills the process with
+    no message and leaves the temp folder; a write() reports ENOSPC as an OSError, which
+    build_corpus turns into one line after removing the temp folder."""
+
+    def __init__(self, path: Path, dtype: Any, n: int) -> None:
+        self.path, self.dtype, self.n, self.written = path, np.dtype(dtype), n, 0
+        self.f = open(path, "wb")  # noqa: SIM115 (closed by __exit__)
+        np.lib.format.write_array_header_1_0(self.f, {
+            "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+            "shape": (n,)})
+
+    def write(self, values: np.ndarray) -> None:
+        self.f.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+        self.written += len(values)
+
+    def __enter__(self) -> _NpyWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.close()
+        if exc[0] is None and self.written != self.n:  # a programming error, not the user's
+            raise RuntimeError(f"{self.path}: {self.written} values written, {self.n} declared")
 
 
 def _phrase_lines(meta: dict) -> list[str]:

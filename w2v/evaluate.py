@@ -288,6 +288,8 @@ def run_suites(kv: KeyedVectors, cfg: EvalConfig) -> dict[str, float]:
             r = evaluate_pairs(kv, path, None, cfg.case_insensitive)
             if r.pairs:  # no known pair: no correlation (NaN would break JSON and plots)
                 metrics[f"{key}/spearman"] = r.spearman
+                if not np.isfinite(r.spearman):  # kept (null in JSON), with the reason
+                    log.warning("%s: no Spearman correlation (null): %s", key, _why_none(r))
             metrics[f"{key}/oov"] = r.oov_ratio
             if kv.ngrams is not None:  # the share scored through unseen words' n-grams
                 metrics[f"{key}/ngrams"] = r.ngram_ratio
@@ -303,6 +305,25 @@ def run_suites(kv: KeyedVectors, cfg: EvalConfig) -> dict[str, float]:
             if s.total:  # a section with no answerable question has no accuracy
                 metrics[f"{key}/section/{s.name}"] = s.correct / s.total
     return metrics
+
+
+def _why_none(r: PairsResult) -> str:
+    """Why a similarity suite with known pairs has no correlation."""
+    if r.pairs == 1:
+        return ("only 1 of its pairs has both words in the vocabulary; a rank correlation needs "
+                "at least 2")
+    return (f"the scores of its {r.pairs} known pairs (or the vectors' similarities) are all "
+            "equal, so there is no ranking to correlate")
+
+
+def strict_json(metrics: dict) -> str:
+    """Metrics as strict JSON: a value that is not a finite number (a loss never measured, a
+    correlation over fewer than 2 pairs) is null, never NaN, which strict parsers refuse."""
+    def finite(v):
+        return None if isinstance(v, float) and not np.isfinite(v) else v
+
+    return json.dumps({k: finite(v) for k, v in metrics.items()}, indent=2,
+                      allow_nan=False) + "\n"
 
 
 def headline(metrics: dict[str, float]) -> str:
@@ -353,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     if metrics:
         print(format_table(metrics))
     if args.json:
-        atomic_write_text(args.json, json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(args.json, strict_json(metrics))
 
 
 if __name__ == "__main__":

@@ -38,12 +38,12 @@ from omegaconf import MISSING
 from torch import nn
 
 from w2v import checkpoint as ckpt
-from w2v.atomic import archive_damage, atomic_open, atomic_torch_save
+from w2v.atomic import archive_damage, archive_too_large, atomic_open, atomic_torch_save
 from w2v.cli import Usage, parse_cli, report_errors
 from w2v.config import ExportConfig
 from w2v.errors import W2VError, one_line
 from w2v.fasttext_bin import FASTTEXT_MAGIC, read_fasttext_bin, write_fasttext_bin
-from w2v.model import full_input, mean_rows
+from w2v.model import full_input, is_table, mean_rows, non_finite
 from w2v.tokenizer import oov_rows, subword_rows
 from w2v.vectors import KeyedVectors, Ngrams, _tokenizer_dict
 from w2v.vocab import Tokenizer, Vocab
@@ -128,7 +128,12 @@ def _load_fasttext(path: Path) -> KeyedVectors:
 
 
 def read_vectors_pt(path: Path) -> dict:
-    """vectors.pt as its plain dict (format checked, damage refused; see docs/design.md)."""
+    """vectors.pt as its plain dict (format checked, damage refused; see docs/design.md):
+    sizes before anything is allocated, then the entries' types and shapes, then the CRCs,
+    then that every weight is a finite number."""
+    too_large = archive_too_large(path)
+    if too_large:
+        raise W2VError(f"{path} is not a w2v vectors.pt: {too_large}; re-export it")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged archive
@@ -139,10 +144,43 @@ def read_vectors_pt(path: Path) -> dict:
         hint = " (a training checkpoint: run python -m w2v.export first)" if got and str(
             got).startswith("w2v.checkpoint") else ""
         raise W2VError(f"{path} has format {got!r}, expected {FORMAT!r}{hint}")
+    problem = _vectors_pt_problem(obj)
+    if problem:
+        raise W2VError(f"{path} is not a valid vectors.pt: {problem}; re-export it")
     damage = archive_damage(path)
     if damage:
         raise W2VError(f"{path} is corrupt: {damage}; re-export it")
+    for key in ("vectors", "output"):
+        bad = non_finite(obj[key], obj["words"]) if obj.get(key) is not None else None
+        if bad:
+            raise W2VError(f"{path} holds non-finite {key} ({bad}): it was exported from a "
+                           "diverged run; export a good checkpoint or retrain with a lower "
+                           "trainer.lr")
     return obj
+
+
+def _vectors_pt_problem(obj: dict) -> str | None:
+    """What is missing or of the wrong type or shape in a loaded vectors.pt dict, or None.
+    Checked once here, so that no later use of an entry fails with a traceback."""
+    words = obj.get("words")
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        return "'words' is not a list of strings"
+    vectors = obj.get("vectors")
+    if not is_table(vectors, len(words)):
+        return f"'vectors' is not a ({len(words)}, dim) float tensor"
+    counts = obj.get("counts")
+    if not (isinstance(counts, torch.Tensor) and tuple(counts.shape) == (len(words),)
+            and not counts.is_floating_point() and not counts.is_complex()):
+        return f"'counts' is not a ({len(words)},) integer tensor"
+    tokenizer = obj.get("tokenizer")
+    if not (isinstance(tokenizer, dict) and isinstance(tokenizer.get("lowercase"), bool)
+            and isinstance(tokenizer.get("pattern"), (str, type(None)))
+            and isinstance(tokenizer.get("phrases"), (dict, type(None)))):
+        return "'tokenizer' is not a dict of lowercase (bool), pattern and phrases"
+    output = obj.get("output")
+    if output is not None and not is_table(output, len(words), vectors.shape[1]):
+        return f"'output' is not a ({len(words)}, {vectors.shape[1]}) float tensor"
+    return None
 
 
 # ---- word2vec text and binary --------------------------------------------------------------
@@ -254,6 +292,12 @@ def _read_binary(path: Path, data: bytes) -> KeyedVectors:
         raise W2VError(f"{path}: a word2vec binary file starts with a 'V D' header line")
     v, d = header
     width = 4 * d
+    # Each entry is at least a 1-byte word, a space and D floats: a header that promises more
+    # than the file holds is refused before anything is allocated for it (1e14 words: 728 TiB).
+    if v * (width + 2) > len(data) - end - 1:
+        raise W2VError(f"{path}: header says {v:,} words of {d:,} floats, at least "
+                       f"{v * (width + 2):,} bytes, but {len(data) - end - 1:,} bytes follow it; "
+                       "it is truncated or the header is wrong")
     words, starts = [], np.empty(v, dtype=np.int64)
     pos = end + 1
     for i in range(v):  # word boundaries need a scan; the floats are gathered at once below
@@ -302,7 +346,12 @@ def load_vectors(path: str | Path) -> KeyedVectors:
         raise W2VError(f"{path} is empty; re-export the vectors")
     suffix = path.suffix.lower()
     binary = suffix == ".bin" or (suffix not in (".txt", ".vec") and not _looks_like_text(data))
-    return _read_binary(path, data) if binary else _read_text(path, data)
+    kv = _read_binary(path, data) if binary else _read_text(path, data)
+    bad = non_finite(kv.vectors, kv.words)
+    if bad:  # word2vec.c and gensim write and read nan/inf without a word
+        raise W2VError(f"{path} holds {bad}: vectors from a diverged run, or a damaged file; "
+                       "retrain with a lower trainer.lr, or drop those rows")
+    return kv
 
 
 # ---- text -> tokens ------------------------------------------------------------------------
@@ -319,16 +368,22 @@ def load_tokenizer(source: str | Path | KeyedVectors) -> Tokenizer:
     if path.suffix == ".json":
         return Vocab.load(path).tokenizer
     if path.is_file() and path.read_bytes()[:4] == ZIP_MAGIC:
+        too_large = archive_too_large(path)
+        if too_large:
+            raise W2VError(f"{path} is not a w2v vectors.pt or checkpoint: {too_large}")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             raise W2VError(f"{path} is not a readable vectors.pt or checkpoint "
                            f"({err.__class__.__name__}); re-export it") from err
         vocab = ckpt.vocab_dict(obj) if isinstance(obj, dict) else None
-        if vocab is not None:  # a checkpoint
-            return Tokenizer.from_dict(vocab["tokenizer"])
-        if isinstance(obj, dict) and "tokenizer" in obj:
-            return Tokenizer.from_dict(obj["tokenizer"])
+        recorded = vocab if vocab is not None else obj  # a checkpoint's, or a vectors.pt's
+        if isinstance(recorded, dict) and "tokenizer" in recorded:
+            try:
+                return Tokenizer.from_dict(recorded["tokenizer"])
+            except (AttributeError, KeyError, TypeError, ValueError) as err:
+                raise W2VError(f"{path} records a malformed tokenizer ({type(err).__name__}); "
+                               "re-export it") from None
         raise W2VError(f"{path} holds no tokenizer (not a w2v vectors.pt or checkpoint)")
     return Tokenizer.from_dict(load_vectors(path).tokenizer or IDENTITY_TOKENIZER)
 
@@ -478,6 +533,13 @@ def export_tensors(
     # hierarchical softmax's V-1 inner nodes belong to no word.
     per_word = output_vectors is not None and output_vectors.shape[0] == len(words)
     out = _table(output_vectors, len(words), "output vectors") if per_word else None
+    ngrams = subwords["input"] if subwords else None
+    for name, table in (("input vectors", inp), ("output vectors", out),
+                        ("input rows (words and n-grams)", ngrams)):
+        bad = non_finite(table, words) if table is not None else None
+        if bad:  # before any file is written: no export of a diverged run
+            raise W2VError(f"refusing to export: the {name} hold {bad} (the run diverged); "
+                           "export an earlier checkpoint or retrain with a lower trainer.lr")
     written = _write_set(out_dir / "vectors", words, counts, tokenizer, inp, out, cfg,
                          subwords)
     if cfg.average_output:

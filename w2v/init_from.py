@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from w2v import checkpoint as ckpt
+from w2v.atomic import archive_too_large
 from w2v.config import Config
 from w2v.errors import W2VError
 from w2v.export import FORMAT as VECTORS_FORMAT
@@ -95,7 +96,8 @@ def _read_torch(path: Path) -> InitFrom:
     if fmt in ckpt.READABLE:
         state = ckpt.load(path)
         model, vocab = state["model"], state["vocab"]
-        m = (state.get("config") or {}).get("model", {})
+        m = (state.get("config") or {}).get("model")
+        m = m if isinstance(m, dict) else {}  # (ckpt.load checked the rest of the file)
         rows = len(vocab["words"]) + (m.get("bucket", 0) if m.get("maxn") else 0)
         table, subwords = full_input(model, rows).float(), None
         if m.get("maxn"):  # a subword model: its words' vectors are means of their rows
@@ -141,6 +143,10 @@ def _read_fasttext(path: Path) -> InitFrom:
 
 def _format_tag(path: Path) -> str | None:
     """The "format" entry of a torch file, its tensors memory-mapped and left unread."""
+    too_large = archive_too_large(path)
+    if too_large:
+        raise W2VError(f"trainer.init_from={str(path)!r} cannot be read: {too_large}; give an "
+                       "intact vectors.pt or checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a damaged archive

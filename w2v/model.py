@@ -17,6 +17,8 @@ are gathered with F.embedding, so with sparse=True both tables get sparse gradie
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +40,21 @@ class Subwords:
     bucket: int
     offsets: np.ndarray
     rows: np.ndarray
+
+# The largest |weight| a run may reach before it counts as diverged (train.py checks it at
+# every epoch end and before every checkpoint). Word2vec's weights stay small: text8-prefix
+# (2 MB of it, 5 epochs) and the planted test corpus (80 epochs) end every engine, loss and
+# architecture at |w| <= 4, Adam at lr 0.05 at 3.1, and published vectors stay under ~10-20.
+# At 1e3 a dot product of two rows can reach dim x 1e6, where every sigmoid is saturated: the
+# weights only grow, nothing is learnt. Far from normal runs (250x the largest measured); the
+# loss bound below catches a milder divergence sooner.
+MAX_WEIGHT = 1e3
+# A logged mean loss above this multiple of the loss of untrained weights (untrained_loss)
+# means the run diverged: training only lowers the loss from there (measured on 2 MB of
+# text8-prefix, every loss and architecture ends its first epoch at 0.6-0.8 of it), while
+# Adam at lr 0.5 ends the epoch at 6x and lr 2 at 95x, the fused engine at lr 1e4 at 1e17x.
+LOSS_FACTOR = 4.0
+_CHECK_ROWS = 1 << 16  # rows scanned at once when counting non-finite values (bounded memory)
 
 
 class Word2Vec(nn.Module):
@@ -283,14 +300,93 @@ def build_model(cfg, vocab, reduction: str = "sum") -> Word2Vec:
             "word2vec needs at least 2 distinct words: lower data.min_count or use a larger "
             "corpus"
         )
-    return Word2Vec(
-        len(vocab),
-        cfg.dim,
-        arch=cfg.arch,
-        loss=cfg.loss,
-        cbow_mean=cfg.cbow_mean,
-        sparse=cfg.sparse,
-        huffman=vocab.huffman() if cfg.loss == "hs" else None,
-        reduction=reduction,
-        subwords=build_subwords(cfg, vocab.words),
-    )
+    # Both tables are allocated, then every page is written (reset_parameters): past the
+    # memory there is, Linux either refuses the allocation (a traceback from torch's
+    # allocator) or kills the process while it fills them. Refused here instead, by size.
+    bucket = cfg.bucket if cfg.maxn else 0  # a subword model's n-gram rows
+    need = (2 * len(vocab) + bucket - (cfg.loss == "hs")) * cfg.dim * 4  # float32 (V_in, D)
+    have = available_memory()
+    if have is not None and need > have:
+        raise W2VError(_too_large(cfg.dim, len(vocab) + bucket, need,
+                                  f"the {have / 2**30:.1f} GiB of memory available"))
+    try:
+        return Word2Vec(
+            len(vocab),
+            cfg.dim,
+            arch=cfg.arch,
+            loss=cfg.loss,
+            cbow_mean=cfg.cbow_mean,
+            sparse=cfg.sparse,
+            huffman=vocab.huffman() if cfg.loss == "hs" else None,
+            reduction=reduction,
+            subwords=build_subwords(cfg, vocab.words),
+        )
+    except (MemoryError, RuntimeError) as err:  # no /proc/meminfo, or memory taken since
+        if isinstance(err, RuntimeError) and "alloc" not in str(err):
+            raise
+        raise W2VError(_too_large(cfg.dim, len(vocab) + bucket, need,
+                                  "what could be allocated")) from None
+
+
+def _too_large(dim: int, rows: int, need: int, limit: str) -> str:
+    """rows: the input table's (the vocabulary's, plus a subword model's n-gram buckets)."""
+    return (f"model.dim={dim} needs {need / 2**30:.1f} GiB for its two weight tables "
+            f"({rows:,} input rows x {dim:,} float32 each, and the output's), more than "
+            f"{limit}; lower model.dim (or data.max_vocab, or model.bucket)")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the kernel can give without swapping (MemAvailable), or None where
+    /proc/meminfo does not say (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def is_table(t: object, rows: int | None = None, dim: int | None = None) -> bool:
+    """A 2-D floating-point tensor with `rows` rows and `dim` columns (when given): what a
+    loader checks a file's weight tables against."""
+    return (isinstance(t, torch.Tensor) and t.dim() == 2 and t.is_floating_point()
+            and (rows is None or t.shape[0] == rows) and (dim is None or t.shape[1] == dim))
+
+
+def largest_weight(t: torch.Tensor) -> float:
+    """max |w| over a table, NaN when it holds a NaN (one pass, no |t|-sized copy)."""
+    if t.numel() == 0:
+        return 0.0
+    lo, hi = torch.aminmax(t.detach())
+    return float(torch.maximum(-lo, hi))
+
+
+def non_finite(t: torch.Tensor, words: Sequence[str] | None = None) -> str | None:
+    """None when every value of the table `t` is finite; else how many are NaN or infinite
+    and the first row (and its word) holding one, for an error message."""
+    t = t.detach()
+    if not t.is_floating_point() or t.numel() == 0 or math.isfinite(largest_weight(t)):
+        return None  # (integer tables, such as the Huffman paths a model keeps, are finite)
+    rows = t.reshape(t.shape[0], -1)
+    bad, first = 0, -1
+    for start in range(0, rows.shape[0], _CHECK_ROWS):
+        mask = ~torch.isfinite(rows[start : start + _CHECK_ROWS])  # (rows, D) of one block
+        bad += int(mask.sum())
+        if first < 0 and bad:
+            first = start + int(mask.any(dim=1).nonzero()[0, 0])
+    word = f", {words[first]!r}" if words is not None and first < len(words) else ""
+    return f"{bad:,} NaN or infinite values, the first in row {first}{word}"
+
+
+def untrained_loss(model: Word2Vec, negative: int) -> float:
+    """The loss per example of weights that score every prediction 0 (word2vec's start: the
+    output layer is zeros): log 2 per binary prediction, (1 + negative) of them with negative
+    sampling, the deepest Huffman path's length with hs (rare words' paths are the longest),
+    log V over V words with softmax."""
+    if model.loss == "negative":
+        return (1 + negative) * math.log(2)
+    if model.loss == "hs":
+        return max(int(model.hs_lengths.max()), 1) * math.log(2)
+    return math.log(model.output.out_features)

@@ -41,6 +41,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from w2v import checkpoint as ckpt
 from w2v.atomic import atomic_write_text, in_use
+from w2v.cli import check_folder
 from w2v.config import Config, absolute_path
 from w2v.errors import W2VError, unfinished
 from w2v.sources import RUN_DIR_MARKS
@@ -363,6 +364,7 @@ def before_hydra(argv: list[str]) -> list[str]:
     plain = run_dir and "${" not in run_dir and not any(a.startswith("-") for a in argv)
     if plain and os.environ.get("RANK", "0") == "0":
         overwrite = (_given(argv, "trainer.overwrite") or "").lower() in ("true", "yes", "on")
+        check_folder(Path(run_dir))  # a file, a read-only folder: one line before the claim
         fresh = not Path(run_dir).exists()
         claim(run_dir, continues(_given(argv, "trainer.resume"), run_dir), overwrite)
         if fresh:

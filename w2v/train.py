@@ -34,7 +34,7 @@ from w2v.corpus import build_corpus
 from w2v.engines import choose_engine, make_engine
 from w2v.errors import W2VError, stop_at_once
 from w2v.init_from import init_weights, load_init
-from w2v.model import build_model
+from w2v.model import LOSS_FACTOR, MAX_WEIGHT, build_model, largest_weight, untrained_loss
 from w2v.monitor import Interval, LossCurve, TensorBoard
 
 log = logging.getLogger("w2v.train")  # not __main__ under python -m w2v.train
@@ -156,7 +156,7 @@ def _train(cfg: Config, run_dir: Path) -> dict:
         if world.main:
             _warn_costly(cfg, device, len(corpus.vocab))
         shard = distributed.shard(corpus, world)
-        model = build_model(cfg.model, corpus.vocab).to(device)
+        model = _on_device(build_model(cfg.model, corpus.vocab), device)
         if init is not None:  # (a resumed run's checkpoint then overwrites what it holds: all
             init_weights(model, init, corpus.vocab, cfg)  # but a subword model's untrained rows)
         engine = make_engine(engine_name, model, shard, cfg, device)
@@ -179,6 +179,18 @@ def _train(cfg: Config, run_dir: Path) -> dict:
         return loop.finish()
     finally:
         distributed.shutdown(world)
+
+
+def _on_device(model, device: torch.device):
+    """The model moved to `device`; tables the device cannot hold are one line naming
+    model.dim (build_model checks the host's memory the same way)."""
+    try:
+        return model.to(device)
+    except torch.OutOfMemoryError:
+        need = sum(p.numel() * p.element_size() for p in model.parameters())
+        raise W2VError(f"model.dim={model.dim} needs {need / 2**30:.1f} GiB for its weight "
+                       f"tables, more than {device} has free; lower model.dim (or "
+                       "data.max_vocab)") from None
 
 
 def _describe(cfg: Config, engine: str, device: torch.device, world) -> None:
@@ -228,13 +240,14 @@ class Loop:
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.eval_metrics: dict[str, float] = {}
         self.pending: tuple | None = None  # the last step, until its loss joins the curve
+        self.untrained = untrained_loss(model, cfg.model.negative)
 
     def run(self, stop: StopFlag) -> None:
         cfg, t, main = self.cfg, self.cfg.trainer, self.world.main
         total = self.corpus.raw_tokens * t.epochs
         bar = tqdm(total=total, initial=self.pos.words_done, unit="w", unit_scale=True,
                    disable=not (t.progress and main), desc=f"{cfg.model.arch}/{self.engine.name}")
-        curve = LossCurve(t, self.writer, bar, total, self.pos.words_done, self._check_finite)
+        curve = LossCurve(t, self.writer, bar, total, self.pos.words_done, self._check_loss)
         clock = Clock(self.pos)
         for epoch in range(self.pos.epoch, t.epochs):
             steps = distributed.agree_steps(self.world, self.engine.begin_epoch(epoch))
@@ -284,6 +297,11 @@ class Loop:
                     self._keep_epoch_sum(epoch_total)
                     break
             if self.pos.step >= steps:  # the epoch is done, even when a stop came at its end
+                # A whole epoch of one process without a pair (a distributed rank's shard may
+                # be empty while the others train).
+                if main and not self.world.active and first == 0 < steps and not float(
+                        epoch_total.examples):
+                    self._no_pairs(epoch)
                 self._end_epoch(curve, epoch, epoch_total)
                 if not stopping:  # (a stop's own checkpoint follows)
                     self._checkpoint()
@@ -303,7 +321,7 @@ class Loop:
         moves to the next epoch."""
         if self.world.main and float(epoch_total.examples):
             mean = epoch_total.mean()
-            self._check_finite(mean)
+            self._check_loss(mean)
             self.pos.epoch_loss = mean
             curve.epoch_end(epoch, self.cfg.trainer.epochs, mean, epoch_total.words_per_sec(),
                             self.lr_at(epoch + 1, 0.0))
@@ -330,20 +348,53 @@ class Loop:
                 at = (done - start) / words if words else 1.0
                 curve.write(done, self.lr_at(epoch, (step + at) / steps))
 
-    def _check_finite(self, loss: float) -> None:
+    def _check_loss(self, loss: float) -> None:
+        """Stop a run whose loss is not a number, or past LOSS_FACTOR x that of untrained
+        weights (a divergence with a finite loss: model.LOSS_FACTOR)."""
         if not math.isfinite(loss):
-            self.checkpoints.wait()  # a checkpoint still being written is a good one
-            last = ckpt.latest(self.ckpt_dir)
-            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+            raise W2VError(f"the training loss became {loss} at step {self.pos.global_step}; "
+                           f"{self._kept()}; lower trainer.lr or check the corpus")
+        if loss > LOSS_FACTOR * self.untrained:
             raise W2VError(
-                f"the training loss became {loss} at step {self.pos.global_step}; "
-                f"{kept}; lower trainer.lr or check the corpus"
+                f"the training diverged: the loss reached {loss:.4g} at step "
+                f"{self.pos.global_step}, {loss / self.untrained:.3g} times the "
+                f"{self.untrained:.3g} of untrained weights (training lowers it); "
+                f"{self._kept()}; lower trainer.lr (now {self.cfg.trainer.lr:g})"
             )
+
+    def _check_weights(self) -> None:
+        """Stop a run whose weights left any sane range (model.MAX_WEIGHT) or hold NaN,
+        before they are checkpointed: one pass over the tables, at checkpoints and epoch
+        ends only."""
+        largest = max(largest_weight(p) for p in self.params)
+        if not largest <= MAX_WEIGHT:  # NaN fails the comparison too
+            raise W2VError(
+                f"the training diverged: the weights reached |w| = {largest:.4g} at step "
+                f"{self.pos.global_step} (a run that learns stays far below {MAX_WEIGHT:g}); "
+                f"{self._kept()}; lower trainer.lr (now {self.cfg.trainer.lr:g})"
+            )
+
+    def _kept(self) -> str:
+        self.checkpoints.wait()  # a checkpoint still being written is a good one
+        last = ckpt.latest(self.ckpt_dir)
+        return f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+
+    def _no_pairs(self, epoch: int) -> None:
+        """A whole epoch without one (context, centre) pair: the run would end with its
+        random initial vectors and exit 0."""
+        m = self.cfg.model
+        raise W2VError(
+            f"epoch {epoch + 1} trained no (context, centre) pair: subsampling "
+            f"(model.sample={m.sample:g}) left no document of {self.corpus.meta.get('source')} "
+            f"({len(self.corpus.ids):,} tokens) with two words within model.window={m.window}; "
+            "set model.sample=0 (no subsampling) or a smaller value, or use a larger corpus"
+        )
 
     def _checkpoint(self, wait: bool = False) -> Path | None:
         if not self.world.main:
             distributed.barrier(self.world)  # wait until rank 0 has it on disk
             return None
+        self._check_weights()  # a diverged run's weights are never a "good" checkpoint
         path = self.checkpoints.save(self.model, self.engine, self.pos, wait=wait)
         log.debug("checkpoint %s", path)
         distributed.barrier(self.world)
