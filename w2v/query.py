@@ -28,9 +28,14 @@ _ANALOGY = re.compile(r"^\s*(\S+?)\s*:\s*(\S+?)\s*::\s*(\S+?)\s*:\s*\?\s*$")
 
 @dataclass
 class QueryArgs:
+    """w2v.query's options (the queries themselves are the other arguments)."""
+
     vectors: str = MISSING
+    """vectors.pt, or a word2vec text (.txt, .vec) or binary (.bin) file."""
     topn: int = 10
+    """Answers shown per query."""
     restrict_vocab: int | None = None
+    """Search only the most frequent this many words (null: all)."""
 
 
 def parse_query(text: str, kv: KeyedVectors | None = None) -> tuple[list[str], list[str]]:
