@@ -432,8 +432,10 @@ USAGE = Usage(
     synopsis="[group=option ...] [key=value ...]",
     about="""
         Train word2vec (skip-gram or CBOW) on a corpus; the run writes vectors.pt,
-        vectors.txt, metrics.json, TensorBoard logs (tb/) and checkpoints into its Hydra run
-        dir (outputs/<date>/<time>/, or hydra.run.dir=...). Every setting is a Hydra override.
+        vectors.txt, metrics.json, TensorBoard logs (tb/) and checkpoints (checkpoints/: the
+        newest 3 are kept; python -m w2v.export makes word2vec files from any of them or from
+        vectors.pt) into its Hydra run dir (outputs/<date>/<time>/, or hydra.run.dir=...).
+        Every setting is a Hydra override.
     """,
     examples=(
         "data.path=corpus.txt",
