@@ -157,8 +157,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         if resume is not None:
             position = ckpt.restore(resume.path, model, engine, corpus.vocab, cfg)
             if world.main:
-                log.info("resumed from %s at epoch %d, step %d (%s words done)", resume.path,
-                         position.epoch, position.step, f"{position.words_done:,}")
+                log.info("resumed from %s %s (%s words done)", resume.path,
+                         _where(position, t.epochs), f"{position.words_done:,}")
 
         writer = TensorBoard(run_dir / "tb") if world.main else None
         loop = Loop(cfg, run_dir, model, engine, corpus, writer, position, world)
@@ -171,6 +171,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         return loop.finish()
     finally:
         distributed.shutdown(world)
+
+
+def _where(position: ckpt.Position, epochs: int) -> str:
+    """Where a resumed run stands, epochs counted from 1 as the epoch lines count them."""
+    if position.epoch >= epochs:
+        return f"after its last epoch ({epochs})"
+    return f"in epoch {position.epoch + 1}/{epochs}, {position.step} steps into it"
 
 
 def _describe(cfg: Config, engine: str, device: torch.device, world) -> None:
@@ -325,7 +332,10 @@ class Loop:
     def _interrupted(self, signum: int | None) -> None:
         path = self._checkpoint(wait=True)  # on disk before the process exits
         name = signal.Signals(signum).name if signum else "a stop signal on another rank"
-        where = f"written to {path}; continue with trainer.resume={path}" if path else "written"
+        # The command continues in this run dir (resume=<path> alone would too; the command
+        # says where), so the vectors, train.log and TensorBoard curve stay in one place.
+        where = (f"written to {path}; continue with: "
+                 f"{rundir.resume_command(USAGE.prog, self.run_dir)}") if path else "written"
         raise TrainingInterrupted(f"{name}: checkpoint {where}", 128 + (signum or 15))
 
     def _evaluate(self) -> dict[str, float]:
