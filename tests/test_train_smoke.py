@@ -338,6 +338,30 @@ def test_eval_curves_and_projector_reach_tensorboard(planted, tmp_path):
     assert meta.splitlines()[0] == "word\tcount" and len(meta.splitlines()) == 51
 
 
+def test_eval_curves_get_a_point_per_epoch_by_default(planted, tmp_path):
+    """With suites present, every eval/* scalar has one point per epoch (at its last word),
+    the final one being the metrics' (not evaluated twice); trainer.eval_epochs=false leaves
+    the final point alone."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    suites = write_planted_suites(tmp_path / "suites", planted)
+    points = {}
+    for name, extra in (("per-epoch", []), ("final-only", ["trainer.eval_epochs=false"])):
+        cfg = planted_cfg(planted, "trainer.epochs=2", "trainer.engine=autograd",
+                          f"eval.dir={suites}", "eval.projector_words=0", *extra)
+        metrics = train(cfg, tmp_path / name)
+        acc = EventAccumulator(str(tmp_path / name / "tb"))
+        acc.Reload()
+        tags = [t for t in acc.Tags()["scalars"] if t.startswith("eval/")]
+        assert "eval/analogy/questions-words/accuracy" in tags
+        points[name] = {t: [e.step for e in acc.Scalars(t)] for t in tags}
+        for tag in tags:
+            assert acc.Scalars(tag)[-1].value == pytest.approx(metrics[tag])
+    words = metrics["corpus_words"]
+    assert all(steps == [words, 2 * words] for steps in points["per-epoch"].values())
+    assert all(steps == [2 * words] for steps in points["final-only"].values())
+
+
 def test_hydra_multirun_sweeps_every_combination(planted, tmp_path):
     import subprocess
     import sys

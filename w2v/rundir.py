@@ -40,8 +40,8 @@ from w2v.errors import W2VError, unfinished
 # cover a whole group. Everything else must equal the run's.
 HARMLESS = (
     "trainer.resume", "trainer.threads", "trainer.progress", "trainer.log_points",
-    "trainer.log_seconds", "trainer.eval_every", "trainer.ckpt_every", "trainer.sync_every",
-    "data.cache_dir", "eval.", "export.",
+    "trainer.log_seconds", "trainer.eval_every", "trainer.eval_epochs", "trainer.ckpt_every",
+    "trainer.sync_every", "data.cache_dir", "eval.", "export.",
 )
 GROUPS = ("data", "model", "trainer", "eval", "export")
 # What Hydra writes into a run dir at start; a run dir holding only these has no output.

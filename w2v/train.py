@@ -10,6 +10,7 @@ tb/ (TensorBoard) and checkpoints/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -226,6 +228,10 @@ class Loop:
         self.params = [p.data for p in model.parameters()]
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.eval_metrics: dict[str, float] = {}
+        self.evaluated_at: int | None = None  # words_done of the last evaluation
+        # Evaluations at epoch ends: only where there are suites to run (else every epoch
+        # would log that there are none).
+        self.epoch_evals = cfg.trainer.eval_epochs and world.main and _has_suites(cfg)
         self.pending: tuple | None = None  # the last step, until its loss joins the curve
 
     def run(self, stop: StopFlag) -> None:
@@ -290,6 +296,12 @@ class Loop:
             # The epoch's loss was read (a GPU's queued steps are done) and its checkpoint
             # taken: both are the epoch's time.
             clock.tick()
+            if self.epoch_evals:
+                # A point per epoch on the eval/* curves; its seconds are not training's
+                # (words/s), and the checkpoint is written meanwhile in the background.
+                with clock.stopped():
+                    self._evaluate()
+                curve.exclude(clock.paused)
         if main:
             self._curve_points(curve)  # the last step's points
         self.checkpoints.wait()  # the last epoch's checkpoint is on disk before the exports
@@ -349,7 +361,7 @@ class Loop:
             self.writer.add_scalar(f"eval/{key}", value, self.pos.words_done)
         if metrics:
             log.info("evaluation at %s words: %s", f"{self.pos.words_done:,}", headline(metrics))
-        self.eval_metrics = metrics
+        self.eval_metrics, self.evaluated_at = metrics, self.pos.words_done
         return metrics
 
     def finish(self) -> dict:
@@ -373,7 +385,8 @@ class Loop:
         from w2v.export import export_run
 
         written = export_run(self.run_dir, self.model, self.corpus.vocab, self.cfg.export)
-        self._evaluate()
+        if self.evaluated_at != self.pos.words_done:  # the last epoch's end evaluated these
+            self._evaluate()
         self._projector()
         metrics.update({f"eval/{k}": v for k, v in self.eval_metrics.items()})
         self.writer.add_hparams(_hparams(self.cfg), _numeric(metrics), run_name="hparams")
@@ -395,13 +408,31 @@ class Loop:
 
 class Clock:
     """Seconds in the loop, added to the position's total (which a checkpoint carries, so a
-    resumed run's words/s counts every part's time once)."""
+    resumed run's words/s counts every part's time once); `stopped` leaves out the seconds
+    of work that is not training (an epoch's evaluation)."""
 
     def __init__(self, pos: ckpt.Position) -> None:
         self.pos, self.base, self.start = pos, pos.train_seconds, time.perf_counter()
+        self.paused = 0.0
 
     def tick(self) -> None:
         self.pos.train_seconds = self.base + time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Seconds inside are not counted; `paused` holds them after."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused = time.perf_counter() - start
+            self.start += self.paused
+
+
+def _has_suites(cfg: Config) -> bool:
+    from w2v.evaluate import find_suites
+
+    return bool(find_suites(cfg.eval))
 
 
 def strict_json(metrics: dict) -> str:
