@@ -287,6 +287,9 @@ def run_hydra(app: Callable[[], Any], usage: Usage,
         print(hydra_help(usage))
         return
     register_configs()
+    from w2v.sweep import register_resolver
+
+    register_resolver()  # hydra.sweep.subdir's job dir names
     precheck(argv, usage.prog)
     if hydra_args is not None:
         sys.argv[1:] = hydra_args(argv)
