@@ -416,9 +416,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: ExportCo
 
 def export_vectors(vectors: str | Path, out_dir: str | Path, cfg: ExportConfig) -> list[Path]:
     """The same files from exported vectors: a run's vectors.pt (its output vectors too, for
-    cfg.average_output, when it has them), or a word2vec text/binary file to convert."""
+    cfg.average_output, when it has them), or a word2vec text/binary file to convert. A
+    training checkpoint given here is exported as export_checkpoint does."""
     path = Path(vectors)
-    if is_checkpoint(path):  # given as vectors=: export it all the same
+    if stored_format(path).startswith("w2v.checkpoint"):
         return export_checkpoint(path, out_dir, cfg)
     if _starts_with(path, ZIP_MAGIC):
         obj = read_vectors_pt(path)
@@ -428,22 +429,24 @@ def export_vectors(vectors: str | Path, out_dir: str | Path, cfg: ExportConfig) 
     return export_tensors(out_dir, kv.words, kv.counts, kv.tokenizer, kv.vectors, None, cfg)
 
 
+def stored_format(path: Path) -> str:
+    """The `format` a w2v file records (w2v.checkpoint/2, w2v.vectors/1), read with
+    weights_only; "" for anything else (word2vec files, damaged or foreign archives, whose
+    readers then say what is wrong)."""
+    if not _starts_with(path, ZIP_MAGIC):
+        return ""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises many types for a damaged or foreign archive
+        return ""
+    return str(obj.get("format", "")) if isinstance(obj, dict) else ""
+
+
 def _starts_with(path: Path, magic: bytes) -> bool:
     if not path.is_file():
         return False
     with open(path, "rb") as f:
         return f.read(len(magic)) == magic
-
-
-def is_checkpoint(path: Path) -> bool:
-    """Whether `path` is a training checkpoint (its format recorded as w2v.checkpoint/*)."""
-    if not _starts_with(path, ZIP_MAGIC):
-        return False
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not readable as either: the reader that follows says why
-        return False
-    return isinstance(obj, dict) and str(obj.get("format", "")).startswith("w2v.checkpoint")
 
 
 # ---- CLI -----------------------------------------------------------------------------------
@@ -487,8 +490,13 @@ USAGE = Usage(
 def main(argv: list[str] | None = None) -> None:
     args = parse_cli(ExportArgs, sys.argv[1:] if argv is None else argv, USAGE)
     # Either key takes either kind of file: the content decides (a vectors.pt given as
-    # checkpoint= is exported as vectors.pt).
-    for path in export_vectors(args.checkpoint or args.vectors, args.out, args):
+    # checkpoint= is exported as vectors.pt); a file neither reads as is refused by the
+    # reader its key names.
+    if args.checkpoint and not stored_format(Path(args.checkpoint)).startswith(FORMAT):
+        written = export_checkpoint(args.checkpoint, args.out, args)
+    else:
+        written = export_vectors(args.checkpoint or args.vectors, args.out, args)
+    for path in written:
         print(path)
 
 
