@@ -46,7 +46,7 @@ def test_help_prints_the_entry_points_own_usage(runs, name):
 def test_train_help_lists_groups_and_keys_but_no_schema_nodes(runs):
     _, out, _ = runs["train"]
     assert "model:       cbow, skipgram (default)" in out
-    assert "+experiment: text8_prefix_bench" in out
+    assert "+experiment: sparse_adam, text8_prefix_bench" in out
     assert "trainer.*" in out and "trainer.epochs=5 " in out and "--cfg job" in out
     assert "--hydra-help" in out
     from w2v.checkpoint import KEEP
