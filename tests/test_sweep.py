@@ -26,6 +26,7 @@ def test_a_two_job_multirun_ends_with_one_comparison_table(planted, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "Warning" not in done.stderr and "Callback" not in done.stderr, done.stderr
     # Job dirs named by number and overrides, as Hydra sorts them; paths left out.
     names = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert names == [f"{n}_data.min_count=1,data=local,eval.projector_words=0,model.dim={d},"
@@ -65,3 +66,15 @@ def test_an_unfinished_job_is_a_row_without_figures(tmp_path):
     assert header == ["job", "trainer.lr", "final_loss", "words/s", "dir"]
     assert to_markdown(header, rows).splitlines()[2:] == [
         "| 0 | 1 | 2.5000 | 1,234 |", "| 1 | 2 | n/a | n/a |"]
+
+
+def test_a_single_run_says_nothing_of_the_callback(planted, tmp_path):
+    """Hydra calls the callbacks of single runs too: every hook it has must exist."""
+    done = subprocess.run([sys.executable, "-m", "w2v.train", "data=local",
+                           f"data.path={planted.path}", "data.min_count=1", "trainer.epochs=1",
+                           "trainer.progress=false", "model.dim=8", "eval.dir=null",
+                           "eval.projector_words=0", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Callback" not in done.stderr and "multirun" not in done.stdout, done.stderr

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from w2v.atomic import atomic_write_text
@@ -44,10 +45,11 @@ def register_resolver() -> None:
     OmegaConf.register_new_resolver(RESOLVER, job_dir_name, replace=True)
 
 
-class MultirunTable:
+class MultirunTable(Callback):
     """Hydra callback: the sweep's comparison table at its end (hydra.callbacks in
     conf/config.yaml). Jobs are those this process ran (on_job_end), else the job dirs found
-    in the sweep dir (a launcher that runs jobs in other processes)."""
+    in the sweep dir (a launcher that runs jobs in other processes). Hydra calls it in single
+    runs too: Callback's other hooks do nothing."""
 
     def __init__(self) -> None:
         self.job_dirs: list[Path] = []
