@@ -4,13 +4,14 @@ named for a typo, schema nodes never offered as options)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from w2v.cli import check_keys, config_groups, parse_cli, precheck
+from w2v.cli import _defaults, check_keys, config_groups, field_docs, parse_cli, precheck
 from w2v.config import Config, register_configs
 from w2v.errors import W2VError
 
@@ -45,9 +46,12 @@ def test_help_prints_the_entry_points_own_usage(runs, name):
 def test_train_help_lists_groups_and_keys_but_no_schema_nodes(runs):
     _, out, _ = runs["train"]
     assert "model:       cbow, fasttext, skipgram (default)" in out
-    assert "+experiment: text8_prefix_bench" in out
-    assert "trainer.*" in out and " epochs " in out and "--cfg job" in out
+    assert "+experiment: sparse_adam, text8_prefix_bench" in out
+    assert "trainer.*" in out and "trainer.epochs=5 " in out and "--cfg job" in out
     assert "--hydra-help" in out
+    from w2v.checkpoint import KEEP
+
+    assert f"the newest {KEEP} are kept" in " ".join(out.split())  # retention, said where seen
     assert "_schema" not in runs["data"][1] and "_schema" not in out
 
 
@@ -133,4 +137,32 @@ def test_export_args_are_export_config_plus_paths():
     assert isinstance(args, ExportConfig) and args.binary and args.text
     own = {f.name for f in dataclasses.fields(ExportArgs)} - {
         f.name for f in dataclasses.fields(ExportConfig)}
-    assert own == {"checkpoint", "out"}
+    assert own == {"checkpoint", "vectors", "out"}
+
+
+def test_train_help_describes_every_key_with_its_default(runs):
+    """Each key's line: key=default, then the summary of its attribute docstring in
+    w2v/config.py (the one place settings are described), wrapped over lines as needed."""
+    _, out, _ = runs["train"]
+    flat = " ".join(out.split())
+    docs = field_docs(Config)
+    assert set(docs) == set(_defaults(Config))
+    for key, doc in docs.items():
+        assert doc, f"{key} has no description: give its field an attribute docstring"
+        assert re.search(rf" {re.escape(key)}=\S* {re.escape(doc)}", flat), key
+    assert " trainer.epochs=5 Passes over the corpus." in flat
+    assert " export.average_output=false Also write the input and output vectors averaged" in flat
+    assert " model.arch=skipgram " in flat  # the defaults a bare run has, groups applied
+    assert all(len(line) <= 100 for line in out.splitlines() if not line.startswith("  python"))
+
+
+@pytest.mark.parametrize("name", ["query", "evaluate", "export"])
+def test_key_value_help_describes_every_key(runs, name):
+    _, out, _ = runs[name]
+    module = __import__(f"w2v.{name}", fromlist=["USAGE"])
+    schema = {"query": "QueryArgs", "evaluate": "EvaluateArgs", "export": "ExportArgs"}[name]
+    docs = field_docs(getattr(module, schema))
+    flat = " ".join(out.split())
+    for key, doc in docs.items():
+        assert doc, f"w2v.{name} key {key} has no description"
+        assert f"{key}=" in flat and doc in flat, key

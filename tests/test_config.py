@@ -50,6 +50,21 @@ def test_experiment_sets_the_benchmark_settings():
     assert (cfg.model.dim, cfg.model.window, cfg.model.negative) == (100, 5, 5)
 
 
+def test_adam_family_optimizers_start_at_the_rate_measured_for_them():
+    """Adam's steps are normalised: word2vec's SGD rate does not carry over, and Adam's usual
+    0.001 trained far weaker vectors on text8-prefix (config.ADAM_LR)."""
+    for opt in ("adam", "adamw"):
+        assert compose_cfg([f"trainer.optimizer={opt}"]).trainer.lr == 0.01
+    assert compose_cfg(["trainer.optimizer=adam", "trainer.lr=0.002"]).trainer.lr == 0.002
+    assert compose_cfg(["model=cbow"]).trainer.lr == 0.05  # sgd: word2vec's, per architecture
+    cfg = compose_cfg(["+experiment=sparse_adam"])
+    t = cfg.trainer
+    assert (cfg.model.sparse, t.optimizer, t.lr, t.batch_size) == (True, "sparse_adam", 0.01,
+                                                                    1024)
+    both = compose_cfg(["+experiment=[text8_prefix_bench,sparse_adam]"])
+    assert both.data.path.endswith("text8-prefix") and both.trainer.optimizer == "sparse_adam"
+
+
 def test_defaults_are_word2vecs():
     cfg = compose_cfg([])
     m, t, d = cfg.model, cfg.trainer, cfg.data

@@ -403,11 +403,46 @@ def test_export_reads_checkpoints_as_train_writes_them(tmp_path):
         export_checkpoint(tmp_path / "no-format.pt", tmp_path / "out2", ExportConfig())
 
 
+@pytest.mark.parametrize("key", ["vectors", "checkpoint"])
+def test_a_runs_vectors_pt_exports_to_word2vec_files_gensim_reads(tmp_path, key, capsys):
+    """A run that wrote only vectors.pt (export.text=false) gets its word2vec files
+    afterwards, under either key (the content decides); gensim reads back equal vectors."""
+    model, vocab = stand_in()
+    run = tmp_path / "run"
+    export_run(run, model, vocab, ExportConfig(text=False))
+    assert [p.name for p in run.iterdir()] == ["vectors.pt"]
+    export_main([f"{key}={run / 'vectors.pt'}", f"out={run}", "binary=true",
+                 "average_output=true"])
+    printed = capsys.readouterr().out.split()
+    assert sorted(Path(p).name for p in printed) == [
+        "vectors.bin", "vectors.pt", "vectors.txt",
+        "vectors_avg.bin", "vectors_avg.pt", "vectors_avg.txt"]
+    inp, out = model.input.weight.detach().numpy(), model.output.weight.detach().numpy()
+    for name, binary in (("vectors.txt", False), ("vectors.bin", True)):
+        gkv = GensimKV.load_word2vec_format(str(run / name), binary=binary)
+        assert gkv.index_to_key == WORDS
+        np.testing.assert_array_equal(gkv.vectors, inp)
+    gavg = GensimKV.load_word2vec_format(str(run / "vectors_avg.bin"), binary=True)
+    np.testing.assert_array_equal(gavg.vectors, (torch.from_numpy(inp + out) / 2).numpy())
+    kv = load_vectors(run / "vectors.pt")  # rewritten from itself: unchanged
+    assert kv.counts.tolist() == counts().tolist() and kv.tokenizer == TOKENIZER
+
+
+def test_word2vec_text_converts_to_binary(tmp_path):
+    write_word2vec(tmp_path / "in.txt", WORDS, table(), binary=False)
+    export_main([f"vectors={tmp_path / 'in.txt'}", f"out={tmp_path / 'out'}", "binary=true",
+                 "text=false"])
+    gkv = GensimKV.load_word2vec_format(str(tmp_path / "out" / "vectors.bin"), binary=True)
+    np.testing.assert_array_equal(gkv.vectors, table().numpy())
+
+
 def test_export_cli_errors_are_one_line(tmp_path, capsys):
     torch.save({"format": "w2v.checkpoint/1", "model": {}}, tmp_path / "broken.pt")
     for argv, msg in (([f"checkpoint={tmp_path / 'nope.pt'}", f"out={tmp_path}"],
                        "does not exist"),
-                      ([f"out={tmp_path}"], "checkpoint"),
+                      ([f"out={tmp_path}"], "checkpoint=PATH"),
+                      ([f"checkpoint={tmp_path / 'broken.pt'}", f"vectors={tmp_path}",
+                        f"out={tmp_path}"], "one of the two"),
                       ([f"checkpoint={tmp_path / 'broken.pt'}", f"out={tmp_path}"],
                        "not a w2v checkpoint"),
                       (["checkpoint"], "key=value")):

@@ -136,8 +136,9 @@ def test_signal_writes_a_checkpoint_exits_128_plus_signum_and_resumes_exactly(si
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     latest = r.left[-1]
-    assert lines[0] == (f"{name}: checkpoint written to {latest}; continue with "
-                        f"trainer.resume={latest}")
+    # The command that continues the run in place, as the fixture's resume does.
+    assert lines[0] == (f"{name}: checkpoint written to {latest}; continue with: "
+                        f"python -m w2v.train trainer.resume=latest hydra.run.dir={r.dir}")
     assert r.loads[latest.name] == "ok"
     assert not r.exported  # a stopped run exports nothing: only the checkpoint
     _assert_resumed_equals_reference(signal_runs, r)

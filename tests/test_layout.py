@@ -21,6 +21,7 @@ ORDER = [
     "errors",  # W2VError and one_line: any module may raise or cut an error
     "atomic",  # atomic writes: caches, checkpoints, vectors, metrics
     "config",  # the typed settings of every stage
+    "sweep",  # a multirun's job dir names and end table (Hydra's, from conf/config.yaml)
     "cli",  # --help, key=value parsing, override checks, error lines: every entry point's edge
     # data stages: text -> tokens
     "textlines",  # plain-text files read in bounded blocks (the builder sources.py loads with)

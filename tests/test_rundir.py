@@ -21,6 +21,7 @@ import torch
 from tests.test_train_smoke import _StopAfter, planted_cfg
 from w2v import checkpoint
 from w2v import train as train_mod
+from w2v.rundir import hydra_args
 from w2v.train import TrainingInterrupted, strict_json, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +82,9 @@ def test_resume_with_the_run_dir_alone_continues_with_the_runs_config(cli_run):
                cwd=cli_run.root)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resume changes trainer.threads: 1 -> 2" in done.stdout
-    assert f"resumed from {cli_run.first} at epoch 1" in done.stdout
+    # Epochs counted from 1 in every line: the first epoch's checkpoint resumes the second.
+    assert f"resumed from {cli_run.first} in epoch 2/2, 0 steps into it" in done.stdout
+    assert "epoch 2/2: loss" in done.stdout and "epoch 1/2" not in done.stdout
     vectors = torch.load(run / "vectors.pt", weights_only=True)["vectors"]
     assert vectors.shape[1] == 16
     final, _ = checkpoint.peek(sorted((run / "checkpoints").glob("step-*.pt"))[-1])
@@ -92,6 +95,60 @@ def test_resume_with_the_run_dir_alone_continues_with_the_runs_config(cli_run):
     resumes = list((run / ".hydra").glob("resume-*.yaml"))
     assert len(resumes) == 1 and "trainer.threads=2" in resumes[0].read_text()
     assert strict_load(run / "metrics.json")["epochs"] == 2
+
+
+def test_a_checkpoint_path_alone_resumes_in_the_run_dir_it_belongs_to(planted, tmp_path):
+    """trainer.resume=<run>/checkpoints/step-N.pt without hydra.run.dir continues in <run>:
+    the vectors, metrics and the TensorBoard curve land where the run started, and no new
+    outputs/ folder appears."""
+    run = tmp_path / "run"
+    done = cli("data=local", f"data.path={planted.path}", "data.min_count=1", "model.dim=8",
+               "trainer.epochs=2", "trainer.threads=1", "trainer.progress=false",
+               "eval.dir=null", "eval.projector_words=0", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, last = sorted((run / "checkpoints").glob("step-*.pt"))
+    for path in (last, run / "metrics.json", run / "vectors.pt", run / "vectors.txt"):
+        path.unlink()
+    events = set((run / "tb").iterdir())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = cli(f"trainer.resume={first}", cwd=elsewhere)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from {first} in epoch 2/2" in done.stdout
+    assert not list(elsewhere.iterdir())  # no outputs/ folder
+    assert (run / "vectors.pt").is_file() and strict_load(run / "metrics.json")["epochs"] == 2
+    assert set((run / "tb").iterdir()) > events  # the curve goes on in the run's tb/
+    assert len(list((run / ".hydra").glob("resume-*.yaml"))) == 1
+
+
+def test_hydra_args_send_a_checkpoint_path_to_its_run_dir(tmp_path):
+    ckpt = tmp_path / "model.dim=50,model=cbow" / "checkpoints" / "step-00000001.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    run = f"hydra.run.dir='{ckpt.parent.parent}'"  # quoted: Hydra's grammar reads '=' and ','
+    assert hydra_args([f"trainer.resume={ckpt}"]) == [
+        f"trainer.resume={ckpt}", run, "hydra.output_subdir=null"]
+    given = [f"trainer.resume={ckpt}", "hydra.run.dir=elsewhere"]  # an explicit dir wins
+    assert hydra_args(given) == [*given, "hydra.output_subdir=null"]
+    loose = tmp_path / "step-00000001.pt"  # not in a run's checkpoints/: a new run dir
+    loose.write_bytes(b"")
+    assert hydra_args([f"trainer.resume={loose}"]) == [
+        f"trainer.resume={loose}", "hydra.output_subdir=null"]
+
+
+def test_resume_command_reads_back_through_the_shell_and_hydra(tmp_path):
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from w2v.rundir import resume_command
+
+    for name in ("plain", "model.dim=50,model=cbow", "it's here"):
+        argv = shlex.split(resume_command("w2v-train", tmp_path / name))
+        assert argv[:2] == ["w2v-train", "trainer.resume=latest"]
+        override = OverridesParser.create().parse_override(argv[2])
+        assert override.key_or_group == "hydra.run.dir"
+        assert override.value() == str(tmp_path / name)
 
 
 def test_resuming_a_finished_run_changes_nothing(cli_run):

@@ -178,6 +178,22 @@ def test_nan_loss_stops_with_a_clear_message(planted, tmp_path):
         train(cfg, tmp_path)
 
 
+def test_sparse_adam_at_its_default_rate_learns_what_adams_usual_rate_does_not(planted,
+                                                                               tmp_path):
+    """+experiment=sparse_adam (lr 0.01, config.ADAM_LR) recovers the planted structure in 2
+    epochs; Adam's usual 0.001, the rate the README once suggested, recovers none of it."""
+    found = {}
+    for lr in ("null", "0.001"):
+        cfg = planted_cfg(planted, "+experiment=sparse_adam", f"trainer.lr={lr}",
+                          "trainer.epochs=2", "eval.projector_words=0")
+        train(cfg, tmp_path / lr)
+        vec = torch.load(tmp_path / lr / "vectors.pt", weights_only=True)
+        found[lr] = (neighbours_recovered(vec["vectors"], vec["words"], planted),
+                     analogies_recovered(vec["vectors"], vec["words"], planted))
+    assert found["null"] == (1.0, 1.0)
+    assert found["0.001"][0] == 0.0 and found["0.001"][1] < 0.5
+
+
 @pytest.mark.parametrize("arch", ["skipgram", "cbow"])
 def test_fused_and_autograd_engines_learn_the_same_geometry(planted, tmp_path, arch):
     """The fast engine must give vectors of the same quality as the autograd model: compare the
@@ -339,6 +355,30 @@ def test_eval_curves_and_projector_reach_tensorboard(planted, tmp_path):
     assert meta.splitlines()[0] == "word\tcount" and len(meta.splitlines()) == 51
 
 
+def test_eval_curves_get_a_point_per_epoch_by_default(planted, tmp_path):
+    """With suites present, every eval/* scalar has one point per epoch (at its last word),
+    the final one being the metrics' (not evaluated twice); trainer.eval_epochs=false leaves
+    the final point alone."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    suites = write_planted_suites(tmp_path / "suites", planted)
+    points = {}
+    for name, extra in (("per-epoch", []), ("final-only", ["trainer.eval_epochs=false"])):
+        cfg = planted_cfg(planted, "trainer.epochs=2", "trainer.engine=autograd",
+                          f"eval.dir={suites}", "eval.projector_words=0", *extra)
+        metrics = train(cfg, tmp_path / name)
+        acc = EventAccumulator(str(tmp_path / name / "tb"))
+        acc.Reload()
+        tags = [t for t in acc.Tags()["scalars"] if t.startswith("eval/")]
+        assert "eval/analogy/questions-words/accuracy" in tags
+        points[name] = {t: [e.step for e in acc.Scalars(t)] for t in tags}
+        for tag in tags:
+            assert acc.Scalars(tag)[-1].value == pytest.approx(metrics[tag])
+    words = metrics["corpus_words"]
+    assert all(steps == [words, 2 * words] for steps in points["per-epoch"].values())
+    assert all(steps == [2 * words] for steps in points["final-only"].values())
+
+
 def test_hydra_multirun_sweeps_every_combination(planted, tmp_path):
     import subprocess
     import sys
@@ -350,8 +390,8 @@ def test_hydra_multirun_sweeps_every_combination(planted, tmp_path):
            f"hydra.sweep.dir={sweep}"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
-    assert len(runs) == 4
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [r.name.split("_", 1)[0] for r in runs] == ["0", "1", "2", "3"]
     dims = set()
     for run in runs:
         vec = torch.load(run / "vectors.pt", weights_only=True)

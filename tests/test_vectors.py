@@ -44,9 +44,15 @@ def test_lookup_index_and_contains():
 def test_tokenizer_lowercasing_applies_to_queries():
     words = ["king", "queen"]
     lower = KeyedVectors(words, torch.eye(2), tokenizer={"lowercase": True, "pattern": None})
-    exact = KeyedVectors(words, torch.eye(2), tokenizer={"lowercase": False, "pattern": None})
     assert "King" in lower and lower.id("KING") == 0
-    assert "King" not in exact
+    # Not lowercased, and the vocabulary has case: words are matched as written.
+    exact = KeyedVectors(["king", "Queen"], torch.eye(2),
+                         tokenizer={"lowercase": False, "pattern": None})
+    assert "King" not in exact and "queen" not in exact and "Queen" in exact
+    # A vocabulary without one uppercase letter (word2vec files record no tokenizer) was
+    # built lowercased: `King` can only mean `king`.
+    folded = KeyedVectors(words, torch.eye(2), tokenizer={"lowercase": False, "pattern": None})
+    assert folded.id("King") == 0 and KeyedVectors(words, torch.eye(2)).id("QUEEN") == 1
 
 
 def test_tokenizer_object_with_to_dict_is_recorded():

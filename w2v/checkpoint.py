@@ -1,4 +1,5 @@
-"""Checkpoints: everything needed to continue a run exactly, written atomically.
+"""Checkpoints: everything needed to continue a run exactly, written atomically; a run keeps
+its newest KEEP (3) in its checkpoints/ folder.
 
     python -m w2v.train ... trainer.resume=outputs/.../checkpoints/step-00001200.pt
 

@@ -13,9 +13,11 @@ ones: the config groups without the schema nodes, and every key); Hydra's own pa
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import functools
+import inspect
 import os
 import re
 import sys
@@ -36,6 +38,10 @@ from w2v.errors import INTERRUPTED, INTERRUPTED_CODE, W2VError, one_line
 # checkout (config.config_dir); the one place every entry point takes them from.
 CONF_DIR = config_dir()
 HELP_FLAGS = ("-h", "--help")
+# --help pages: lines of at most HELP_WIDTH characters; descriptions start after the
+# key=default column, at most HELP_KEY_WIDTH wide (a longer one has its own line).
+HELP_WIDTH = 100
+HELP_KEY_WIDTH = 34
 
 F = TypeVar("F", bound=Callable[..., object])
 T = TypeVar("T")
@@ -79,7 +85,7 @@ class Usage:
         lines = [f"usage: {self.prog} {self.synopsis}", "", textwrap.dedent(self.about).strip(),
                  ""]
         for title, body in sections:
-            lines += [f"{title}:", *(f"  {b}" for b in body), ""]
+            lines += [f"{title}:", *(f"  {b}".rstrip() for b in body), ""]
         lines += ["examples:", *(f"  {self.prog} {e}" for e in self.examples)]
         return "\n".join(lines)
 
@@ -96,7 +102,7 @@ def parse_cli(schema: type[T], argv: list[str], usage: Usage) -> T:
 
     -h/--help prints the usage with every key and its default, and exits 0."""
     if wants_help(argv):
-        print(usage.render([("keys (default)", _key_lines(schema))]))
+        print(usage.render([("keys (key=default)", _key_lines(schema))]))
         sys.exit(0)
     hint = f" ({usage.prog} --help lists every key)"
     bad = [a for a in argv if "=" not in a]
@@ -197,10 +203,65 @@ def _defaults(schema: type, prefix: str = "") -> dict[str, Any]:
 
 
 def _key_lines(schema: type) -> list[str]:
+    """One line per key of a key=value entry point: key, default, what it means."""
     defaults = _defaults(schema)
-    width = max(len(k) for k in defaults)
     required = sorted(defaults, key=lambda k: defaults[k] != MISSING)  # required keys first
-    return [f"{k:<{width}}  {_shown(defaults[k])}" for k in required]
+    return _described(schema, {k: defaults[k] for k in required})
+
+
+def _described(schema: type, values: dict[str, Any], per_key: bool = False) -> list:
+    """`key=value  description` lines, descriptions aligned (a long key=value gets its
+    description on the next line) and wrapped to HELP_WIDTH; per_key: a list of lines per
+    key instead of one list."""
+    docs = field_docs(schema)
+    pairs = [(f"{k}=...", f"(required) {docs.get(k, '')}") if v == MISSING else
+             (f"{k}={_shown(v)}", docs.get(k, "")) for k, v in values.items()]
+    width = min(max(len(p) for p, _ in pairs), HELP_KEY_WIDTH)
+    out = []
+    for pair, doc in pairs:
+        wrapped = textwrap.wrap(doc, HELP_WIDTH - width - 4, break_on_hyphens=False) or [""]
+        lines = [pair] if len(pair) > width else []
+        lines.append(f"{'' if lines else pair:<{width}}  {wrapped[0]}".rstrip())
+        lines += [" " * (width + 2) + more for more in wrapped[1:]]
+        out.append(lines)
+    return out if per_key else [line for lines in out for line in lines]
+
+
+def field_docs(schema: type, prefix: str = "") -> dict[str, str]:
+    """Each leaf key of the dataclass `schema`, dotted, with the summary of its attribute
+    docstring (the string literal under the field, first paragraph, as one line): the one
+    place a setting is described, read by every --help page."""
+    own = _attribute_docs(schema)
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(schema):
+        value = _default(f)
+        if dataclasses.is_dataclass(value):
+            out.update(field_docs(type(value), f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = own.get(f.name, "")
+    return out
+
+
+@functools.cache
+def _attribute_docs(schema: type) -> dict[str, str]:
+    """{field: summary} from the class bodies of `schema` and its dataclass bases (a subclass
+    inherits its bases' descriptions); empty where the source cannot be read."""
+    docs: dict[str, str] = {}
+    for klass in reversed(schema.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body
+        for stmt, after in zip(body, body[1:]):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                summary = inspect.cleandoc(after.value.value).split("\n\n", 1)[0]
+                docs[stmt.target.id] = " ".join(summary.split())
+    return docs
 
 
 def _shown(value: Any) -> str:
@@ -227,6 +288,9 @@ def run_hydra(app: Callable[[], Any], usage: Usage,
         print(hydra_help(usage))
         return
     register_configs()
+    from w2v.sweep import register_resolver
+
+    register_resolver()  # hydra.sweep.subdir's job dir names
     if hydra_args is not None:
         argv = hydra_args(argv)
     precheck(argv, usage.prog)  # the command line Hydra will run: its run dir is checked too
@@ -359,14 +423,41 @@ def hydra_help(usage: Usage) -> str:
         label = ("" if default else "+") + name + ":"
         groups.append(f"{label:<12} {', '.join(shown)}")
     keys = []
+    defaults = _leaf_values(OmegaConf.to_container(_default_config(), resolve=False))
+    lines = dict(zip(defaults, _described(Config, defaults, per_key=True)))
     for f in dataclasses.fields(Config):
-        names = " ".join(k.split(".", 1)[1] for k in _defaults(Config) if
-                         k.startswith(f.name + "."))
-        keys += textwrap.wrap(names, 96, initial_indent=f"{f.name + '.*':<12} ",
-                              subsequent_indent=" " * 13)
+        keys += ["", f"{f.name}.*: {_summary(type(_default(f)))}"]
+        keys += [line for k, group in lines.items() if k.startswith(f.name + ".")
+                 for line in group]
     hydra = [f"{usage.prog} --cfg job          print the composed config, every key and value",
              f"{usage.prog} -m key=a,b ...     a multirun sweep",
              f"{usage.prog} --hydra-help       Hydra's own flags"]
     return usage.render([("config groups (group=option)", groups),
-                         (f"keys (key=value; {usage.prog} --cfg job shows their values)", keys),
+                         ("keys (key=default, as a bare run has them; groups change some)",
+                          keys[1:]),
                          ("Hydra", hydra)])
+
+
+def _default_config() -> DictConfig:
+    """The config a bare run composes (conf/config.yaml's default groups), unresolved."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose("config")
+
+
+def _leaf_values(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Every leaf of a config tree, dotted."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaf_values(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _summary(schema: type) -> str:
+    doc = inspect.getdoc(schema) or ""
+    return " ".join(doc.split("\n\n", 1)[0].split())

@@ -71,22 +71,31 @@ class PhrasesConfig:
     """
 
     passes: int = 0
+    """Phrase-detection passes (0: off); each joins frequent bigrams, two reach 3-4 words."""
     min_count: int = 5
-    # A bigram becomes a phrase when its score is above this (scoring: default > 0, npmi in
-    # [-1, 1]).
+    """Bigrams seen fewer times than this never become phrases."""
     threshold: float = 10.0
-    # default: word2phrase's (count(ab) - min_count) * N / (count(a) * count(b)), N = gensim's
-    # number of distinct unigrams and bigrams; npmi: normalised pointwise mutual information.
+    """A bigram becomes a phrase when its score is above this (default scoring > 0, npmi in
+    [-1, 1])."""
     scoring: str = "default"
+    """Bigram score: default or npmi.
+
+    default: word2phrase's (count(ab) - min_count) * N / (count(a) * count(b)), N = gensim's
+    number of distinct unigrams and bigrams; npmi: normalised pointwise mutual information."""
     delimiter: str = "_"
-    # Words allowed inside a phrase without breaking it (gensim's connector_words), so that
-    # bank_of_america can form: a preset (none, english: gensim's ENGLISH_CONNECTOR_WORDS),
-    # plus any words listed in connector_words.
+    """Joins a phrase's words into one token (new_york)."""
     connectors: str = "none"
+    """Words allowed inside a phrase (bank_of_america): none, or english (gensim's
+    ENGLISH_CONNECTOR_WORDS), plus connector_words.
+
+    Gensim's connector_words: they do not break a phrase."""
     connector_words: list[str] = field(default_factory=list)
-    # gensim's Phrases max_vocab_size (its default): bounds the bigram counts held at once;
-    # above it, bigrams counted min_reduce times or fewer are forgotten (1, then 2, ...).
+    """More connector words, added to the connectors preset."""
     max_vocab_size: int | None = 40_000_000
+    """Bigram counts held at once (null: no limit); rare ones are forgotten above it.
+
+    gensim's Phrases max_vocab_size (its default): above it, bigrams counted min_reduce times
+    or fewer are forgotten (1, then 2, ...)."""
 
     def __post_init__(self) -> None:
         _require(self.passes >= 0, "data.phrases.passes", "an integer >= 0 (0: off)",
@@ -115,39 +124,56 @@ class DataConfig:
     """Where the corpus comes from and how it becomes tokens and a vocabulary."""
 
     name: str = "local"
-    # A Hugging Face Hub dataset (id, config, split, text column); `path` replaces it.
+    """A label for the corpus (set by the data group; shown in TensorBoard's hparams)."""
     hub_id: str | None = None
+    """A Hugging Face Hub dataset id (with hub_config, split, text_column); `path` replaces it."""
     hub_config: str | None = None
+    """The Hub dataset's configuration name (e.g. wikitext-2-raw-v1)."""
     split: str = "train"
+    """The Hub dataset's split."""
     revision: str | None = None
+    """The Hub dataset's revision (a commit, branch or tag); null: the default branch."""
     text_column: str = "text"
-    # Local file, directory, glob, or `save_to_disk` folder: txt(.gz/.bz2/.xz), parquet, json(l).
+    """The column holding the text (Hub datasets, parquet, json)."""
     path: str | None = None
-    # Tokenizer: lowercase then whitespace split, or `token_pattern` (a regex, re.findall).
+    """A local corpus: file, directory, glob or save_to_disk folder (txt(.gz/.bz2/.xz),
+    parquet, json(l))."""
     lowercase: bool = True
+    """Lowercase the text before tokenizing."""
     token_pattern: str | None = None
-    # Vocabulary.
+    """A regex whose matches are the tokens (re.findall); null: split on whitespace."""
     min_count: int = 5
+    """Words seen fewer times than this are dropped from the vocabulary."""
     max_vocab: int | None = None
-    # Rows longer than this many words are cut into pseudo-documents (gensim's 10,000-word
-    # sentences), so text8's single row still gives windows that never span a whole corpus.
+    """Keep at most this many of the most frequent words (null: no limit)."""
     max_doc_words: int = 10_000
-    # Where index tensors are cached (keyed by source fingerprint + tokenizer + vocab settings);
-    # null: $W2V_CACHE, else ~/.cache/w2v.
+    """Rows longer than this many words are cut into pseudo-documents.
+
+    gensim's 10,000-word sentences: text8's single row still gives windows that never span a
+    whole corpus."""
     cache_dir: str | None = None
-    # Read the source as a streamed IterableDataset (no Arrow copy of the corpus on disk).
-    # Memory stays bounded either way: tokens are counted in chunks and the ids go to disk.
+    """Where index tensors are cached (keyed by source, tokenizer and vocabulary settings);
+    null: $W2V_CACHE, else ~/.cache/w2v."""
     streaming: bool = False
-    # gensim's max_vocab_size (word2vec.c's ReduceVocab): while counting, whenever there are
-    # more distinct words than this, forget those counted min_reduce times or fewer (1, then
-    # 2, ...), bounding the counting dict on corpora with huge vocabularies. null: no limit.
+    """Read the source as a streamed IterableDataset (no Arrow copy of the corpus on disk).
+
+    Memory stays bounded either way: tokens are counted in chunks and the ids go to disk."""
     max_vocab_size: int | None = None
-    # Multi-word tokens (new_york), found between tokenizing and the vocabulary; off by default.
+    """Distinct words held while counting (null: no limit); rare ones are forgotten above it.
+
+    gensim's max_vocab_size (word2vec.c's ReduceVocab): whenever there are more distinct words
+    than this, forget those counted min_reduce times or fewer (1, then 2, ...), bounding the
+    counting dict on corpora with huge vocabularies."""
     phrases: PhrasesConfig = field(default_factory=PhrasesConfig)
-    # With trainer.init_from (gensim's build_vocab(update=True)): true appends this corpus's new
-    # words (min_count, max_vocab as usual) after the old vocabulary, old ids kept, counts
-    # summed; false keeps the old vocabulary as it is and drops this corpus's other words.
+    """Multi-word tokens (new_york), found between tokenizing and the vocabulary; off by
+    default."""
     vocab_update: bool = False
+    """With trainer.init_from: true adds this corpus's new words to the old vocabulary, false
+    keeps the old vocabulary as it is.
+
+    gensim's build_vocab(update=True): true appends this corpus's new words (min_count,
+    max_vocab as usual) after the old vocabulary, old ids kept, counts summed; false drops this
+    corpus's other words."""
 
     def __post_init__(self) -> None:
         # A local path is recorded absolute (in checkpoints too), so a resume from another
@@ -175,6 +201,13 @@ ARCHS = ("skipgram", "cbow")
 # else 0.025). CBOW averages its context, so each update is smaller; at 0.025 CBOW learns
 # markedly less per epoch (README "Performance"). gensim uses 0.025 for both.
 ARCH_LR = {"skipgram": 0.025, "cbow": 0.05}
+# The starting learning rate of the Adam-family optimizers (sparse_adam, adam, adamw). Their
+# steps are normalised per weight, so word2vec's SGD rates do not carry over; 0.001 (Adam's
+# usual default) left skip-gram on text8-prefix far behind SGD after 5 epochs (issue 23:
+# analogy 0.031 against 0.083). Measured there (skip-gram, batch 1,024, 1 epoch; conf/experiment/
+# sparse_adam.yaml has the 5-epoch figures): sparse_adam at 0.001 / 0.005 / 0.01 / 0.02 gave
+# analogy 0.003 / 0.032 / 0.055 / 0.049, WS353 0.150 / 0.358 / 0.482 / 0.495.
+ADAM_LR = 0.01
 LOSSES = ("negative", "hs", "softmax")
 
 
@@ -182,22 +215,34 @@ LOSSES = ("negative", "hs", "softmax")
 class ModelConfig:
     """The word2vec model: gensim's names where gensim has one."""
 
-    arch: str = MISSING  # set by the group: model=skipgram or model=cbow
+    arch: str = MISSING
+    """skipgram or cbow: set by the group (model=skipgram or model=cbow)."""
     dim: int = 100
+    """Vector size."""
     window: int = 5
+    """Context words on each side of a centre (reduced uniformly at random per centre)."""
     loss: str = "negative"
+    """negative (negative sampling), hs (hierarchical softmax) or softmax (full; costly)."""
     negative: int = 5
+    """Noise words per example with loss=negative."""
     ns_exponent: float = 0.75
+    """Noise distribution: word counts raised to this power."""
     sample: float = 1e-3
+    """Subsampling threshold for frequent words (0: off)."""
     cbow_mean: bool = True
+    """CBOW: average the context vectors (false: sum them)."""
     sparse: bool = False
-    # fastText's subword model (fastText's names): a word's input vector is the mean of its
-    # own row and the rows of its character n-grams of `<word>`, minn..maxn characters long,
-    # hashed into `bucket` rows after the vocabulary's. maxn 0: no n-grams (word2vec).
-    # model=fasttext sets minn 3, maxn 6, bucket 2,000,000 (fastText's defaults).
+    """Sparse gradients in the autograd engine (needed by trainer.optimizer=sparse_adam)."""
     minn: int = 3
+    """Subword model: the shortest character n-gram of `<word>` (with maxn > 0)."""
     maxn: int = 0
+    """Subword model: the longest character n-gram; 0: no n-grams (word2vec).
+
+    fastText's model: a word's input vector is the mean of its own row and the rows of its
+    n-grams of `<word>`, hashed into `bucket` rows after the vocabulary's. model=fasttext sets
+    minn 3, maxn 6, bucket 2,000,000 (fastText's defaults)."""
     bucket: int = 2_000_000
+    """Subword model: hash buckets (input rows) shared by all n-grams."""
 
     def __post_init__(self) -> None:
         if self.arch != MISSING:  # the schema itself is built before a group sets it
@@ -236,59 +281,100 @@ class TrainerConfig:
     """The loop: schedule, device, engine, logging and checkpoints."""
 
     epochs: int = 5
-    # null: the architecture's word2vec default (ARCH_LR: 0.025 skip-gram, 0.05 CBOW),
-    # resolved when the config is built, so checkpoints and metrics record the number.
+    """Passes over the corpus."""
     lr: float | None = None
+    """Starting learning rate; null: word2vec's with sgd (0.025 skip-gram, 0.05 CBOW), 0.01
+    with the Adam-family optimizers.
+
+    Resolved when the config is built (ARCH_LR, ADAM_LR), so checkpoints and metrics record
+    the number. conf/experiment/sparse_adam.yaml has the Adam settings measured."""
     min_lr: float = 0.0001
+    """The learning rate at the end: it decays linearly from lr over all words of all
+    epochs."""
     optimizer: str = "sgd"
-    # fused: word2vec's per-pair loop compiled with numba, Hogwild over `threads` (CPU only).
-    # cuda: the same loop as one GPU kernel (numba-cuda; SGD with negative/hs).
-    # autograd: batched nn.Module forward/backward (CPU or CUDA, any optimizer and loss).
-    # auto: the first of fused, cuda, autograd that runs the device, optimizer and loss.
+    """sgd (word2vec's), sparse_adam (with model.sparse=true), adam or adamw."""
     engine: str = "auto"
-    # Centre words per autograd step (each gives up to 2*window pairs). With SGD each example
-    # takes a full word2vec step, so a word repeated many times in one batch sums that many
-    # stale steps: keep batches moderate with SGD, or use sparse_adam/adam for big GPU batches.
+    """auto, fused (CPU, numba), cuda (GPU kernel) or autograd (any device, optimizer, loss).
+
+    fused: word2vec's per-pair loop compiled with numba, Hogwild over `threads` (CPU only).
+    cuda: the same loop as one GPU kernel (numba-cuda; SGD with negative/hs).
+    autograd: batched nn.Module forward/backward (CPU or CUDA, any optimizer and loss).
+    auto: the first of fused, cuda, autograd that runs the device, optimizer and loss."""
     batch_size: int = 1024
-    # Words per fused-engine step (a job of whole documents: the unit of steps for evaluation,
-    # checkpoints and the loss curve's points). Its threads do not stop at job ends, so it
-    # does not limit how many threads have work. null: a run's words over about 256 steps,
-    # within 10k..1M words (100k..1M under torchrun, where every step syncs the ranks).
+    """Centre words per autograd step (each gives up to 2*window pairs).
+
+    With SGD each example takes a full word2vec step, so a word repeated many times in one
+    batch sums that many stale steps: keep batches moderate with SGD, or use sparse_adam/adam
+    for big GPU batches."""
     chunk_words: int | None = None
-    # cuda engine: warps in flight, each training its own stretch of the corpus. null: 16 per
-    # SM of the GPU (2,112 on an H100); either way at most one per 256 kept tokens.
+    """Words per fused-engine step; null: a run's words over about 256 steps.
+
+    A job of whole documents: the unit of steps for evaluation, checkpoints and the loss
+    curve's points. Its threads do not stop at job ends, so it does not limit how many threads
+    have work. null: within 10k..1M words (100k..1M under torchrun, where every step syncs the
+    ranks)."""
     cuda_warps: int | None = None
-    # cuda engine: words per kernel launch (a step: the unit of progress, logging, lr decay,
-    # checkpoints and SIGINT); a few hundredths of a second on a recent GPU.
+    """cuda engine: warps in flight; null: 16 per SM of the GPU.
+
+    Each warp trains its own stretch of the corpus (2,112 on an H100); either way at most one
+    per 256 kept tokens."""
     cuda_step_words: int = 2_000_000
-    # cuda engine: corpus tokens held on the GPU at once. null: as many as fit in its free
-    # memory; a larger corpus is trained in document ranges copied from the memory-mapped ids.
+    """cuda engine: words per kernel launch (a step: the unit of progress, logging, lr decay,
+    checkpoints and SIGINT)."""
     cuda_resident_tokens: int | None = None
-    # Distributed runs (torchrun): steps between combining the ranks' models (one dense
-    # all_reduce of both tables each time); epoch ends, checkpoints and evaluations always do.
+    """cuda engine: corpus tokens held on the GPU at once; null: as many as fit.
+
+    A larger corpus is trained in document ranges copied from the memory-mapped ids."""
     sync_every: int = 1
+    """torchrun: steps between combining the ranks' models.
+
+    One dense all_reduce of both tables each time; epoch ends, checkpoints and evaluations
+    always do."""
     device: str = "auto"
-    # Fused-engine threads (and torch's intra-op threads). null: the cores this process may
-    # use (os.sched_getaffinity), divided among the torchrun ranks on this node.
+    """auto (cuda when a GPU is visible), cpu or cuda."""
     threads: int | None = None
+    """Fused-engine threads and torch's intra-op threads; null: every core this process may
+    use.
+
+    os.sched_getaffinity, divided among the torchrun ranks on this node."""
     seed: int = 1
-    # The loss curve (TensorBoard train/*, the progress bar): about log_points points per run,
-    # evenly spaced in words processed, and at least one every log_seconds; the loss is read
-    # from the device only then. Whatever the engine's step size or the corpus size.
+    """Random seed (initial vectors, subsampling, windows, negatives)."""
     log_points: int = 200
+    """Points on the loss curve (TensorBoard train/*, the progress bar) per run.
+
+    Evenly spaced in words processed, whatever the engine's step size or the corpus size; the
+    loss is read from the device only then."""
     log_seconds: float = 10.0
+    """At least one loss-curve point this often."""
     eval_every: int = 0
+    """Also evaluate every this many steps (0: only at epoch ends, see eval_epochs)."""
+    eval_epochs: bool = True
+    """Evaluate at each epoch's end (a point per epoch on TensorBoard's eval/* curves).
+
+    Only where eval.dir or eval.analogies/similarities give suites; the final vectors are
+    always evaluated. One evaluation of text8-prefix's vectors (22.5k words, the three
+    standard suites) took 3.0-3.4 s on 2 busy cores, about an epoch of the fused engine there;
+    its time is not counted in words/s. false: evaluate the final vectors only."""
     ckpt_every: int = 1000
-    # A checkpoint path, `latest` (the newest in this run dir's checkpoints/), or null.
+    """Steps between checkpoints (0: at epoch ends only); the newest 3 are kept.
+
+    Checkpoints are also written at each epoch's end and on SIGINT/SIGTERM, into the run dir's
+    checkpoints/; older ones are deleted once a newer one is safely on disk."""
     resume: str | None = None
-    # Start a new run from existing vectors (vectors.pt, a checkpoint, or word2vec .txt/.bin)
-    # instead of random ones: input vectors, and output weights where the file has them.
-    # Unlike `resume`, the schedule, optimizer and position start afresh (see data.vocab_update).
+    """Continue a run: `latest` (the newest checkpoint of hydra.run.dir) or a checkpoint path
+    (resumes in the run dir it belongs to)."""
     init_from: str | None = None
+    """Start a new run from existing vectors (vectors.pt, a checkpoint, word2vec .txt/.bin).
+
+    Input vectors, and output weights where the file has them. Unlike `resume`, the schedule,
+    optimizer and position start afresh (see data.vocab_update)."""
     progress: bool = True
-    # A new run in a run dir that holds another run's checkpoints or vectors is refused (the
-    # two would mix); true replaces that run: its outputs are removed when this one starts.
+    """Show a progress bar."""
     overwrite: bool = False
+    """Replace another run held in hydra.run.dir (its outputs are removed when this starts).
+
+    A new run in a run dir that holds another run's checkpoints or vectors is refused (the two
+    would mix) unless this is true."""
 
     def __post_init__(self) -> None:
         self.init_from = absolute_path(self.init_from)  # read again when the run resumes
@@ -318,7 +404,8 @@ class TrainerConfig:
         _require(self.log_points >= 1, "trainer.log_points", "an integer >= 1",
                  self.log_points)
         _require(self.log_seconds > 0, "trainer.log_seconds", "> 0", self.log_seconds)
-        _require(self.eval_every >= 0, "trainer.eval_every", "an integer >= 0 (0: at the end only)",
+        _require(self.eval_every >= 0, "trainer.eval_every",
+                 "an integer >= 0 (0: off)",
                  self.eval_every)
         _require(self.ckpt_every >= 0, "trainer.ckpt_every", "an integer >= 0 (0: epochs only)",
                  self.ckpt_every)
@@ -340,17 +427,21 @@ def available_cores() -> int:
 class EvalConfig:
     """Similarity and analogy suites, run during and after training."""
 
-    # A folder holding any of questions-words.txt, wordsim353.tsv, simlex999.txt; null: none.
-    # Default: default_eval_dir() ($W2V_EVAL_DIR, else ~/.cache/w2v/eval), where
-    # scripts/fetch_eval.py puts them; a run without suites there simply skips evaluation.
     dir: str | None = field(default_factory=default_eval_dir)
-    # Explicit suite files, in addition to those found in `dir`.
+    """Folder of questions-words.txt, wordsim353.tsv, simlex999.txt; default $W2V_EVAL_DIR,
+    else ~/.cache/w2v/eval.
+
+    Where scripts/fetch_eval.py puts them; a run without suites there skips evaluation."""
     analogies: list[str] = field(default_factory=list)
+    """More analogy suite files, in addition to those found in `dir`."""
     similarities: list[str] = field(default_factory=list)
+    """More similarity suite files, in addition to those found in `dir`."""
     restrict_vocab: int = 30_000
+    """Analogies search only the most frequent this many words (gensim's default)."""
     case_insensitive: bool = True
-    # Words shown in TensorBoard's embedding projector at the end (0: none).
+    """Match suite words to the vocabulary ignoring case."""
     projector_words: int = 2000
+    """Most frequent words shown in TensorBoard's embedding projector at the end (0: none)."""
 
     def __post_init__(self) -> None:
         _require(self.restrict_vocab >= 1, "eval.restrict_vocab", "an integer >= 1",
@@ -363,14 +454,19 @@ class EvalConfig:
 class ExportConfig:
     """What a run writes besides vectors.pt."""
 
-    text: bool = True  # vectors.txt (word2vec text format)
-    binary: bool = False  # vectors.bin (word2vec binary format)
-    # Also write input+output averaged vectors (vectors_avg.*), as some users prefer.
+    text: bool = True
+    """Write vectors.txt (word2vec text format)."""
+    binary: bool = False
+    """Write vectors.bin (word2vec binary format)."""
     average_output: bool = False
+    """Also write the input and output vectors averaged (vectors_avg.*), as some users
+    prefer."""
 
 
 @dataclass
 class Config:
+    """Every setting of a run: one group per stage."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -379,6 +475,8 @@ class Config:
 
     def __post_init__(self) -> None:
         t = self.trainer
+        if t.lr is None and t.optimizer != "sgd":
+            t.lr = ADAM_LR
         if t.lr is None and self.model.arch in ARCH_LR:  # (arch is MISSING in a bare schema)
             t.lr = ARCH_LR[self.model.arch]
         if t.lr is not None:

@@ -343,8 +343,12 @@ def format_table(metrics: dict[str, float]) -> str:
 
 @dataclass
 class EvaluateArgs:
+    """w2v.evaluate's options: the vectors, the suites (eval.*) and where to save scores."""
+
     vectors: str = MISSING
+    """vectors.pt, or a word2vec text (.txt, .vec) or binary (.bin) file."""
     json: str | None = None
+    """Also write the scores to this JSON file."""
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

@@ -1,6 +1,7 @@
 """Trained vectors out: vectors.pt, word2vec text/binary, and nn.Embedding for downstream models.
 
     python -m w2v.export checkpoint=runs/x/checkpoints/step-00001000.pt out=runs/x binary=true
+    python -m w2v.export vectors=runs/x/vectors.pt out=runs/x binary=true
 
 Formats
 - vectors.pt: see docs/design.md (a plain dict; `torch.load(path, weights_only=True)`).
@@ -614,6 +615,41 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: ExportCo
                           inp, weights.get("output.weight"), cfg)
 
 
+def export_vectors(vectors: str | Path, out_dir: str | Path, cfg: ExportConfig) -> list[Path]:
+    """The same files from exported vectors: a run's vectors.pt (its output vectors too, for
+    cfg.average_output, when it has them), or a word2vec text/binary file to convert. A
+    training checkpoint given here is exported as export_checkpoint does."""
+    path = Path(vectors)
+    if stored_format(path).startswith("w2v.checkpoint"):
+        return export_checkpoint(path, out_dir, cfg)
+    if _starts_with(path, ZIP_MAGIC):
+        obj = read_vectors_pt(path)
+        return export_tensors(out_dir, obj["words"], obj["counts"], obj["tokenizer"],
+                              obj["vectors"], obj.get("output"), cfg)
+    kv = load_vectors(path)  # word2vec text or binary: no counts, no output vectors
+    return export_tensors(out_dir, kv.words, kv.counts, kv.tokenizer, kv.vectors, None, cfg)
+
+
+def stored_format(path: Path) -> str:
+    """The `format` a w2v file records (w2v.checkpoint/2, w2v.vectors/1), read with
+    weights_only; "" for anything else (word2vec files, damaged or foreign archives, whose
+    readers then say what is wrong)."""
+    if not _starts_with(path, ZIP_MAGIC):
+        return ""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # torch raises many types for a damaged or foreign archive
+        return ""
+    return str(obj.get("format", "")) if isinstance(obj, dict) else ""
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(magic)) == magic
+
+
 # ---- CLI -----------------------------------------------------------------------------------
 
 
@@ -621,19 +657,31 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: ExportCo
 class ExportArgs(ExportConfig):
     """ExportConfig's keys (text, binary, average_output) and where to read and write."""
 
-    checkpoint: str = MISSING
+    checkpoint: str | None = None
+    """A training checkpoint (checkpoints/step-N.pt; a run keeps its newest 3)."""
+    vectors: str | None = None
+    """Or exported vectors: a run's vectors.pt, or a word2vec .txt/.bin to convert."""
     out: str = MISSING
+    """The folder to write vectors.pt, vectors.txt, vectors.bin, vectors_avg.* into."""
+
+    def __post_init__(self) -> None:
+        if (self.checkpoint is None) == (self.vectors is None):
+            raise W2VError("give checkpoint=PATH (a training checkpoint) or vectors=PATH (a "
+                           "run's vectors.pt, or word2vec .txt/.bin), one of the two")
 
 
 USAGE = Usage(
     module="w2v.export",
-    synopsis="checkpoint=PATH out=DIR [key=value ...]",
+    synopsis="checkpoint=PATH|vectors=PATH out=DIR [key=value ...]",
     about="""
-        Write vectors.pt (and the word2vec text/binary formats) from a training checkpoint,
-        as a finished run writes them into its run dir.
+        Write vectors.pt and the word2vec text/binary formats, as a finished run writes them
+        into its run dir, from a training checkpoint (a run keeps its newest 3, in
+        checkpoints/) or from exported vectors (a run's vectors.pt: e.g. binary=true for a
+        run that wrote only vectors.txt; or a word2vec file to convert).
     """,
     examples=(
         "checkpoint=outputs/<run>/checkpoints/step-00001000.pt out=outputs/<run>",
+        "vectors=outputs/<run>/vectors.pt out=outputs/<run> binary=true",
         "checkpoint=outputs/<run>/checkpoints/step-00001000.pt out=vecs binary=true text=false",
     ),
 )
@@ -642,7 +690,14 @@ USAGE = Usage(
 @report_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_cli(ExportArgs, sys.argv[1:] if argv is None else argv, USAGE)
-    for path in export_checkpoint(args.checkpoint, args.out, args):
+    # Either key takes either kind of file: the content decides (a vectors.pt given as
+    # checkpoint= is exported as vectors.pt); a file neither reads as is refused by the
+    # reader its key names.
+    if args.checkpoint and not stored_format(Path(args.checkpoint)).startswith(FORMAT):
+        written = export_checkpoint(args.checkpoint, args.out, args)
+    else:
+        written = export_vectors(args.checkpoint or args.vectors, args.out, args)
+    for path in written:
         print(path)
 
 

@@ -128,6 +128,11 @@ class LossCurve:
     def add(self, s: Step, words: int) -> None:
         self.interval.add(s, words)
 
+    def exclude(self, seconds: float) -> None:
+        """Leave out `seconds` of work that is not training (an epoch's evaluation) from the
+        speed of the next point and from the time-based spacing."""
+        self.interval.start += seconds
+
     def due(self, words_done: int) -> bool:
         return words_done >= self.next_words or self.interval.seconds() >= self.every_seconds
 

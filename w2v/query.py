@@ -4,9 +4,12 @@
 
 A query is one word (its nearest neighbours), or an analogy written `a b c` or `a:b::c:?`
 (a is to b as c is to ?, answered with 3CosAdd). Vectors trained with data.phrases phrase the
-query first, as training did: `"new york"` is the one word `new_york`. With no query arguments
-it reads queries from a prompt until EOF (Ctrl-D) or Ctrl-C. Options: topn=N (default 10),
-restrict_vocab=N.
+query first, as training did: `"new york"` is the one word `new_york`; with other vectors a
+query of several words that fails names the phrase token when the vocabulary has one. Query
+words are lowercased when the vocabulary was built lowercased (its recorded tokenizer says
+so, or, for word2vec files, none of its words has an uppercase letter). With no query
+arguments it reads queries from a prompt until EOF (Ctrl-D) or Ctrl-C. Options: topn=N
+(default 10, >= 1), restrict_vocab=N (>= 1).
 """
 
 from __future__ import annotations
@@ -28,9 +31,22 @@ _ANALOGY = re.compile(r"^\s*(\S+?)\s*:\s*(\S+?)\s*::\s*(\S+?)\s*:\s*\?\s*$")
 
 @dataclass
 class QueryArgs:
+    """w2v.query's options (the queries themselves are the other arguments)."""
+
     vectors: str = MISSING
+    """vectors.pt, or a word2vec text (.txt, .vec) or binary (.bin) file."""
     topn: int = 10
+    """Answers shown per query."""
     restrict_vocab: int | None = None
+    """Search only the most frequent this many words (null: all)."""
+
+    def __post_init__(self) -> None:
+        if self.topn < 1:
+            raise W2VError(f"topn={self.topn} is out of range: it must be an integer >= 1 "
+                           "(the answers shown per query)")
+        if self.restrict_vocab is not None and self.restrict_vocab < 1:
+            raise W2VError(f"restrict_vocab={self.restrict_vocab} is out of range: it must be "
+                           "an integer >= 1 (the most frequent words searched) or null (all)")
 
 
 def parse_query(text: str, kv: KeyedVectors | None = None) -> tuple[list[str], list[str]]:
@@ -53,8 +69,15 @@ def parse_query(text: str, kv: KeyedVectors | None = None) -> tuple[list[str], l
 
 def answer(kv: KeyedVectors, text: str, topn: int = 10, restrict_vocab: int | None = None) -> str:
     """The neighbours (or analogy answers) of one query, formatted one per line."""
-    positive, negative = parse_query(text, kv)
-    hits = kv.most_similar(positive, negative, topn=topn, restrict_vocab=restrict_vocab)
+    try:
+        positive, negative = parse_query(text, kv)
+        hits = kv.most_similar(positive, negative, topn=topn, restrict_vocab=restrict_vocab)
+    except W2VError as err:
+        phrase = _as_phrase(kv, text)
+        if phrase is None:
+            raise
+        raise W2VError(f"{err}; the vocabulary has the phrase {phrase!r}: query {phrase}") \
+            from None
     title = (f"{negative[0]} : {positive[0]} :: {positive[1]} : ?" if negative
              else f"nearest to {positive[0]}")
     unseen = [w for w in positive + negative if not kv.is_seen(w)]
@@ -62,6 +85,18 @@ def answer(kv: KeyedVectors, text: str, topn: int = 10, restrict_vocab: int | No
         title += f"  ({', '.join(unseen)}: unseen, from its character n-grams)"
     width = max((len(w) for w, _ in hits), default=0)
     return "\n".join([title] + [f"  {w:<{width}}  {s:.4f}" for w, s in hits])
+
+
+def _as_phrase(kv: KeyedVectors, text: str) -> str | None:
+    """The vocabulary's phrase token for a query of several words (`new york` -> `new_york`,
+    joined with the recorded phrase delimiter, else '_'), when it has one."""
+    words = text.split()
+    if len(words) < 2 or _ANALOGY.match(text):
+        return None
+    phrases = (kv.tokenizer or {}).get("phrases") or {}
+    delimiter = phrases.get("delimiter", "_") if isinstance(phrases, dict) else "_"
+    joined = delimiter.join(words)
+    return kv.words[kv.id(joined)] if joined in kv else None
 
 
 def _interactive(kv: KeyedVectors, args: QueryArgs) -> None:
@@ -89,7 +124,9 @@ USAGE = Usage(
         Nearest neighbours of a word, or the answers to an analogy 'a b c' / 'a:b::c:?'
         (a is to b as c is to ?, 3CosAdd), from vectors.pt, word2vec text/binary or fastText
         .bin files. Each QUERY argument is one query; with none, queries are read from a
-        prompt until Ctrl-D. Words are lowercased when the vectors were trained lowercased.
+        prompt until Ctrl-D. Words are lowercased when the vocabulary was built lowercased (as
+        recorded, or, for word2vec files, when it has no uppercase word); a phrase typed with
+        spaces ("new york") is pointed to its token (new_york) when the vocabulary has one.
         Subword vectors answer for unseen words too (from their character n-grams).
     """,
     examples=(

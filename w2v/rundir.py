@@ -5,7 +5,9 @@ when a run fails before writing anything.
     python -m w2v.train trainer.resume=latest hydra.run.dir=outputs/2024-05-01/12-00-00
 
 A checkpoint carries its run's config, and that config is the run's: a resume needs the run
-dir (or a checkpoint path) and nothing else. Settings that do not change what is trained
+dir (or a checkpoint path, which resumes in the run dir it belongs to: `hydra_args`) and
+nothing else, and continues in that run dir (one train.log, one TensorBoard curve, the
+vectors where the run started). Settings that do not change what is trained
 (threads, logging, progress, evaluation, exports, checkpoint cadence) may be changed on
 resume: they are applied and reported. Any other setting that differs from the run's (the
 corpus, vocabulary, model, schedule, engine, seed...) is refused by name, since the result
@@ -29,6 +31,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Iterator
@@ -50,8 +53,8 @@ from w2v.sources import RUN_DIR_MARKS
 # cover a whole group. Everything else must equal the run's.
 HARMLESS = (
     "trainer.resume", "trainer.threads", "trainer.progress", "trainer.log_points",
-    "trainer.log_seconds", "trainer.eval_every", "trainer.ckpt_every", "trainer.sync_every",
-    "data.cache_dir", "eval.", "export.", "trainer.overwrite",
+    "trainer.log_seconds", "trainer.eval_every", "trainer.eval_epochs", "trainer.ckpt_every",
+    "trainer.sync_every", "data.cache_dir", "eval.", "export.", "trainer.overwrite",
 )
 GROUPS = ("data", "model", "trainer", "eval", "export")
 LOCK = RUN_DIR_MARKS[1]  # the file `claim` locks (a corpus folder's listing skips run dirs)
@@ -192,12 +195,60 @@ def named_keys(overrides: list[str], composed: Any, defaults: Any) -> set[str]:
 
 
 def hydra_args(argv: list[str]) -> list[str]:
-    """The command line for Hydra: a resume keeps the run's own `.hydra/` record (Hydra
-    would overwrite config.yaml with the resume's overrides alone), so Hydra writes none."""
-    if not _resuming(argv) or any(a.startswith(("-m", "--multirun")) for a in argv) or any(
-            a.startswith("hydra.output_subdir=") for a in argv):
+    """The command line for Hydra. A resume continues in the run's own dir: a checkpoint path
+    given without hydra.run.dir resumes in the run dir it belongs to (<run>/checkpoints/),
+    not in a new outputs/ folder. It keeps the run's own `.hydra/` record (Hydra would
+    overwrite config.yaml with the resume's overrides alone), so Hydra writes none."""
+    resume = _resume_value(argv)
+    if resume is None or any(a.startswith(("-m", "--multirun")) for a in argv):
         return argv
-    return [*argv, "hydra.output_subdir=null"]
+    extra = []
+    run_dir = _run_dir_of(resume)
+    if run_dir is not None and not any(a.startswith("hydra.run.dir=") for a in argv):
+        extra.append(f"hydra.run.dir={hydra_quoted(str(run_dir))}")
+    if not any(a.startswith("hydra.output_subdir=") for a in argv):
+        extra.append("hydra.output_subdir=null")
+    return [*argv, *extra]
+
+
+def _resume_value(argv: list[str]) -> str | None:
+    """The trainer.resume a command line gives (the last one), or None."""
+    value = None
+    for a in argv:
+        if a.lstrip("+").startswith("trainer.resume="):
+            value = a.split("=", 1)[1]
+    return None if value in (None, "", "null") else value.strip("'\"")
+
+
+def _run_dir_of(resume: str) -> Path | None:
+    """The run dir a checkpoint path belongs to (<run>/checkpoints/step-N.pt), or None."""
+    path = Path(resume).expanduser()
+    if resume == "latest" or not path.is_file() or path.parent.name != "checkpoints":
+        return None
+    return path.resolve().parent.parent
+
+
+def hydra_quoted(value: str) -> str:
+    """`value` as a Hydra override value: as it is where Hydra's grammar reads it back
+    unchanged, else in single quotes (a multirun job dir's name holds '=' and ',')."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_override(f"k={value}")
+        if not parsed.is_sweep_override() and parsed.value() == value:
+            return value
+    except HydraException:
+        pass
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_command(prog: str, run_dir: str | Path) -> str:
+    """The shell command that continues the run in `run_dir` in place."""
+    arg = f"hydra.run.dir={hydra_quoted(str(run_dir))}"
+    if shlex.quote(arg) != arg and not set(arg) & set('"$`\\!'):
+        return f'{prog} trainer.resume=latest "{arg}"'  # reads better than shlex's '"'"'
+    return f"{prog} trainer.resume=latest {shlex.quote(arg)}"
 
 
 def record(run_dir: str | Path, resume: Resume, overrides: list[str]) -> Path:

@@ -10,6 +10,7 @@ tb/ (TensorBoard) and checkpoints/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -165,8 +167,8 @@ def _train(cfg: Config, run_dir: Path) -> dict:
         if resume is not None:
             position = ckpt.restore(resume.path, model, engine, corpus.vocab, cfg)
             if world.main:
-                log.info("resumed from %s at epoch %d, step %d (%s words done)", resume.path,
-                         position.epoch, position.step, f"{position.words_done:,}")
+                log.info("resumed from %s %s (%s words done)", resume.path,
+                         _where(position, t.epochs), f"{position.words_done:,}")
 
         writer = TensorBoard(run_dir / "tb") if world.main else None
         loop = Loop(cfg, run_dir, model, engine, corpus, writer, position, world)
@@ -191,6 +193,13 @@ def _on_device(model, device: torch.device):
         raise W2VError(f"model.dim={model.dim} needs {need / 2**30:.1f} GiB for its weight "
                        f"tables, more than {device} has free; lower model.dim (or "
                        "data.max_vocab)") from None
+
+
+def _where(position: ckpt.Position, epochs: int) -> str:
+    """Where a resumed run stands, epochs counted from 1 as the epoch lines count them."""
+    if position.epoch >= epochs:
+        return f"after its last epoch ({epochs})"
+    return f"in epoch {position.epoch + 1}/{epochs}, {position.step} steps into it"
 
 
 def _describe(cfg: Config, engine: str, device: torch.device, world) -> None:
@@ -239,6 +248,10 @@ class Loop:
         self.params = [p.data for p in model.parameters()]
         self.sync = distributed.Sync(world, self.params, engine.combine, cfg.trainer.sync_every)
         self.eval_metrics: dict[str, float] = {}
+        self.evaluated_at: int | None = None  # words_done of the last evaluation
+        # Evaluations at epoch ends: only where there are suites to run (else every epoch
+        # would log that there are none).
+        self.epoch_evals = cfg.trainer.eval_epochs and world.main and _has_suites(cfg)
         self.pending: tuple | None = None  # the last step, until its loss joins the curve
         self.untrained = untrained_loss(model, cfg.model.negative)
 
@@ -308,6 +321,12 @@ class Loop:
                 # The epoch's loss was read (a GPU's queued steps are done) and its
                 # checkpoint taken: both are the epoch's time.
                 clock.tick()
+                if self.epoch_evals and not stopping:  # (a stop ends the process at once)
+                    # A point per epoch on the eval/* curves; its seconds are not training's
+                    # (words/s), and the checkpoint is written meanwhile in the background.
+                    with clock.stopped():
+                        self._evaluate()
+                    curve.exclude(clock.paused)
             if stopping:
                 bar.close()
                 self._interrupted(stop.signum)
@@ -403,7 +422,10 @@ class Loop:
     def _interrupted(self, signum: int | None) -> None:
         path = self._checkpoint(wait=True)  # on disk before the process exits
         name = signal.Signals(signum).name if signum else "a stop signal on another rank"
-        where = f"written to {path}; continue with trainer.resume={path}" if path else "written"
+        # The command continues in this run dir (resume=<path> alone would too; the command
+        # says where), so the vectors, train.log and TensorBoard curve stay in one place.
+        where = (f"written to {path}; continue with: "
+                 f"{rundir.resume_command(USAGE.prog, self.run_dir)}") if path else "written"
         raise TrainingInterrupted(f"{name}: checkpoint {where}", 128 + (signum or 15))
 
     def _evaluate(self) -> dict[str, float]:
@@ -421,7 +443,7 @@ class Loop:
             self.writer.add_scalar(f"eval/{key}", value, self.pos.words_done)
         if metrics:
             log.info("evaluation at %s words: %s", f"{self.pos.words_done:,}", headline(metrics))
-        self.eval_metrics = metrics
+        self.eval_metrics, self.evaluated_at = metrics, self.pos.words_done
         return metrics
 
     def finish(self) -> dict:
@@ -446,7 +468,8 @@ class Loop:
 
         written = export_run(self.run_dir, self.model, self.corpus.vocab, self.cfg.export,
                              self.cfg)
-        self._evaluate()
+        if self.evaluated_at != self.pos.words_done:  # the last epoch's end evaluated these
+            self._evaluate()
         self._projector()
         metrics.update({f"eval/{k}": v for k, v in self.eval_metrics.items()})
         self.writer.add_hparams(_hparams(self.cfg), _numeric(metrics), run_name="hparams")
@@ -469,13 +492,31 @@ class Loop:
 
 class Clock:
     """Seconds in the loop, added to the position's total (which a checkpoint carries, so a
-    resumed run's words/s counts every part's time once)."""
+    resumed run's words/s counts every part's time once); `stopped` leaves out the seconds
+    of work that is not training (an epoch's evaluation)."""
 
     def __init__(self, pos: ckpt.Position) -> None:
         self.pos, self.base, self.start = pos, pos.train_seconds, time.perf_counter()
+        self.paused = 0.0
 
     def tick(self) -> None:
         self.pos.train_seconds = self.base + time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """Seconds inside are not counted; `paused` holds them after."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused = time.perf_counter() - start
+            self.start += self.paused
+
+
+def _has_suites(cfg: Config) -> bool:
+    from w2v.evaluate import find_suites
+
+    return bool(find_suites(cfg.eval))
 
 
 def strict_json(metrics: dict) -> str:
@@ -516,8 +557,10 @@ USAGE = Usage(
     synopsis="[group=option ...] [key=value ...]",
     about="""
         Train word2vec (skip-gram or CBOW) on a corpus; the run writes vectors.pt,
-        vectors.txt, metrics.json, TensorBoard logs (tb/) and checkpoints into its Hydra run
-        dir (outputs/<date>/<time>/, or hydra.run.dir=...). Every setting is a Hydra override.
+        vectors.txt, metrics.json, TensorBoard logs (tb/) and checkpoints (checkpoints/: the
+        newest 3 are kept; python -m w2v.export makes word2vec files from any of them or from
+        vectors.pt) into its Hydra run dir (outputs/<date>/<time>/, or hydra.run.dir=...).
+        Every setting is a Hydra override.
     """,
     examples=(
         "data.path=corpus.txt",

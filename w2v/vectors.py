@@ -65,8 +65,9 @@ class KeyedVectors:
     mean of its n-gram rows, appended after the vocabulary's rows (ids >= V) for the queries
     that ask for it; neighbours and analogy answers are still vocabulary words.
 
-    Query words go through the recorded tokenizer's lowercasing, so `kv["King"]` finds "king"
-    in a lowercased vocabulary; an exact match is tried too, for vocabularies with mixed case.
+    Query words are lowercased where the vocabulary was (its recorded tokenizer lowercases, or
+    none of its words has an uppercase letter: word2vec files record no tokenizer), so
+    `kv["King"]` finds "king"; an exact match is tried too, for vocabularies with mixed case.
     Vectors trained with data.phrases also take a phrase as several words: `kv["New York"]`
     is the row of `new_york` (the recorded phrases, applied as training did; `tokenize`).
     The unit table is cached at the first query: make a new KeyedVectors after the vectors change.
@@ -100,6 +101,7 @@ class KeyedVectors:
         self._unseen: dict[str, int] = {}  # unseen word -> its row among _extra (ids >= V)
         self._extra: list[torch.Tensor] = []  # (D,) vectors of unseen words
         self._extra_unit: list[torch.Tensor] = []  # and their unit vectors
+        self._folds_case: bool | None = None
 
     # ---- lookups ---------------------------------------------------------------------------
 
@@ -136,8 +138,18 @@ class KeyedVectors:
     def has_phrases(self) -> bool:
         return bool(self.tokenizer and self.tokenizer.get("phrases"))
 
+    @property
+    def folds_case(self) -> bool:
+        """Whether a query word is lowercased: the vocabulary was built lowercased, as its
+        recorded tokenizer says, or as its words show (word2vec files record no tokenizer,
+        and a vocabulary without one uppercase letter cannot hold `King`)."""
+        if self._folds_case is None:
+            lowercased = bool(self.tokenizer and self.tokenizer.get("lowercase"))
+            self._folds_case = lowercased or all(w == w.lower() for w in self.words)
+        return self._folds_case
+
     def _lookup(self, word: str) -> int | None:
-        if self.tokenizer and self.tokenizer.get("lowercase"):
+        if self.folds_case:
             i = self.index.get(word.lower())
             if i is not None:
                 return i
@@ -152,7 +164,7 @@ class KeyedVectors:
 
     def _unseen_id(self, word: str) -> int | None:
         """An id >= V for an unseen word of a subword model (its n-grams' mean), or None."""
-        key = word.lower() if self.tokenizer and self.tokenizer.get("lowercase") else word
+        key = word.lower() if self.folds_case else word
         if key not in self._unseen:
             vector = self.ngrams.vector(key)
             if vector is None:
@@ -187,8 +199,14 @@ class KeyedVectors:
         msg = f"{word!r} is not in the vocabulary ({len(self)} words)"
         # difflib scans the vocabulary in Python: cheap for the usual 10k-100k words only.
         if len(self) <= 200_000:
-            probe = word.lower() if self.tokenizer and self.tokenizer.get("lowercase") else word
-            close = difflib.get_close_matches(probe, self.words, n=3, cutoff=0.75)
+            # The same word in another case first (`King` for `king` in a mixed-case
+            # vocabulary), then words spelled alike.
+            folded = word.lower()
+            close = [w for w in self.words if w.lower() == folded]
+            probe = folded if self.folds_case else word
+            close += [w for w in difflib.get_close_matches(probe, self.words, n=3, cutoff=0.75)
+                      if w not in close]
+            close = close[:3]
             if close:
                 return msg + "; did you mean " + ", ".join(repr(w) for w in close) + "?"
         return msg + "; check the spelling or train with a lower data.min_count"
