@@ -291,9 +291,12 @@ def run_hydra(app: Callable[[], Any], usage: Usage,
     from w2v.sweep import register_resolver
 
     register_resolver()  # hydra.sweep.subdir's job dir names
+    # The overrides and the run dir as given are checked first: a mistyped key is that one
+    # line, whatever the run dir holds. hydra_args then claims the run dir (train), and a
+    # resume may name the run dir its checkpoint belongs to.
+    precheck(argv, usage.prog)
     if hydra_args is not None:
         argv = hydra_args(argv)
-    precheck(argv, usage.prog)  # the command line Hydra will run: its run dir is checked too
     sys.argv[1:] = argv
     app()
 
