@@ -346,8 +346,8 @@ def _resume_problem(state: dict) -> str | None:
     if not (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)
             and rng["torch"].dtype == torch.uint8):
         return "'rng' has no uint8 tensor 'torch'"
-    if not isinstance(state.get("optimizer"), dict):
-        return "'optimizer' is not a dict"
+    if not isinstance(state.get("optimizer"), (dict, type(None))):  # None: the cuda engine
+        return "'optimizer' is not a dict (or null)"
     return None
 
 
