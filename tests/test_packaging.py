@@ -126,6 +126,13 @@ def _blocked_modules(closure: set[str]) -> set[str]:
             and module not in startup and module != "w2v"}
 
 
+def _site_dirs() -> list[str]:
+    """The site-packages folders this interpreter imports from (a virtualenv's, and the base
+    interpreter's where that virtualenv shares them), in its order."""
+    return [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")
+            and Path(p).is_dir()]
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """The wheel built from this checkout, installed (no extras, no dev tools importable) into
@@ -143,8 +150,7 @@ def installed(tmp_path_factory):
     assert built.returncode == 0, built.stderr[-3000:]
     wheel = next((root / "dist").glob("w2v-*.whl"))
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
-                    str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     done = subprocess.run([*run, "--python", str(python), "install", "--no-deps",
                            "--ignore-installed", "--no-index", str(wheel)],
@@ -157,6 +163,12 @@ def installed(tmp_path_factory):
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; "
                                 "print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
+    # torch & co. come from the environment running the tests, whichever it is. (`venv
+    # --system-site-packages` shares the *base* interpreter's site-packages: from inside a
+    # virtualenv that is not where they are installed.) Plain paths in a .pth file are
+    # appended after the venv's own site-packages, so the wheel's w2v comes first, and the
+    # .pth files in them (this checkout's editable install among them) are not run.
+    (site / "_w2v_test_outer.pth").write_text("\n".join(_site_dirs()) + "\n")
     blocked = _blocked_modules(_runtime_closure(requires))
     (site / "_w2v_test_guard.py").write_text(GUARD.format(blocked=sorted(blocked)))
     (site / "_w2v_test_guard.pth").write_text("import _w2v_test_guard\n")
@@ -193,6 +205,12 @@ def test_installed_without_extras_every_entry_point_works_from_anywhere(installe
     assert probe.returncode == 0, probe.stderr
     assert "site-packages" in probe.stdout and str(ROOT) not in probe.stdout
     assert "no scipy" in probe.stdout
+    # The runtime dependencies are the test environment's own (a virtualenv's, when the tests
+    # run in one), not another interpreter's that may lack them or hold other versions.
+    import hydra
+
+    probe = cli("-c", "import hydra; print(hydra.__file__)")
+    assert probe.stdout.strip() == hydra.__file__, probe.stderr
 
     write_planted_suites(root / "cache" / "eval", planted)  # the default eval.dir
     common = ["data=local", f"data.path={planted.path}", "data.min_count=1", "model.dim=16",
