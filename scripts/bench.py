@@ -693,7 +693,7 @@ def gpu_protocol(args, tmp: Path) -> list[tuple[str, dict]]:
 
 
 def gpu_report(args, results: list[tuple[str, dict]]) -> str:
-    """The README's GPU tables: one per run, headed by the GPU and the concurrency."""
+    """docs/performance.md's GPU tables: one per run, headed by the GPU and the concurrency."""
     first = next((res["w2v"] for _, res in results if "w2v" in res), {})
     lines = [f"GPU: {first.get('gpu', '?')}; w2v engine {first.get('engine', '?')}, "
              f"trainer.cuda_warps {first.get('cuda_warps', '?')}; gensim workers "

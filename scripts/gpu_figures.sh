@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure the README's GPU section shows, measured again on the machine at hand.
+# Every GPU figure docs/performance.md's GPU section shows, measured again on the machine at hand.
 #
 #     scripts/gpu_figures.sh OUT_DIR [PART ...]
 #     CORPUS=/data/text8-prefix EVAL_DIR=/data/eval scripts/gpu_figures.sh out tests protocol

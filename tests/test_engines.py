@@ -102,10 +102,11 @@ def test_a_cpu_run_never_imports_numba_cuda(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_readme_engine_table_is_the_engine_table():
-    """README's engine table is engine_table()'s output: every row of ENGINES, as it is."""
+def test_docs_engine_table_is_the_engine_table():
+    """docs/engines.md's engine table is engine_table()'s output: every row of ENGINES, as it
+    is."""
     from w2v.engines import engine_table
 
-    readme = (ROOT / "README.md").read_text()
-    assert engine_table() in readme
+    page = (ROOT / "docs" / "engines.md").read_text()
+    assert engine_table() in page
     assert all(f"| `{row.name}` |" in engine_table() for row in ENGINES)

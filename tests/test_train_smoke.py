@@ -22,7 +22,7 @@ def planted_cfg(planted, *overrides):
         "trainer.threads=1", "trainer.progress=false", "trainer.batch_size=256",
         "trainer.ckpt_every=0", "eval.projector_words=50",
         # One rate for both architectures: on this 76-word corpus CBOW's default 0.05 (right
-        # for real corpora, README "Performance") overshoots with hierarchical softmax.
+        # for real corpora, docs/performance.md) overshoots with hierarchical softmax.
         "trainer.lr=0.025",
         *overrides,
     ])

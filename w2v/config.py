@@ -199,7 +199,8 @@ class DataConfig:
 ARCHS = ("skipgram", "cbow")
 # word2vec.c's starting learning rate per architecture (its -alpha default: 0.05 with -cbow 1,
 # else 0.025). CBOW averages its context, so each update is smaller; at 0.025 CBOW learns
-# markedly less per epoch (README "Performance"). gensim uses 0.025 for both.
+# markedly less per epoch (docs/performance.md, "Measured design choices"). gensim uses 0.025
+# for both.
 ARCH_LR = {"skipgram": 0.025, "cbow": 0.05}
 # The starting learning rate of the Adam-family optimizers (sparse_adam, adam, adamw). Their
 # steps are normalised per weight, so word2vec's SGD rates do not carry over; 0.001 (Adam's

@@ -9,7 +9,7 @@ rather than gradients is what lets the fused Hogwild engine, which has no gradie
 distributed too. With SGD the ranks' changes are summed, as threads sharing one model add
 theirs, so two ranks learn as much per word as one process does (averaging them halves every
 update: on text8-prefix after 5 epochs, analogy accuracy 0.049 averaged, 0.080 summed, 0.079
-for one process with two threads; README "Scale-out"). Ranks run the same number of steps
+for one process with two threads; docs/performance.md). Ranks run the same number of steps
 per epoch (the largest shard's; a rank that runs out does empty steps), so collectives always
 match, and they synchronise at every epoch end, checkpoint and evaluation, so what rank 0
 saves or scores is the combined model. The learning-rate schedule follows the global fraction

@@ -7,7 +7,7 @@
 Every engine updates the same two tensors, `model.input.weight` (nn.Embedding) and
 `model.output.weight` (nn.Linear), so checkpoints, resume, exports, evaluation, TensorBoard and
 torchrun work the same whichever engine ran. ENGINES is the one table of which engine runs
-which device, optimizer and loss: the automatic choice, the error messages and the README's
+which device, optimizer and loss: the automatic choice, the error messages and docs/engines.md's
 engine table all read it. Each engine owns its rules: how its loss is reduced (`reduction`)
 and how distributed ranks combine its changes (`combine`).
 
@@ -84,7 +84,7 @@ class EngineSpec:
     optimizers: tuple[str, ...]
     losses: tuple[str, ...]
     sparse: bool  # whether it takes model.sparse=true
-    what: str  # one line for the README and error messages
+    what: str  # one line for docs/engines.md and error messages
     exact: str  # when a run is bit-reproducible (and a resumed run equals an uninterrupted one)
     # Also runs on CPU tensors under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1: tests).
     simulator: bool = False
@@ -125,7 +125,7 @@ ENGINES: tuple[EngineSpec, ...] = (
 
 
 def engine_table() -> str:
-    """ENGINES as the README's markdown table (README.md holds this output verbatim)."""
+    """ENGINES as docs/engines.md's markdown table (that page holds this output verbatim)."""
     lines = ["| `trainer.engine` | devices | `trainer.optimizer` | `model.loss` | "
              "`model.sparse=true` | n-grams (`model.maxn>0`) | what runs | "
              "exact and resumable bit for bit |",
