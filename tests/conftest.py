@@ -10,9 +10,12 @@ learn the co-occurrence therefore decompose as entity + form, which plants:
 
 from __future__ import annotations
 
+import ast
 import os
 import random
+import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +37,8 @@ def _simulate_cuda_without_a_gpu() -> None:
 
 _simulate_cuda_without_a_gpu()
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 TEXT8_PREFIX = SHARED_DATA / "text8-prefix" / "text8-prefix"
 EVAL_DIR = SHARED_DATA / "eval"
@@ -105,6 +109,15 @@ def eval_dir() -> Path:
     if not EVAL_DIR.exists():
         pytest.skip(f"real-data test: {EVAL_DIR} is not here (../shared/data missing)")
     return EVAL_DIR
+
+
+def modules_loaded(code: str, modules: Iterable[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter in the checkout holds after running `code`: what
+    an import or a run costs its user."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {tuple(modules)!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+                         check=True).stdout
+    return ast.literal_eval(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,8 @@ from w2v import corpus as corpus_mod
 from w2v.config import DataConfig
 from w2v.corpus import build_corpus, load_corpus
 from w2v.errors import W2VError
-from w2v.vocab import Tokenizer, Vocab
+from w2v.tokenizer import Tokenizer
+from w2v.vocab import Vocab
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import modules_loaded
 from tests.test_config import compose_cfg
 from w2v.engines import ENGINES, choose_engine, spec
 from w2v.errors import W2VError
@@ -48,11 +49,7 @@ def test_every_row_names_an_importable_engine_with_its_rules():
 
 
 def test_importing_the_engine_table_imports_no_backend():
-    code = ("import sys, w2v.engines; "
-            "print(sorted(m for m in ('numba', 'w2v.engines.fused') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout
-    assert out.strip() == "[]"
+    assert modules_loaded("import w2v.engines", ("numba", "w2v.engines.fused")) == []
 
 
 CUDA = torch.device("cuda")  # choose_engine reads only the device's type: no GPU needed

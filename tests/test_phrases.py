@@ -19,7 +19,7 @@ from w2v.config import DataConfig, PhrasesConfig
 from w2v.corpus import build_corpus, cache_path
 from w2v.errors import W2VError
 from w2v.export import load_tokenizer, load_vectors, tokenize
-from w2v.phrases import Phrases
+from w2v.tokenizer import Phrases, Tokenizer
 from w2v.vocab import Vocab
 
 FILLERS = [f"w{i}" for i in range(80)]
@@ -322,7 +322,6 @@ def test_query_cli_finds_a_phrase(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     words = ["new_york", "city", "new", "york"]
     from w2v.export import save_vectors
-    from w2v.vocab import Tokenizer
 
     phrases = Phrases([{("new", "york"): 12.0}], "_", (), {"passes": 1})
     save_vectors(tmp_path / "v.pt", words, None, torch.eye(4), Tokenizer(phrases=phrases))
