@@ -12,6 +12,7 @@ import torch
 
 from tests.conftest import modules_loaded
 from tests.test_config import compose_cfg
+from w2v.config import ENGINE_NAMES
 from w2v.engines import ENGINES, choose_engine, spec
 from w2v.errors import W2VError
 
@@ -46,6 +47,11 @@ def test_every_row_names_an_importable_engine_with_its_rules():
         assert callable(cls.pause)  # the loop pauses every engine before checkpoints
     assert spec("fused").runs("cpu", "sgd", "negative", False)
     assert not spec("fused").runs("cpu", "sgd", "negative", True)
+
+
+def test_trainer_engine_accepts_exactly_the_tables_engines():
+    # config.py checks trainer.engine when the config is composed, without importing the table
+    assert ("auto", *(row.name for row in ENGINES)) == ENGINE_NAMES
 
 
 def test_importing_the_engine_table_imports_no_backend():

@@ -272,7 +272,7 @@ class ModelConfig:
 # Longer n-grams than this are words more than subwords (fastText's own default maxn is 6).
 MAX_NGRAM = 32
 OPTIMIZERS = ("sgd", "sparse_adam", "adam", "adamw")
-ENGINES = ("auto", "fused", "cuda", "autograd")
+ENGINE_NAMES = ("auto", "fused", "cuda", "autograd")  # trainer.engine; engines.ENGINES is the table
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -383,7 +383,7 @@ class TrainerConfig:
                  "> 0 (or null: the model's default)", self.lr)
         _require(self.min_lr >= 0, "trainer.min_lr", ">= 0", self.min_lr)
         _choice("trainer.optimizer", self.optimizer, OPTIMIZERS)
-        _choice("trainer.engine", self.engine, ENGINES)
+        _choice("trainer.engine", self.engine, ENGINE_NAMES)
         _choice("trainer.device", self.device, DEVICES)
         _require(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
         _require(self.chunk_words is None or self.chunk_words >= 1, "trainer.chunk_words",

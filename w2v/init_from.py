@@ -51,9 +51,6 @@ from w2v.vocab import Vocab
 
 log = logging.getLogger(__name__)
 
-PER_WORD = ("negative", "softmax")  # losses whose output rows are one per word
-
-
 @dataclass
 class InitFrom:
     """What a previous run left: its vocabulary (counts all 0 when the file has none) and

@@ -98,11 +98,6 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def lr_schedule(cfg: Config):
-    """word2vec's linear decay from lr to min_lr over all epochs, by words processed."""
-    return cfg.trainer.lr_at  # (the fused engine applies it per token, from the same place)
-
-
 def train(cfg: Config, run_dir: str | Path) -> dict:
     """Train on cfg's corpus; write vectors, metrics, TensorBoard logs and checkpoints.
 
@@ -238,7 +233,7 @@ class Loop:
     def __init__(self, cfg, run_dir, model, engine, corpus, writer, position, world):
         self.cfg, self.run_dir, self.model, self.engine = cfg, run_dir, model, engine
         self.corpus, self.writer, self.pos, self.world = corpus, writer, position, world
-        self.lr_at = lr_schedule(cfg)
+        self.lr_at = cfg.trainer.lr_at  # the fused engine reads the same schedule per token
         self.ckpt_dir = run_dir / "checkpoints"
         # Rank 0 alone writes; under torchrun the others wait at a barrier until it is on disk.
         self.checkpoints = ckpt.Writer(self.ckpt_dir, ckpt.run_record(corpus.vocab, cfg),
