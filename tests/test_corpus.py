@@ -435,7 +435,7 @@ def _truncate_offsets(folder: Path) -> None:
 @pytest.mark.parametrize("damage", [_damage_ids, _damage_offsets, _truncate_offsets],
                          ids=["ids-out-of-range", "offsets-backwards", "offsets-short"])
 def test_a_damaged_cache_is_refused_at_load(tmp_path, planted, damage):
-    from tests.test_train_smoke import planted_cfg
+    from tests.conftest import planted_cfg
     from w2v.train import train
 
     cfg = planted_cfg(planted, "trainer.engine=autograd", "trainer.epochs=1",

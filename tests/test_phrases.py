@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import planted_cfg
 from tests.test_corpus import docs_of
-from tests.test_train_smoke import planted_cfg
 from w2v import phrases as phrases_mod
 from w2v.config import DataConfig, PhrasesConfig
 from w2v.corpus import build_corpus, cache_path
@@ -264,7 +264,7 @@ def test_bad_settings_name_the_key(kw, match):
 
 
 def test_compose_from_the_command_line():
-    from tests.test_config import compose_cfg
+    from tests.conftest import compose_cfg
 
     cfg = compose_cfg(["data=local", "data.path=x", "data.phrases.passes=2",
                        "data.phrases.connectors=english", "data.phrases.connector_words=[der,die]"])
