@@ -201,12 +201,8 @@ ARCHS = ("skipgram", "cbow")
 # else 0.025). CBOW averages its context, so each update is smaller; at 0.025 CBOW learns
 # markedly less per epoch (README "Performance"). gensim uses 0.025 for both.
 ARCH_LR = {"skipgram": 0.025, "cbow": 0.05}
-# The starting learning rate of the Adam-family optimizers (sparse_adam, adam, adamw). Their
-# steps are normalised per weight, so word2vec's SGD rates do not carry over; 0.001 (Adam's
-# usual default) left skip-gram on text8-prefix far behind SGD after 5 epochs (issue 23:
-# analogy 0.031 against 0.083). Measured there (skip-gram, batch 1,024, 1 epoch; conf/experiment/
-# sparse_adam.yaml has the 5-epoch figures): sparse_adam at 0.001 / 0.005 / 0.01 / 0.02 gave
-# analogy 0.003 / 0.032 / 0.055 / 0.049, WS353 0.150 / 0.358 / 0.482 / 0.495.
+# The Adam-family optimizers' starting rate: their steps are normalised per weight, so SGD's
+# rates do not carry over, and Adam's usual 0.001 learns far less (docs/measurements.md).
 ADAM_LR = 0.01
 LOSSES = ("negative", "hs", "softmax")
 

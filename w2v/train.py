@@ -288,12 +288,10 @@ class Loop:
                     # step's kernel does, instead of leaving the GPU idle between the two.
                     self._curve_points(curve)
                     self.pending = (s, words, epoch, step, steps, self.pos.words_done)
-                    # Every point in before an evaluation, a checkpoint or a stop inside an
-                    # epoch (a diverged loss stops the run there). At an epoch's end the last
-                    # step's points wait, as every step's do, until the next step is queued:
-                    # the epoch's mean loss, checked below before its checkpoint, covers them,
-                    # and writing them first (5 ms on an H100 for text8-prefix) left the GPU
-                    # idle at every epoch's end.
+                    # Every point in before a mid-epoch evaluation, checkpoint or stop (a
+                    # diverged loss stops there); an epoch's last points wait for the next
+                    # launch, so the GPU does not idle at the epoch's end (the epoch's mean
+                    # loss, checked below, covers them).
                     if mid or stopping:
                         self._curve_points(curve)
                 if main and t.eval_every and g % t.eval_every == 0:

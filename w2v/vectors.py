@@ -22,10 +22,9 @@ from w2v.tokenizer import Tokenizer, oov_rows
 # Levy & Goldberg's epsilon in 3CosMul's denominator (gensim uses the same value).
 COSMUL_EPS = 1e-6
 # Score-matrix entries computed at once by the batched queries: one reused (queries,
-# candidates) float32 block of at most 2**22 entries = 16 MB (e.g. 140 questions x 30k words).
-# On text8-prefix's 9,274 answerable analogies (2 busy cores) 2**25 entries (128 MB) took
-# 1.9-2.1 s against 2.6-3.3 s; a training run's final evaluation pays the block on top of the
-# run's own memory, so the smaller one.
+# candidates) float32 block of at most 2**22 entries = 16 MB (e.g. 140 questions x 30k words);
+# larger blocks are a little faster, but a run's final evaluation pays the block on top of the
+# run's own memory (docs/measurements.md).
 SCORE_BLOCK = 2**22
 
 
