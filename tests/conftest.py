@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to ../shared/data and a planted-structure synthetic corpus.
+"""Shared fixtures and helpers: paths to ../shared/data, a planted-structure synthetic corpus,
+the config of a small run on it and the checks that it was learnt.
 
 The planted corpus makes learning checkable in seconds. Its words are `e{i}f{j}`: entity i in
 form j (think "king"/"kings"). Each sentence is about one entity in one form, so a word's
@@ -10,13 +11,23 @@ learn the co-occurrence therefore decompose as entity + form, which plants:
 
 from __future__ import annotations
 
+import ast
 import os
 import random
+import signal
+import socket
+import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import torch
+
+if TYPE_CHECKING:
+    from w2v.config import Config
 
 
 def _simulate_cuda_without_a_gpu() -> None:
@@ -34,7 +45,8 @@ def _simulate_cuda_without_a_gpu() -> None:
 
 _simulate_cuda_without_a_gpu()
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 TEXT8_PREFIX = SHARED_DATA / "text8-prefix" / "text8-prefix"
 EVAL_DIR = SHARED_DATA / "eval"
@@ -107,7 +119,134 @@ def eval_dir() -> Path:
     return EVAL_DIR
 
 
+def modules_loaded(code: str, modules: Iterable[str]) -> list[str]:
+    """Which of `modules` a fresh interpreter in the checkout holds after running `code`: what
+    an import or a run costs its user."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {tuple(modules)!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+                         check=True).stdout
+    return ast.literal_eval(out.strip().splitlines()[-1])
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Keep every test's index-tensor cache in its own tmp dir."""
     monkeypatch.setenv("W2V_CACHE", str(tmp_path / "w2v-cache"))
+
+
+# --- what many test files share: composing configs, the planted corpus's run and checks ------
+
+
+def compose_cfg(overrides: list[str]) -> Config:
+    """conf/ composed with `overrides` as `python -m w2v.train` composes it, as the typed Config."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from w2v.cli import CONF_DIR
+    from w2v.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return OmegaConf.to_object(compose("config", overrides=overrides))
+
+
+def planted_cfg(planted, *overrides: str) -> Config:
+    """A small, fast run on the planted corpus (24 dims, one thread, no progress bar), plus
+    `overrides`."""
+    return compose_cfg([
+        "data=local", f"data.path={planted.path}", "data.min_count=1",
+        "model.dim=24", "model.window=3", "model.sample=0",
+        "trainer.threads=1", "trainer.progress=false", "trainer.batch_size=256",
+        "trainer.ckpt_every=0", "eval.projector_words=50",
+        # One rate for both architectures: on this 76-word corpus CBOW's default 0.05 (right
+        # for real corpora, docs/performance.md) overshoots with hierarchical softmax.
+        "trainer.lr=0.025",
+        *overrides,
+    ])
+
+
+def planted_table(vectors: torch.Tensor, words: list[str], planted):
+    """Unit vectors of the planted e{i}f{j} words only, as (entities, forms, D)."""
+    index = {w: i for i, w in enumerate(words)}
+    rows = [[index[planted.word(e, f)] for f in range(planted.forms)]
+            for e in range(planted.entities)]
+    return torch.nn.functional.normalize(vectors[torch.tensor(rows)], dim=-1)
+
+
+def neighbours_recovered(vectors: torch.Tensor, words: list[str], planted, k: int = 5) -> float:
+    """Share of planted words e{i}f{j} whose k nearest words all belong to entity i
+    (its context words c{i}_* or its other form): the planted neighbourhoods."""
+    unit = torch.nn.functional.normalize(vectors, dim=1)
+    hits = 0
+    for e in range(planted.entities):
+        for f in range(planted.forms):
+            q = words.index(planted.word(e, f))
+            sims = unit @ unit[q]
+            sims[q] = -2
+            near = [words[i] for i in sims.topk(k).indices.tolist()]
+            hits += all(w.startswith((f"c{e}_", f"e{e}f")) for w in near)
+    return hits / (planted.entities * planted.forms)
+
+
+def analogies_recovered(vectors, words, planted) -> float:
+    """e_a f0 : e_a f1 :: e_c f0 : ?  answered by 3CosAdd among the planted words."""
+    table = planted_table(vectors, words, planted)  # (E, 2, D)
+    flat = table.reshape(-1, vectors.shape[1])
+    ok = total = 0
+    for a in range(planted.entities):
+        for c in range(planted.entities):
+            if a == c:
+                continue
+            sims = flat @ (table[a, 1] - table[a, 0] + table[c, 0])
+            sims[[2 * a, 2 * a + 1, 2 * c]] = -9
+            ok += int(sims.argmax()) == 2 * c + 1
+            total += 1
+    return ok / total
+
+
+def write_planted_suites(folder: Path, planted) -> Path:
+    """questions-words.txt and wordsim353.tsv in the standard formats, over planted words."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [": planted-forms"] + [" ".join(q) for q in planted.analogies()]
+    (folder / "questions-words.txt").write_text("\n".join(lines) + "\n")
+    pairs = ["# w1\tw2\tscore"]
+    for e in range(planted.entities):
+        pairs.append(f"{planted.word(e, 0)}\t{planted.word(e, 1)}\t9.0")
+        pairs.append(f"{planted.word(e, 0)}\tc{e}_0\t7.0")
+        pairs.append(f"{planted.word(e, 0)}\t{planted.word((e + 1) % planted.entities, 1)}\t1.0")
+    (folder / "wordsim353.tsv").write_text("\n".join(pairs) + "\n")
+    return folder
+
+
+def scalars(logdir: Path, tag: str) -> list[float]:
+    """A TensorBoard scalar's values, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return [e.value for e in acc.Scalars(tag)]
+
+
+class StopAfter:
+    """Stands in for train.StopFlag: reports SIGTERM after `n` steps (an interrupted run)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.checks = n, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    @property
+    def signum(self):
+        self.checks += 1
+        return signal.SIGTERM if self.checks > self.n else None
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, for a process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

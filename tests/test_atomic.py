@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_smoke import planted_cfg
+from tests.conftest import planted_cfg
 from w2v.atomic import atomic_torch_save, atomic_write_text, umask
 from w2v.train import train
 

@@ -26,8 +26,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tests.conftest import write_planted_corpus
-from tests.test_train_smoke import planted_cfg
+from tests.conftest import planted_cfg, write_planted_corpus
 from w2v import checkpoint
 from w2v.cli import precheck
 from w2v.config import DataConfig, ExportConfig, register_configs

@@ -127,7 +127,7 @@ def test_a_traced_run_marks_the_loops_phases(planted, tmp_path, monkeypatch):
     """--trace names the loop's host phases in the profile (what idle_by_phase reads)."""
     from torch.autograd import DeviceType
 
-    from tests.test_train_smoke import planted_cfg
+    from tests.conftest import planted_cfg
     from w2v.train import train
 
     bench = bench_module()

@@ -6,23 +6,16 @@ import itertools
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from tests.conftest import compose_cfg
 from w2v.cli import CONF_DIR
-from w2v.config import Config, register_configs
+from w2v.config import Config
 from w2v.errors import W2VError
 
 CONF = CONF_DIR
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml"))
           for g in ("data", "model", "trainer")}
 COMBOS = list(itertools.product(GROUPS["data"], GROUPS["model"], GROUPS["trainer"]))
-
-
-def compose_cfg(overrides: list[str]) -> Config:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return OmegaConf.to_object(compose("config", overrides=overrides))
 
 
 @pytest.mark.parametrize("data,model,trainer", COMBOS)

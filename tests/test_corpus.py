@@ -17,7 +17,8 @@ from w2v import corpus as corpus_mod
 from w2v.config import DataConfig
 from w2v.corpus import build_corpus, load_corpus
 from w2v.errors import W2VError
-from w2v.vocab import Tokenizer, Vocab
+from w2v.tokenizer import Tokenizer
+from w2v.vocab import Vocab
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -434,7 +435,7 @@ def _truncate_offsets(folder: Path) -> None:
 @pytest.mark.parametrize("damage", [_damage_ids, _damage_offsets, _truncate_offsets],
                          ids=["ids-out-of-range", "offsets-backwards", "offsets-short"])
 def test_a_damaged_cache_is_refused_at_load(tmp_path, planted, damage):
-    from tests.test_train_smoke import planted_cfg
+    from tests.conftest import planted_cfg
     from w2v.train import train
 
     cfg = planted_cfg(planted, "trainer.engine=autograd", "trainer.epochs=1",

@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_planted_corpus
-from tests.test_distributed import free_port
-from tests.test_train_smoke import (
-    _scalars,
-    _StopAfter,
+from tests.conftest import (
+    StopAfter,
     analogies_recovered,
+    free_port,
     neighbours_recovered,
     planted_cfg,
+    scalars,
+    write_planted_corpus,
 )
 from w2v import train as train_mod
 from w2v.corpus import build_corpus
@@ -360,7 +360,7 @@ def test_learns_planted_structure(small_planted, tmp_path, arch, loss, epochs, c
     assert metrics["engine"] == "cuda"
     assert neighbours_recovered(vec["vectors"], vec["words"], small_planted) >= 0.75
     assert analogies_recovered(vec["vectors"], vec["words"], small_planted) >= 0.5
-    losses = _scalars(tmp_path / "tb", "train/loss")
+    losses = scalars(tmp_path / "tb", "train/loss")
     assert losses[-1] < losses[0]  # the loss summed on the device falls
 
 
@@ -392,7 +392,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(small_planted, tmp_path, m
     train(small_cfg(small_planted, *over), tmp_path / "full")
     full = torch.load(tmp_path / "full" / "vectors.pt", weights_only=True)["vectors"]
 
-    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(4))
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: StopAfter(4))
     with pytest.raises(TrainingInterrupted) as stop:
         train(small_cfg(small_planted, *over), tmp_path / "cut")
     assert stop.value.code == 128 + signal.SIGTERM
@@ -473,7 +473,7 @@ def test_text8_prefix_reaches_gensims_quality(text8_prefix, eval_dir, tmp_path):
 def test_a_subword_model_learns_planted_structure_and_resumes_exactly(small_planted, tmp_path,
                                                                        monkeypatch, arch,
                                                                        epochs):
-    from tests.test_train_smoke import _StopAfter
+    from tests.conftest import StopAfter
     from w2v import train as train_mod
     from w2v.export import load_vectors
 
@@ -483,7 +483,7 @@ def test_a_subword_model_learns_planted_structure_and_resumes_exactly(small_plan
     kv = load_vectors(tmp_path / "full" / "vectors.pt")
     assert neighbours_recovered(kv.vectors, kv.words, small_planted) >= 0.75
     assert analogies_recovered(kv.vectors, kv.words, small_planted) >= 0.5
-    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(3))
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: StopAfter(3))
     with pytest.raises(TrainingInterrupted):
         train(small_cfg(small_planted, *over), tmp_path / "cut")
     monkeypatch.undo()

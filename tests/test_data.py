@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from w2v import sources, textlines, tokens
 from w2v.config import DataConfig
 from w2v.errors import W2VError
-from w2v.vocab import Tokenizer
+from w2v.tokenizer import Tokenizer
 
 ROWS = ["The cat sat", "", "  on the MAT  ", "dog\tand cat"]
 

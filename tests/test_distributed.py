@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.test_train_smoke import analogies_recovered, neighbours_recovered, planted_cfg
+from tests.conftest import analogies_recovered, free_port, neighbours_recovered, planted_cfg
 from w2v.distributed import Sync, World
 from w2v.train import train
 
@@ -22,12 +21,6 @@ ARGS = ["data=local", "data.min_count=1", "model.dim=24", "model.window=3", "mod
         "trainer.threads=1", "trainer.progress=false", "trainer.epochs=4",
         "trainer.chunk_words=2000", "trainer.batch_size=256", "trainer.ckpt_every=0",
         "eval.projector_words=0"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(tmp_path, planted, *extra: str) -> subprocess.CompletedProcess:

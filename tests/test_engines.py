@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_config import compose_cfg
+from tests.conftest import compose_cfg, modules_loaded
+from w2v.config import ENGINE_NAMES
 from w2v.engines import ENGINES, choose_engine, spec
 from w2v.errors import W2VError
 
@@ -47,12 +48,13 @@ def test_every_row_names_an_importable_engine_with_its_rules():
     assert not spec("fused").runs("cpu", "sgd", "negative", True)
 
 
+def test_trainer_engine_accepts_exactly_the_tables_engines():
+    # config.py checks trainer.engine when the config is composed, without importing the table
+    assert ("auto", *(row.name for row in ENGINES)) == ENGINE_NAMES
+
+
 def test_importing_the_engine_table_imports_no_backend():
-    code = ("import sys, w2v.engines; "
-            "print(sorted(m for m in ('numba', 'w2v.engines.fused') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout
-    assert out.strip() == "[]"
+    assert modules_loaded("import w2v.engines", ("numba", "w2v.engines.fused")) == []
 
 
 CUDA = torch.device("cuda")  # choose_engine reads only the device's type: no GPU needed
@@ -84,7 +86,7 @@ def test_a_cpu_run_never_imports_numba_cuda(tmp_path):
     corpus.write_text("a b c d a b c d e f\n" * 50)
     code = (
         "import sys\n"
-        "from tests.test_config import compose_cfg\n"
+        "from tests.conftest import compose_cfg\n"
         "from w2v.train import train\n"
         "import w2v.engines.cuda\n"
         "for engine in ('fused', 'autograd'):\n"
@@ -95,7 +97,8 @@ def test_a_cpu_run_never_imports_numba_cuda(tmp_path):
         f"    train(cfg, '{tmp_path}/' + engine)\n"
         "print(sorted(m for m in sys.modules if m.startswith('numba.cuda')))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    # The simulator off, as in a user's run (importing conftest turns it on without a GPU).
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -379,7 +379,8 @@ def test_export_reads_checkpoints_as_train_writes_them(tmp_path):
     from w2v.config import Config, ModelConfig
     from w2v.export import export_checkpoint
     from w2v.model import Word2Vec
-    from w2v.vocab import Tokenizer, Vocab
+    from w2v.tokenizer import Tokenizer
+    from w2v.vocab import Vocab
 
     vocab = Vocab(WORDS, counts(), Tokenizer(lowercase=False), min_count=3, max_vocab=50)
     model = Word2Vec(len(WORDS), 7, arch="skipgram")

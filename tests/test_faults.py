@@ -22,10 +22,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import write_planted_corpus
+from tests.conftest import compose_cfg, planted_cfg, write_planted_corpus
 from tests.test_bad_input import assert_intact, one_line, snapshot
-from tests.test_config import compose_cfg
-from tests.test_train_smoke import planted_cfg
 from w2v import atomic, checkpoint
 from w2v.config import ExportConfig
 from w2v.errors import INTERRUPTED, W2VError

@@ -402,7 +402,7 @@ def test_warmup_compiles_every_variant():
 
 def planted_engine(planted, tmp_path, *overrides):
     """A FusedEngine on the planted corpus (no subsampling), as train() builds it."""
-    from tests.test_train_smoke import planted_cfg
+    from tests.conftest import planted_cfg
     from w2v.corpus import build_corpus
     from w2v.model import build_model
 
@@ -527,7 +527,7 @@ def test_warmup_says_whether_it_compiled_or_loaded(caplog, monkeypatch):
 
 
 def test_a_fused_checkpoint_is_refused_by_the_autograd_engine(planted, tmp_path):
-    from tests.test_train_smoke import planted_cfg
+    from tests.conftest import planted_cfg
     from w2v.train import train
 
     train(planted_cfg(planted, "trainer.engine=fused", "trainer.epochs=1"), tmp_path)

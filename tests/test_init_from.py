@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_distributed import free_port
-from tests.test_train_smoke import _StopAfter, planted_cfg
+from tests.conftest import StopAfter, free_port, planted_cfg
 from w2v import train as train_mod
 from w2v.config import DataConfig
 from w2v.corpus import build_corpus
@@ -228,7 +227,7 @@ def test_resume_of_a_continued_run(corpora, tmp_path, monkeypatch):
             "trainer.epochs=2", "trainer.chunk_words=1000", "trainer.engine=fused")
     train(cfg_for(b, *over), tmp_path / "full")
     full = torch.load(tmp_path / "full" / "vectors.pt", weights_only=True)["vectors"]
-    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(3))
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: StopAfter(3))
     with pytest.raises(TrainingInterrupted) as stop:
         train(cfg_for(b, *over), tmp_path / "cut")
     assert stop.value.code == 128 + signal.SIGTERM

@@ -27,8 +27,8 @@ ORDER = [
     "textlines",  # plain-text files read in bounded blocks (the builder sources.py loads with)
     "sources",  # where the text comes from: local files, the Hub -> a datasets Dataset
     "tokens",  # rows -> token chunks and document ends
+    "tokenizer",  # what travels with the vectors: Tokenizer, the learnt Phrases, n-gram rules
     "phrases",  # token chunks -> phrase tokens (word2phrase), before the vocabulary counts
-    "tokenizer",  # fastText's n-gram rules: what travels with the vectors (model, vectors)
     "vocab",
     "corpus",
     "data",  # `python -m w2v.data`: the data stages end to end, command code above corpus

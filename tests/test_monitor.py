@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.test_train_smoke import planted_cfg, write_planted_suites
+from tests.conftest import planted_cfg, write_planted_suites
 from w2v import monitor
 from w2v.engines import Step
 from w2v.train import train

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_planted_corpus
+from tests.conftest import planted_cfg, write_planted_corpus
 from tests.test_bad_input import one_line, snapshot
-from tests.test_train_smoke import planted_cfg
 from w2v import checkpoint
 from w2v import train as train_mod
 from w2v.config import ExportConfig
@@ -177,7 +176,7 @@ def test_a_run_whose_subsampling_leaves_no_pair_is_refused(tmp_path):
     base = ["data=local", f"data.path={two}", "data.min_count=1", "trainer.epochs=3",
             "trainer.threads=1", "trainer.progress=false", "eval.dir=null",
             "eval.projector_words=0"]
-    from tests.test_config import compose_cfg
+    from tests.conftest import compose_cfg
 
     with pytest.raises(W2VError) as err:
         train(compose_cfg(base), tmp_path / "r")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_smoke import write_planted_suites
+from tests.conftest import write_planted_suites
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import planted_cfg
 from tests.test_corpus import docs_of
-from tests.test_train_smoke import planted_cfg
 from w2v import phrases as phrases_mod
 from w2v.config import DataConfig, PhrasesConfig
 from w2v.corpus import build_corpus, cache_path
 from w2v.errors import W2VError
 from w2v.export import load_tokenizer, load_vectors, tokenize
-from w2v.phrases import Phrases
+from w2v.tokenizer import Phrases, Tokenizer
 from w2v.vocab import Vocab
 
 FILLERS = [f"w{i}" for i in range(80)]
@@ -264,7 +264,7 @@ def test_bad_settings_name_the_key(kw, match):
 
 
 def test_compose_from_the_command_line():
-    from tests.test_config import compose_cfg
+    from tests.conftest import compose_cfg
 
     cfg = compose_cfg(["data=local", "data.path=x", "data.phrases.passes=2",
                        "data.phrases.connectors=english", "data.phrases.connector_words=[der,die]"])
@@ -322,7 +322,6 @@ def test_query_cli_finds_a_phrase(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     words = ["new_york", "city", "new", "york"]
     from w2v.export import save_vectors
-    from w2v.vocab import Tokenizer
 
     phrases = Phrases([{("new", "york"): 12.0}], "_", (), {"passes": 1})
     save_vectors(tmp_path / "v.pt", words, None, torch.eye(4), Tokenizer(phrases=phrases))

@@ -24,7 +24,8 @@ from w2v.batches import Batches
 from w2v.config import DataConfig
 from w2v.corpus import build_corpus
 from w2v.export import load_embedding, load_vectors, save_vectors, write_word2vec
-from w2v.vocab import Tokenizer, Vocab
+from w2v.tokenizer import Tokenizer
+from w2v.vocab import Vocab
 
 # ---- the data path: text -> vocabulary and index tensors -------------------------------------
 

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.test_train_smoke import _StopAfter, planted_cfg
+from tests.conftest import StopAfter, planted_cfg
 from w2v import checkpoint
 from w2v import train as train_mod
 from w2v.rundir import hydra_args
@@ -172,7 +172,7 @@ def test_words_per_sec_counts_each_part_of_an_interrupted_run_once(planted, tmp_
     over = ("trainer.engine=fused", "trainer.epochs=2", "trainer.chunk_words=3000")
     ticks = iter(range(10**6))
     monkeypatch.setattr(train_mod, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
-    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(20))  # of 24 steps
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: StopAfter(20))  # of 24 steps
     with pytest.raises(TrainingInterrupted):
         train(planted_cfg(planted, *over), tmp_path)
     monkeypatch.undo()
@@ -225,7 +225,7 @@ def test_resume_in_process_applies_harmless_changes(planted, tmp_path, monkeypat
     """train() with trainer.resume checks the whole config against the checkpoint's: the
     same config resumes, another threads value is applied and reported."""
     over = ("trainer.engine=autograd", "trainer.epochs=2", "trainer.batch_size=512")
-    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(5))
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: StopAfter(5))
     with pytest.raises(TrainingInterrupted) as stop:
         train(planted_cfg(planted, *over), tmp_path)
     assert stop.value.code == 128 + signal.SIGTERM

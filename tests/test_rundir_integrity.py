@@ -16,10 +16,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import write_planted_corpus
-from tests.test_config import compose_cfg
+from tests.conftest import StopAfter, compose_cfg, planted_cfg, write_planted_corpus
 from tests.test_rundir import snapshot
-from tests.test_train_smoke import _StopAfter, planted_cfg
 from w2v import checkpoint, rundir
 from w2v import train as train_mod
 from w2v.errors import W2VError
@@ -34,7 +32,7 @@ STEPS = 12
 
 def _cut_and_resume(planted, run, monkeypatch, after: int, *over: str) -> dict:
     """Train until a stop is seen after `after` steps, then resume in a new train() call."""
-    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(after))
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: StopAfter(after))
     with pytest.raises(TrainingInterrupted):
         train(planted_cfg(planted, *FUSED, *over), run)
     monkeypatch.undo()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_train_smoke import analogies_recovered, neighbours_recovered, planted_cfg
+from tests.conftest import analogies_recovered, neighbours_recovered, planted_cfg
 from w2v.errors import W2VError
 from w2v.export import load_embedding, load_vectors
 from w2v.model import Subwords, Word2Vec
@@ -133,13 +133,13 @@ def test_evaluation_scores_unseen_words_through_ngrams(planted, tmp_path):
 
 @pytest.mark.parametrize("arch", ["skipgram", "cbow"])
 def test_interrupted_and_resumed_equals_uninterrupted(planted, tmp_path, monkeypatch, arch):
-    from tests.test_train_smoke import _StopAfter
+    from tests.conftest import StopAfter
     from w2v import train as train_mod
     from w2v.train import TrainingInterrupted
 
     over = (f"model={arch}", "trainer.epochs=2", "trainer.chunk_words=3000")
     train(subword_cfg(planted, *over), tmp_path / "full")
-    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(7))
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: StopAfter(7))
     with pytest.raises(TrainingInterrupted):
         train(subword_cfg(planted, *over), tmp_path / "cut")
     monkeypatch.undo()
@@ -184,7 +184,7 @@ def test_a_fasttext_written_bin_initialises_a_run(planted, tmp_path):
 
 
 def test_auto_on_a_gpu_takes_the_cuda_kernel_for_the_subword_model():
-    from tests.test_config import compose_cfg
+    from tests.conftest import compose_cfg
     from w2v.engines import _pick
 
     cfg = compose_cfg(["model=fasttext", "data.path=x.txt"])

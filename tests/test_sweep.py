@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_train_smoke import write_planted_suites
+from tests.conftest import write_planted_suites
 from w2v.sweep import job_dir_name, table, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,13 +1,54 @@
-"""fastText's n-gram rules (w2v.tokenizer) against fastText itself and gensim."""
+"""w2v.tokenizer: the tokenizer and phrases that travel with the vectors (light to import), and
+fastText's n-gram rules against fastText itself and gensim."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from w2v.tokenizer import ngram_hash, oov_rows, subword_rows, word_ngrams
+from tests.conftest import modules_loaded
+from w2v.errors import W2VError
+from w2v.tokenizer import (
+    Phrases,
+    Tokenizer,
+    ngram_hash,
+    oov_rows,
+    subword_rows,
+    word_ngrams,
+)
 
 WORDS = ["where", "naïve", "日本語", "a", "🙂ok", "straße"]
+
+
+# --- tokenizer and phrases ---------------------------------------------------------------------
+
+
+def test_tokenizer_default_and_pattern():
+    assert Tokenizer()("The CAT\tsat\n") == ["the", "cat", "sat"]
+    assert Tokenizer(lowercase=False)("The CAT") == ["The", "CAT"]
+    assert Tokenizer(pattern=r"[a-z]+")("Don't stop!") == ["don", "t", "stop"]
+    t = Tokenizer.from_dict(Tokenizer(True, r"\w+").to_dict())
+    assert t == Tokenizer(True, r"\w+")
+
+
+def test_tokenizer_bad_pattern_names_the_key():
+    with pytest.raises(W2VError, match="data.token_pattern"):
+        Tokenizer(pattern="(")
+
+
+def test_tokenizer_with_phrases_round_trips_as_a_plain_dict():
+    phrases = Phrases([{("new", "york"): 12.0}, {("new_york", "city"): 3.0}], "_", ("of",),
+                      {"passes": 2})
+    tok = Tokenizer(phrases=phrases)
+    assert tok("New York City of New York") == ["new_york_city", "of", "new_york"]
+    d = tok.to_dict()
+    assert d["phrases"]["passes"][0] == {"phrases": [["new", "york"]], "scores": [12.0]}
+    assert Tokenizer.from_dict(d) == tok and "phrases" not in Tokenizer().to_dict()
+
+
+def test_importing_the_tokenizer_imports_neither_numba_nor_pyarrow():
+    # load_embedding and tokenize users load this module; phrases.py (numba) is the learner.
+    assert modules_loaded("import w2v.tokenizer", ("numba", "pyarrow", "w2v.phrases")) == []
 
 
 def test_ngrams_follow_fasttexts_rules():

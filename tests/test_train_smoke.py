@@ -5,67 +5,21 @@ from __future__ import annotations
 import json
 import math
 import signal
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.test_config import compose_cfg
+from tests.conftest import (
+    StopAfter,
+    analogies_recovered,
+    neighbours_recovered,
+    planted_cfg,
+    planted_table,
+    scalars,
+    write_planted_suites,
+)
 from w2v import train as train_mod
 from w2v.train import TrainingInterrupted, train
-
-
-def planted_cfg(planted, *overrides):
-    return compose_cfg([
-        "data=local", f"data.path={planted.path}", "data.min_count=1",
-        "model.dim=24", "model.window=3", "model.sample=0",
-        "trainer.threads=1", "trainer.progress=false", "trainer.batch_size=256",
-        "trainer.ckpt_every=0", "eval.projector_words=50",
-        # One rate for both architectures: on this 76-word corpus CBOW's default 0.05 (right
-        # for real corpora, docs/performance.md) overshoots with hierarchical softmax.
-        "trainer.lr=0.025",
-        *overrides,
-    ])
-
-
-def _planted_table(vectors: torch.Tensor, words: list[str], planted):
-    """Unit vectors of the planted e{i}f{j} words only, as (entities, forms, D)."""
-    index = {w: i for i, w in enumerate(words)}
-    rows = [[index[planted.word(e, f)] for f in range(planted.forms)]
-            for e in range(planted.entities)]
-    return torch.nn.functional.normalize(vectors[torch.tensor(rows)], dim=-1)
-
-
-def neighbours_recovered(vectors: torch.Tensor, words: list[str], planted, k: int = 5) -> float:
-    """Share of planted words e{i}f{j} whose k nearest words all belong to entity i
-    (its context words c{i}_* or its other form): the planted neighbourhoods."""
-    unit = torch.nn.functional.normalize(vectors, dim=1)
-    hits = 0
-    for e in range(planted.entities):
-        for f in range(planted.forms):
-            q = words.index(planted.word(e, f))
-            sims = unit @ unit[q]
-            sims[q] = -2
-            near = [words[i] for i in sims.topk(k).indices.tolist()]
-            hits += all(w.startswith((f"c{e}_", f"e{e}f")) for w in near)
-    return hits / (planted.entities * planted.forms)
-
-
-def analogies_recovered(vectors, words, planted) -> float:
-    """e_a f0 : e_a f1 :: e_c f0 : ?  answered by 3CosAdd among the planted words."""
-    table = _planted_table(vectors, words, planted)  # (E, 2, D)
-    flat = table.reshape(-1, vectors.shape[1])
-    ok = total = 0
-    for a in range(planted.entities):
-        for c in range(planted.entities):
-            if a == c:
-                continue
-            sims = flat @ (table[a, 1] - table[a, 0] + table[c, 0])
-            sims[[2 * a, 2 * a + 1, 2 * c]] = -9
-            ok += int(sims.argmax()) == 2 * c + 1
-            total += 1
-    return ok / total
-
 
 CASES = [
     ("skipgram", "negative", "autograd"),
@@ -90,16 +44,8 @@ def test_learns_planted_structure(planted, tmp_path, arch, loss, engine):
     assert metrics["engine"] == engine
     assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
     assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
-    losses = _scalars(tmp_path / "tb", "train/loss")
+    losses = scalars(tmp_path / "tb", "train/loss")
     assert losses[-1] < losses[0]  # loss falls
-
-
-def _scalars(logdir: Path, tag: str) -> list[float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(logdir))
-    acc.Reload()
-    return [e.value for e in acc.Scalars(tag)]
 
 
 def test_run_dir_outputs_and_tensorboard(planted, tmp_path):
@@ -127,27 +73,9 @@ def test_train_loss_is_the_interval_mean_not_a_running_total(planted, tmp_path):
     cfg = planted_cfg(planted, "trainer.epochs=3", "trainer.engine=autograd",
                       "model.loss=negative")
     train(cfg, tmp_path)
-    losses = _scalars(tmp_path / "tb", "train/loss")
+    losses = scalars(tmp_path / "tb", "train/loss")
     # a cumulative tally would grow; a per-pair mean of NS loss starts near 6 * log 2
     assert max(losses) < 6 * 0.7 and losses[-1] < losses[0]
-
-
-class _StopAfter:
-    """Stands in for StopFlag: reports SIGTERM after `n` steps."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.checks = n, 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    @property
-    def signum(self):
-        self.checks += 1
-        return signal.SIGTERM if self.checks > self.n else None
 
 
 @pytest.mark.parametrize("engine", ["autograd", "fused"])
@@ -157,7 +85,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(planted, tmp_path, monkeyp
     train(planted_cfg(planted, *over), tmp_path / "full")
     full = torch.load(tmp_path / "full" / "vectors.pt", weights_only=True)["vectors"]
 
-    monkeypatch.setattr(train_mod, "StopFlag", lambda: _StopAfter(7))
+    monkeypatch.setattr(train_mod, "StopFlag", lambda: StopAfter(7))
     with pytest.raises(TrainingInterrupted) as stop:
         train(planted_cfg(planted, *over), tmp_path / "cut")
     assert stop.value.code == 128 + signal.SIGTERM
@@ -206,7 +134,7 @@ def test_fused_and_autograd_engines_learn_the_same_geometry(planted, tmp_path, a
         vec = torch.load(tmp_path / engine / "vectors.pt", weights_only=True)
         assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
         assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
-        table = _planted_table(vec["vectors"], vec["words"], planted).flatten(0, 1)
+        table = planted_table(vec["vectors"], vec["words"], planted).flatten(0, 1)
         sims[engine] = (table @ table.T)[torch.triu_indices(len(table), len(table), 1).unbind()]
     corr = torch.corrcoef(torch.stack([sims["fused"], sims["autograd"]]))[0, 1]
     assert corr > 0.8
@@ -315,20 +243,6 @@ def test_trains_on_cuda(planted, tmp_path):
     vec = torch.load(tmp_path / "autograd" / "vectors.pt", weights_only=True)
     assert metrics["engine"] == "autograd"
     assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
-
-
-def write_planted_suites(folder: Path, planted) -> Path:
-    """questions-words.txt and wordsim353.tsv in the standard formats, over planted words."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = [": planted-forms"] + [" ".join(q) for q in planted.analogies()]
-    (folder / "questions-words.txt").write_text("\n".join(lines) + "\n")
-    pairs = ["# w1\tw2\tscore"]
-    for e in range(planted.entities):
-        pairs.append(f"{planted.word(e, 0)}\t{planted.word(e, 1)}\t9.0")
-        pairs.append(f"{planted.word(e, 0)}\tc{e}_0\t7.0")
-        pairs.append(f"{planted.word(e, 0)}\t{planted.word((e + 1) % planted.entities, 1)}\t1.0")
-    (folder / "wordsim353.tsv").write_text("\n".join(pairs) + "\n")
-    return folder
 
 
 def test_eval_curves_and_projector_reach_tensorboard(planted, tmp_path):

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from w2v.errors import W2VError
-from w2v.vocab import Tokenizer, Vocab, build_huffman
+from w2v.tokenizer import Tokenizer
+from w2v.vocab import Vocab, build_huffman
 
 # --- selection and order ----------------------------------------------------------------------
 
@@ -67,22 +68,6 @@ def test_load_rejects_other_json(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(W2VError, match="not a w2v vocabulary"):
         Vocab.load(tmp_path / "x.json")
-
-
-# --- tokenizer --------------------------------------------------------------------------------
-
-
-def test_tokenizer_default_and_pattern():
-    assert Tokenizer()("The CAT\tsat\n") == ["the", "cat", "sat"]
-    assert Tokenizer(lowercase=False)("The CAT") == ["The", "CAT"]
-    assert Tokenizer(pattern=r"[a-z]+")("Don't stop!") == ["don", "t", "stop"]
-    t = Tokenizer.from_dict(Tokenizer(True, r"\w+").to_dict())
-    assert t == Tokenizer(True, r"\w+")
-
-
-def test_tokenizer_bad_pattern_names_the_key():
-    with pytest.raises(W2VError, match="data.token_pattern"):
-        Tokenizer(pattern="(")
 
 
 # --- subsampling and noise ----------------------------------------------------------------------

@@ -59,9 +59,8 @@ def _install_stop() -> None:
 
 
 # The cyclic garbage collector's first generation runs every 10,000 allocations instead of
-# 700: importing torch, numba, Hydra and datasets and loading the compiled kernels allocate
-# millions of long-lived objects, over which the default thresholds ran 5 full collections
-# (0.3 s of a 5 s training run; `python -m w2v.query` starts 0.1 s sooner). A program's own
+# 700: the imports and compiled kernels allocate millions of long-lived objects, over which the
+# default thresholds run full collections for nothing (docs/measurements.md); a program's own
 # work makes few reference cycles, so collecting them later costs little memory.
 GC_THRESHOLDS = (10_000, 20, 20)
 

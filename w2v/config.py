@@ -202,12 +202,8 @@ ARCHS = ("skipgram", "cbow")
 # markedly less per epoch (docs/performance.md, "Measured design choices"). gensim uses 0.025
 # for both.
 ARCH_LR = {"skipgram": 0.025, "cbow": 0.05}
-# The starting learning rate of the Adam-family optimizers (sparse_adam, adam, adamw). Their
-# steps are normalised per weight, so word2vec's SGD rates do not carry over; 0.001 (Adam's
-# usual default) left skip-gram on text8-prefix far behind SGD after 5 epochs (issue 23:
-# analogy 0.031 against 0.083). Measured there (skip-gram, batch 1,024, 1 epoch; conf/experiment/
-# sparse_adam.yaml has the 5-epoch figures): sparse_adam at 0.001 / 0.005 / 0.01 / 0.02 gave
-# analogy 0.003 / 0.032 / 0.055 / 0.049, WS353 0.150 / 0.358 / 0.482 / 0.495.
+# The Adam-family optimizers' starting rate: their steps are normalised per weight, so SGD's
+# rates do not carry over, and Adam's usual 0.001 learns far less (docs/measurements.md).
 ADAM_LR = 0.01
 LOSSES = ("negative", "hs", "softmax")
 
@@ -273,7 +269,7 @@ class ModelConfig:
 # Longer n-grams than this are words more than subwords (fastText's own default maxn is 6).
 MAX_NGRAM = 32
 OPTIMIZERS = ("sgd", "sparse_adam", "adam", "adamw")
-ENGINES = ("auto", "fused", "cuda", "autograd")
+ENGINE_NAMES = ("auto", "fused", "cuda", "autograd")  # trainer.engine; engines.ENGINES is the table
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -384,7 +380,7 @@ class TrainerConfig:
                  "> 0 (or null: the model's default)", self.lr)
         _require(self.min_lr >= 0, "trainer.min_lr", ">= 0", self.min_lr)
         _choice("trainer.optimizer", self.optimizer, OPTIMIZERS)
-        _choice("trainer.engine", self.engine, ENGINES)
+        _choice("trainer.engine", self.engine, ENGINE_NAMES)
         _choice("trainer.device", self.device, DEVICES)
         _require(self.batch_size >= 1, "trainer.batch_size", "an integer >= 1", self.batch_size)
         _require(self.chunk_words is None or self.chunk_words >= 1, "trainer.chunk_words",

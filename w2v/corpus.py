@@ -55,7 +55,8 @@ from w2v.atomic import atomic_write_text, hold, in_use, umask
 from w2v.config import DataConfig
 from w2v.errors import W2VError, unfinished
 from w2v.sources import describe_source, source_fingerprint
-from w2v.vocab import Tokenizer, Vocab, continue_vocab
+from w2v.tokenizer import Phrases, Tokenizer
+from w2v.vocab import Vocab, continue_vocab
 
 if TYPE_CHECKING:  # imported where used: a cache hit needs neither numba nor pyarrow
     from w2v import phrases
@@ -441,7 +442,7 @@ def _check_text(scan: _Scan, source: str) -> int:
 
 
 def _phrase(scan: _Scan, cfg: DataConfig, tmp: Path, progress: bool
-            ) -> tuple[_Scan, phrases.Phrases, list[phrases.PassStats]]:
+            ) -> tuple[_Scan, Phrases, list[phrases.PassStats]]:
     """The raw-id stream through phrases.phrase_stream; the phrased stream's words in their
     first-occurrence order (the vocabulary's tie order, as gensim on the phrased text)."""
     import pyarrow as pa

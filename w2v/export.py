@@ -45,9 +45,9 @@ from w2v.config import ExportConfig
 from w2v.errors import W2VError, one_line
 from w2v.fasttext_bin import FASTTEXT_MAGIC, read_fasttext_bin, write_fasttext_bin
 from w2v.model import full_input, is_table, mean_rows, non_finite
-from w2v.tokenizer import oov_rows, subword_rows
+from w2v.tokenizer import Tokenizer, oov_rows, subword_rows
 from w2v.vectors import KeyedVectors, Ngrams, _tokenizer_dict
-from w2v.vocab import Tokenizer, Vocab
+from w2v.vocab import Vocab
 
 FORMAT = "w2v.vectors/1"
 # Recorded for vectors read from other tools' files: the words are used exactly as written.

@@ -46,13 +46,10 @@ from w2v.export import FORMAT as VECTORS_FORMAT
 from w2v.export import IDENTITY_TOKENIZER, ZIP_MAGIC, load_vectors, read_vectors_pt
 from w2v.fasttext_bin import FASTTEXT_MAGIC, read_fasttext_bin
 from w2v.model import Word2Vec, full_input, mean_rows
-from w2v.tokenizer import subword_rows
-from w2v.vocab import Tokenizer, Vocab
+from w2v.tokenizer import Tokenizer, subword_rows
+from w2v.vocab import Vocab
 
 log = logging.getLogger(__name__)
-
-PER_WORD = ("negative", "softmax")  # losses whose output rows are one per word
-
 
 @dataclass
 class InitFrom:

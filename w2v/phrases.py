@@ -29,15 +29,15 @@ word2vec.c's ReduceVocab bounds words (gensim's Phrases max_vocab_size).
 Like gensim and word2phrase, counts are kept per string: a joined pair `a_b` and a token `a_b`
 already in the text are one entry (this matters from pass 2 on, where `new_york` is a token).
 
-The learnt phrases (per pass, as token tuples) are a `Phrases` object, saved with the
+The learnt phrases (per pass, as token tuples) are a `w2v.tokenizer.Phrases`, saved with the
 tokenizer (vocab.json, checkpoints, vectors.pt), so query-time text is phrased the way the
-corpus was: `Phrases.apply(tokens)`.
+corpus was: `Phrases.apply(tokens)`. This module is the learner only; the applier travels with
+the vectors in tokenizer.py, which imports neither numba nor pyarrow.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from numba import njit
 from tqdm.auto import tqdm
 
 from w2v.config import PhrasesConfig
+from w2v.tokenizer import Phrases
 
 log = logging.getLogger(__name__)
 
@@ -75,88 +76,6 @@ def settings_key(cfg: PhrasesConfig, lowercase: bool) -> dict[str, Any]:
             "scoring": cfg.scoring, "delimiter": cfg.delimiter,
             "connector_words": list(connector_words(cfg, lowercase)),
             "max_vocab_size": cfg.max_vocab_size}
-
-
-# ---------------------------------------------------------------------------------------------
-# The learnt model: applied to short texts (queries, evaluation words) in plain Python.
-
-
-class Phrases:
-    """The phrases of each pass, as token tuples with their scores; `apply` joins them.
-
-    `apply(["new", "york", "city"])` runs every pass in order, each left to right as gensim's
-    analyze_sentence does: `["new_york_city"]` when pass 1 found (new, york) and pass 2
-    (new_york, city).
-    """
-
-    def __init__(self, passes: Sequence[dict[tuple[str, ...], float]], delimiter: str = "_",
-                 connector_words: Iterable[str] = (), settings: dict | None = None) -> None:
-        self.passes = [dict(p) for p in passes]
-        self.delimiter = delimiter
-        self.connector_words = frozenset(connector_words)
-        self.settings = dict(settings or {})
-
-    def __len__(self) -> int:
-        return sum(len(p) for p in self.passes)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Phrases) and self.to_dict() == other.to_dict()
-
-    __hash__ = None  # mutable contents
-
-    def __repr__(self) -> str:
-        sizes = ", ".join(str(len(p)) for p in self.passes)
-        return f"Phrases({len(self.passes)} passes: {sizes} phrases, delimiter={self.delimiter!r})"
-
-    def apply(self, tokens: Sequence[str]) -> list[str]:
-        """One document's tokens with every pass's phrases joined (greedy, left to right)."""
-        out = list(tokens)
-        for table in self.passes:
-            out = self._apply_pass(out, table)
-        return out
-
-    def _apply_pass(self, tokens: list[str], table: dict[tuple[str, ...], float]) -> list[str]:
-        # gensim's analyze_sentence with a lookup of the learnt pairs instead of live counts.
-        out: list[str] = []
-        start: str | None = None
-        between: list[str] = []
-        for word in tokens:
-            if word in self.connector_words:
-                (between if start is not None else out).append(word)
-                continue
-            if start is not None and (start, *between, word) in table:
-                out.append(self.delimiter.join([start, *between, word]))
-                start, between = None, []
-                continue
-            if start is not None:
-                out.append(start)
-                out.extend(between)
-            start, between = word, []
-        if start is not None:
-            out.append(start)
-            out.extend(between)
-        return out
-
-    def phrases(self) -> dict[str, float]:
-        """Every phrase token (joined with the delimiter) and its score, all passes."""
-        return {self.delimiter.join(k): s for p in self.passes for k, s in p.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain lists and numbers: JSON (vocab.json) and torch.load(weights_only=True) read it."""
-        return {
-            "delimiter": self.delimiter,
-            "connector_words": sorted(self.connector_words),
-            "settings": dict(self.settings),
-            "passes": [{"phrases": [list(k) for k in p], "scores": [float(s) for s in p.values()]}
-                       for p in self.passes],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Phrases:
-        passes = [dict(zip((tuple(k) for k in p["phrases"]), (float(s) for s in p["scores"]),
-                           strict=True)) for p in d["passes"]]
-        return cls(passes, d.get("delimiter", "_"), d.get("connector_words", ()),
-                   d.get("settings"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,20 @@
-"""What travels with the vectors to turn text into rows: fastText's character n-gram rules.
+"""What travels with the vectors to turn text into rows: the tokenizer, the corpus's learnt
+phrases and fastText's character n-gram rules.
 
+    Tokenizer(lowercase=True)("New York is big")   # ['new', 'york', 'is', 'big']
     word_ngrams("where", 3, 6)          # ['<wh', '<whe', '<wher', '<where', 'whe', ...]
     offsets, rows = subword_rows(vocab.words, 3, 6, 2_000_000)   # each word's input rows
     oov_rows("kingliness", 3, 6, 2_000_000, len(vocab))          # an unseen word's rows
+
+Everything here is stored with the vectors (vocab.json, checkpoints, vectors.pt) and applied
+to short texts at query time, so it imports no numba and no pyarrow: `w2v.load_embedding` and
+`w2v.tokenize` users load this module without them. The corpus-scale stages that produce it
+live elsewhere: tokens.py (vectorised tokenizing that agrees with `Tokenizer` exactly) and
+phrases.py (learning the phrases).
+
+`Tokenizer`: lowercase (optional), then `text.split()` or `re.findall(pattern, text)`, then the
+learnt phrases joined. `Phrases`: the phrases of each pass, as token tuples, applied as gensim's
+analyze_sentence applies them.
 
 fastText's subword model (Bojanowski et al. 2017) represents a word by its own row and the
 rows of the character n-grams of `<word>`, hashed into `bucket` rows after the vocabulary's.
@@ -13,13 +25,148 @@ boundary marker is not an n-gram, and the hash is 32-bit FNV-1a over the UTF-8 b
 taken as a signed char (fastText's `int8_t` cast), which differs from the textbook FNV-1a for
 bytes >= 0x80.
 
-The rules are computed once per word type when a vocabulary or a query word needs them, never
-per token: training reads the table `subword_rows` builds.
+The n-gram rules are computed once per word type when a vocabulary or a query word needs
+them, never per token: training reads the table `subword_rows` builds.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
+
+from w2v.errors import W2VError
+
+# ---------------------------------------------------------------------------------------------
+# Text -> tokens: the tokenizer and the learnt phrases, applied to short texts in plain Python.
+
+
+class Phrases:
+    """The phrases of each pass, as token tuples with their scores; `apply` joins them.
+
+    `apply(["new", "york", "city"])` runs every pass in order, each left to right as gensim's
+    analyze_sentence does: `["new_york_city"]` when pass 1 found (new, york) and pass 2
+    (new_york, city).
+    """
+
+    def __init__(self, passes: Sequence[dict[tuple[str, ...], float]], delimiter: str = "_",
+                 connector_words: Iterable[str] = (), settings: dict | None = None) -> None:
+        self.passes = [dict(p) for p in passes]
+        self.delimiter = delimiter
+        self.connector_words = frozenset(connector_words)
+        self.settings = dict(settings or {})
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.passes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Phrases) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # mutable contents
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(str(len(p)) for p in self.passes)
+        return f"Phrases({len(self.passes)} passes: {sizes} phrases, delimiter={self.delimiter!r})"
+
+    def apply(self, tokens: Sequence[str]) -> list[str]:
+        """One document's tokens with every pass's phrases joined (greedy, left to right)."""
+        out = list(tokens)
+        for table in self.passes:
+            out = self._apply_pass(out, table)
+        return out
+
+    def _apply_pass(self, tokens: list[str], table: dict[tuple[str, ...], float]) -> list[str]:
+        # gensim's analyze_sentence with a lookup of the learnt pairs instead of live counts.
+        out: list[str] = []
+        start: str | None = None
+        between: list[str] = []
+        for word in tokens:
+            if word in self.connector_words:
+                (between if start is not None else out).append(word)
+                continue
+            if start is not None and (start, *between, word) in table:
+                out.append(self.delimiter.join([start, *between, word]))
+                start, between = None, []
+                continue
+            if start is not None:
+                out.append(start)
+                out.extend(between)
+            start, between = word, []
+        if start is not None:
+            out.append(start)
+            out.extend(between)
+        return out
+
+    def phrases(self) -> dict[str, float]:
+        """Every phrase token (joined with the delimiter) and its score, all passes."""
+        return {self.delimiter.join(k): s for p in self.passes for k, s in p.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers: JSON (vocab.json) and torch.load(weights_only=True) read it."""
+        return {
+            "delimiter": self.delimiter,
+            "connector_words": sorted(self.connector_words),
+            "settings": dict(self.settings),
+            "passes": [{"phrases": [list(k) for k in p], "scores": [float(s) for s in p.values()]}
+                       for p in self.passes],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Phrases:
+        passes = [dict(zip((tuple(k) for k in p["phrases"]), (float(s) for s in p["scores"]),
+                           strict=True)) for p in d["passes"]]
+        return cls(passes, d.get("delimiter", "_"), d.get("connector_words", ()),
+                   d.get("settings"))
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """Lowercase (optional), then `text.split()`, or `re.findall(pattern, text)` with a pattern,
+    then the corpus's phrases joined (`new york` -> `new_york`) when it was built with
+    data.phrases (learnt by w2v/phrases.py).
+
+    tokens.py tokenizes large corpora with a vectorised path that must agree with this call
+    exactly; this is the reference (tests check the two agree).
+    """
+
+    lowercase: bool = True
+    pattern: str | None = None
+    phrases: Phrases | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as err:
+                raise W2VError(
+                    f"data.token_pattern={self.pattern!r} is not a valid regular expression: {err}"
+                ) from err
+
+    def __call__(self, text: str) -> list[str]:
+        """One document's tokens, as training saw them."""
+        if self.lowercase:
+            text = text.lower()
+        tokens = text.split() if self.pattern is None else re.findall(self.pattern, text)
+        return self.phrases.apply(tokens) if self.phrases is not None else tokens
+
+    def to_dict(self) -> dict:
+        d = {"lowercase": self.lowercase, "pattern": self.pattern}
+        if self.phrases is not None:
+            d["phrases"] = self.phrases.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Tokenizer:
+        phrases = Phrases.from_dict(d["phrases"]) if d.get("phrases") else None
+        return cls(lowercase=bool(d["lowercase"]), pattern=d.get("pattern"), phrases=phrases)
+
+
+# ---------------------------------------------------------------------------------------------
+# fastText's character n-grams.
+
 
 FNV_OFFSET = 2166136261
 FNV_PRIME = 16777619

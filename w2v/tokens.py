@@ -12,7 +12,7 @@ whitespace (textlines.whitespace_cuts), so memory stays bounded (by the longest 
 parquet/json; text8 is one 100 MB line) and no Python loop runs per token. Tokens therefore
 never contain whitespace: a `data.token_pattern` must not match across it.
 
-Tokens agree exactly with vocab.Tokenizer (lowercase, then str.split() or re.findall), which
+Tokens agree exactly with tokenizer.Tokenizer (lowercase, then str.split() or re.findall), which
 is the reference; ASCII text takes Arrow's kernels.
 
 Undecodable bytes in text files are replaced with U+FFFD (as open(errors="replace") does), so
@@ -67,7 +67,7 @@ def iter_token_chunks(
     max_doc_words: int = 10_000,
     progress: bool = True,
 ) -> Iterator[TokenChunk]:
-    """Tokenize `ds[column]` in bounded chunks; tokens agree with vocab.Tokenizer exactly."""
+    """Tokenize `ds[column]` in bounded chunks; tokens agree with tokenizer.Tokenizer exactly."""
     total = _text_bytes(ds, column)
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenize", disable=not progress)
     carry = 0  # raw words of the current line already emitted in earlier pieces

@@ -98,11 +98,6 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def lr_schedule(cfg: Config):
-    """word2vec's linear decay from lr to min_lr over all epochs, by words processed."""
-    return cfg.trainer.lr_at  # (the fused engine applies it per token, from the same place)
-
-
 def train(cfg: Config, run_dir: str | Path) -> dict:
     """Train on cfg's corpus; write vectors, metrics, TensorBoard logs and checkpoints.
 
@@ -238,7 +233,7 @@ class Loop:
     def __init__(self, cfg, run_dir, model, engine, corpus, writer, position, world):
         self.cfg, self.run_dir, self.model, self.engine = cfg, run_dir, model, engine
         self.corpus, self.writer, self.pos, self.world = corpus, writer, position, world
-        self.lr_at = lr_schedule(cfg)
+        self.lr_at = cfg.trainer.lr_at  # the fused engine reads the same schedule per token
         self.ckpt_dir = run_dir / "checkpoints"
         # Rank 0 alone writes; under torchrun the others wait at a barrier until it is on disk.
         self.checkpoints = ckpt.Writer(self.ckpt_dir, ckpt.run_record(corpus.vocab, cfg),
@@ -293,12 +288,10 @@ class Loop:
                     # step's kernel does, instead of leaving the GPU idle between the two.
                     self._curve_points(curve)
                     self.pending = (s, words, epoch, step, steps, self.pos.words_done)
-                    # Every point in before an evaluation, a checkpoint or a stop inside an
-                    # epoch (a diverged loss stops the run there). At an epoch's end the last
-                    # step's points wait, as every step's do, until the next step is queued:
-                    # the epoch's mean loss, checked below before its checkpoint, covers them,
-                    # and writing them first (5 ms on an H100 for text8-prefix) left the GPU
-                    # idle at every epoch's end.
+                    # Every point in before a mid-epoch evaluation, checkpoint or stop (a
+                    # diverged loss stops there); an epoch's last points wait for the next
+                    # launch, so the GPU does not idle at the epoch's end (the epoch's mean
+                    # loss, checked below, covers them).
                     if mid or stopping:
                         self._curve_points(curve)
                 if main and t.eval_every and g % t.eval_every == 0:

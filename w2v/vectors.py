@@ -17,20 +17,19 @@ import numpy as np
 import torch
 
 from w2v.errors import W2VError
-from w2v.tokenizer import oov_rows
+from w2v.tokenizer import Tokenizer, oov_rows
 
 # Levy & Goldberg's epsilon in 3CosMul's denominator (gensim uses the same value).
 COSMUL_EPS = 1e-6
 # Score-matrix entries computed at once by the batched queries: one reused (queries,
-# candidates) float32 block of at most 2**22 entries = 16 MB (e.g. 140 questions x 30k words).
-# On text8-prefix's 9,274 answerable analogies (2 busy cores) 2**25 entries (128 MB) took
-# 1.9-2.1 s against 2.6-3.3 s; a training run's final evaluation pays the block on top of the
-# run's own memory, so the smaller one.
+# candidates) float32 block of at most 2**22 entries = 16 MB (e.g. 140 questions x 30k words);
+# larger blocks are a little faster, but a run's final evaluation pays the block on top of the
+# run's own memory (docs/measurements.md).
 SCORE_BLOCK = 2**22
 
 
 def _tokenizer_dict(tokenizer: Any) -> dict | None:
-    """Accept vocab.Tokenizer (anything with to_dict()), its dict, or None."""
+    """Accept a Tokenizer (anything with to_dict()), its dict, or None."""
     if tokenizer is None or isinstance(tokenizer, dict):
         return tokenizer
     return tokenizer.to_dict()
@@ -96,7 +95,7 @@ class KeyedVectors:
         for i, w in enumerate(self.words):
             self.index.setdefault(w, i)
         self._unit: torch.Tensor | None = None
-        self._tokenize: Any = None
+        self._tokenize: Tokenizer | None = None
         self.ngrams = ngrams
         self._unseen: dict[str, int] = {}  # unseen word -> its row among _extra (ids >= V)
         self._extra: list[torch.Tensor] = []  # (D,) vectors of unseen words
@@ -128,8 +127,6 @@ class KeyedVectors:
         and phrases (`New York` -> `new_york`); a whitespace split when none is recorded
         (word2vec files from other tools)."""
         if self._tokenize is None:
-            from w2v.vocab import Tokenizer
-
             d = self.tokenizer or {"lowercase": False, "pattern": None}
             self._tokenize = Tokenizer.from_dict(d)
         return self._tokenize(text)

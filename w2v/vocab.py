@@ -12,66 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from w2v.atomic import atomic_write_text
 from w2v.errors import W2VError
-
-if TYPE_CHECKING:  # w2v.phrases imports numba and pyarrow: only loaded when phrases are used
-    from w2v.phrases import Phrases
+from w2v.tokenizer import Tokenizer
 
 VOCAB_FORMAT = "w2v.vocab/1"
-
-
-@dataclass(frozen=True)
-class Tokenizer:
-    """Lowercase (optional), then `text.split()`, or `re.findall(pattern, text)` with a pattern,
-    then the corpus's phrases joined (`new york` -> `new_york`) when it was built with
-    data.phrases (w2v/phrases.py).
-
-    tokens.py tokenizes large corpora with a vectorised path that must agree with this call
-    exactly; this is the reference (tests check the two agree).
-    """
-
-    lowercase: bool = True
-    pattern: str | None = None
-    phrases: Phrases | None = field(default=None, hash=False)
-
-    def __post_init__(self) -> None:
-        if self.pattern is not None:
-            try:
-                re.compile(self.pattern)
-            except re.error as err:
-                raise W2VError(
-                    f"data.token_pattern={self.pattern!r} is not a valid regular expression: {err}"
-                ) from err
-
-    def __call__(self, text: str) -> list[str]:
-        """One document's tokens, as training saw them."""
-        if self.lowercase:
-            text = text.lower()
-        tokens = text.split() if self.pattern is None else re.findall(self.pattern, text)
-        return self.phrases.apply(tokens) if self.phrases is not None else tokens
-
-    def to_dict(self) -> dict:
-        d = {"lowercase": self.lowercase, "pattern": self.pattern}
-        if self.phrases is not None:
-            d["phrases"] = self.phrases.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Tokenizer:
-        phrases = None
-        if d.get("phrases"):
-            from w2v.phrases import Phrases
-
-            phrases = Phrases.from_dict(d["phrases"])
-        return cls(lowercase=bool(d["lowercase"]), pattern=d.get("pattern"), phrases=phrases)
 
 
 @dataclass(frozen=True)

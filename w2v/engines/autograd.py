@@ -23,8 +23,7 @@ from w2v.errors import W2VError
 # the loss explodes. The largest values known to train, per loss, and what was measured
 # (text8-prefix, skip-gram, window 5, lr 0.025, on the CPU with the GPU's arithmetic):
 SGD_MAX_STEP_SUM = {
-    "negative": 0.025 * 1024 * 6,  # 1,024 centres train (1 epoch: analogy 0.014, as fused's
-    # 0.013); 4,096 give NaN at step 70 (at step 100 on an H100: issue 10)
+    "negative": 0.025 * 1024 * 6,  # 1,024 centres train; 4,096 give NaN at step 70
     "hs": 0.025 * 256 * 6,  # 256 train (3,000 steps, loss falling); 1,024 give NaN at step 60
     "softmax": 0.025 * 256 * 6,  # 256 train (600 steps); 1,024 explode at step 80-90
 }

@@ -25,8 +25,8 @@ one warp per worker instead of one CPU thread:
   sequential loop would. The kernel is capped at MAX_REGISTERS a thread so that the default
   warps per SM are all resident.
 - Both tables are written with atomicAdd of the change. Plain read-modify-write stores lose
-  concurrent updates to the same row (frequent words): the feasibility probe of issue 10
-  measured analogy accuracy falling from 0.089 to 0.036-0.053 at 2,112 warps without atomics.
+  concurrent updates to the same row (frequent words), which costs accuracy measurably
+  (docs/measurements.md).
 - An epoch is cut into steps (kernel launches) of about `trainer.cuda_step_words` words: step
   s trains, for every warp, the s-th slice of its stretch, so the loop logs, evaluates,
   checkpoints and honours SIGINT between launches (about every second or less). The loss and
@@ -89,27 +89,15 @@ MIN_WARP_TOKENS = 256  # a warp's stretch is at least this many kept tokens (sma
 MIN_RESIDENT_TOKENS = 1 << 20  # fewer than this on the GPU at once: refuse (free memory)
 SUBSAMPLE_BLOCK = 1 << 24  # tokens subsampled at once: bounds the temporaries (~13 B/token)
 SIM_LANES = 1  # lanes per simulated warp (tests set 4 to exercise the shuffle)
-# How the kernel loads weight rows. "cached": plain loads, which an SM's L1 may serve after
-# atomics from other SMs (done in L2) have changed the row: a hot row can be read stale for
-# as long as it stays in L1. "coherent": ld.global.cg, from L2, where every atomic lands. The
-# same on an H100 (bench_cuda.py --reads cached,coherent --quality, 5 epochs of text8-prefix,
-# seeds 1-3): speed within 2% and quality within the seeds' spread, CBOW's SimLex included, so
-# stale L1 reads cost nothing measurable and the plain loads stay.
+# How the kernel loads weight rows: "cached" (plain loads; L1 may serve a row stale after other
+# SMs' atomics) or "coherent" (ld.global.cg, from L2): no measurable difference, so plain loads.
 READS = "cached"
 # A step (a launch of about cuda_step_words words) reports its loss in this many equal parts,
 # so the loss curve keeps its spacing (trainer.log_points, 200) when steps are longer than
 # it: text8-prefix is 2 launches an epoch, and would otherwise draw 2 points an epoch.
 CURVE_PARTS = 128
-# The output rows of one example (the target word and its noise words, or hs's path nodes) are
-# loaded in chunks of up to MAX_CHUNK at once, so their loads overlap instead of each waiting
-# for the one before (a warp's time per pair is mostly that waiting). A chunk holds its rows in
-# registers, ROW_FLOATS floats per lane at most (room for 6 rows at dim 100, 2 at dim 300, 1,
-# the sequential loop, above 768). Measured on an H100 (bench_cuda.py, 5 epochs of text8-prefix,
-# seeds 1-3, a variant's first run in a process left out): chunks of 3 at dim 100 against 1,
-# skip-gram 61.1-62.6M raw words/s against 57.3-58.7M, CBOW 195-204M against 162-193M (ncu:
-# 5.15 against 5.53 ms a CBOW launch); chunks of 2 at dim 300, skip-gram 33.3-33.8M against
-# 31.9-32.0M, CBOW 109-116M against 102-106M; the quality the same. Chunks of 6 were slower
-# (CBOW 145M): more rows in flight cost registers the 16 resident warps per SM need.
+# An example's output rows are loaded up to MAX_CHUNK at once (ROW_FLOATS floats per lane in
+# registers) so their loads overlap: a warp's time per pair is mostly that waiting.
 MAX_CHUNK = 3
 ROW_FLOATS = 24
 # Registers per thread at most: 16 warps of 32 threads then fit an SM's 65,536, so the default
