@@ -103,6 +103,7 @@ def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mea
             out_w[row] -= lr * u.grad
         return grad_h
 
+    sums, read = {}, {}  # subword CBOW: each position's row sum, and its value when read
     for i, w in enumerate(doc):
         ctx = [doc[j] for j in (i - 1, i + 1) if 0 <= j < len(doc)]
         if arch == "skipgram" and subwords:
@@ -116,6 +117,24 @@ def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mea
         elif arch == "skipgram":
             for c in ctx:
                 in_w[c] += step(in_w[c].clone(), w, lrs[i])
+        elif subwords:
+            # fastText's CBOW, each position's row sum read when it enters the window (at
+            # centre i - 1) and its errors added to its rows after its last centre (i + 1)
+            if i + 1 < len(doc):
+                sums[i + 1] = in_w[rows[doc[i + 1]]].sum(0)
+                read[i + 1] = sums[i + 1].clone()
+            if i == 0:
+                sums[0], read[0] = in_w[rows[doc[0]]].sum(0), in_w[rows[doc[0]]].sum(0)
+            ctx_at = [j for j in (i - 1, i + 1) if 0 <= j < len(doc)]
+            n = sum(len(rows[doc[j]]) for j in ctx_at)
+            h = sum(sums[j] for j in ctx_at) / (n if cbow_mean else 1)
+            g = step(h, w, lrs[i]) / (1 if cbow_mean else n)
+            for j in ctx_at:
+                sums[j] = sums[j] + len(rows[doc[j]]) * g
+            leave = range(max(i - 1, 0), len(doc)) if i == len(doc) - 1 else [i - 1][:i]
+            for j in leave:
+                for r in rows[doc[j]]:
+                    in_w[r] += (sums[j] - read[j]) / len(rows[doc[j]])
         else:
             ctx_rows = [r for c in ctx for r in rows[c]]
             h = in_w[ctx_rows].sum(0) / (len(ctx_rows) if cbow_mean else 1)

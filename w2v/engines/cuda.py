@@ -166,7 +166,7 @@ def _install_simulator_shuffle(numba_cuda) -> None:
 
 @functools.cache
 def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = False,
-            chunk: int = 1, subwords: bool = False):
+            chunk: int = 1, subwords: bool = False, ring: int = 1):
     """The training kernel for ceil(dim / lanes) floats per lane, compiled on first launch.
 
     Sizes and the architecture are compile-time constants (closure variables), so the
@@ -177,6 +177,9 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
     fastText's n-grams), as in the fused engine: skip-gram in fastText's orientation (the
     centre's rows, their mean taken once, predict each context word; the window's error is
     added to them after it), CBOW over all the context words' rows.
+    ring: the subword CBOW's positions in a window (2 window + 1), whose row sums a lane keeps
+    as the fused engine does (read when they enter the window, the errors added to the rows
+    when they leave it).
     """
     _numba_cuda()  # sets the global `cuda`: kernels must name it so (the simulator swaps it)
     # Casts are numpy's, as in the fused engine (numba types as casts cost 10 us each in the
@@ -363,6 +366,35 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                     cuda.atomic.add(in_w, (r, col), e[k])
 
     @device
+    def load_position(sums, read, slot, in_offsets, in_rows, word, in_w, lane, dim):
+        """sums[slot] = `word`'s input rows' sum, read[slot] a copy (fused: _load_position)."""
+        for k in range(per_lane):
+            sums[slot, k] = float32(0.0)
+        for p in range(in_offsets[word], in_offsets[word + 1]):
+            r = in_rows[p]
+            for k in range(per_lane):
+                col = lane + k * lanes
+                if col < dim:
+                    sums[slot, k] += weight(in_w, r, col)
+        for k in range(per_lane):
+            read[slot, k] = sums[slot, k]
+
+    @device
+    def flush_position(sums, read, slot, in_offsets, in_rows, word, in_w, lane, dim):
+        """`word`'s rows += the errors its position collected (fused: _flush_position)."""
+        lo = in_offsets[word]
+        hi = in_offsets[word + 1]
+        inv = float32(1.0 / (hi - lo))
+        for k in range(per_lane):
+            sums[slot, k] = (sums[slot, k] - read[slot, k]) * inv
+        for p in range(lo, hi):
+            r = in_rows[p]
+            for k in range(per_lane):
+                col = lane + k * lanes
+                if col < dim:
+                    cuda.atomic.add(in_w, (r, col), sums[slot, k])
+
+    @device
     def example(h, e, rows, targets, coins, cuts, others, w, out_w, threshold, alias,
                 n_noise, negative, codes, points, lengths, lr, state, lane, dim):
         """h predicts word w: negative sampling or hierarchical softmax; (loss, state)."""
@@ -410,6 +442,11 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
         coins = cuda.local.array(chunk, int32)  # noise draws: the alias method's coin,
         cuts = cuda.local.array(chunk, int32)  # the candidate's threshold
         others = cuda.local.array(chunk, int32)  # and its alias
+        sums = cuda.local.array((ring, per_lane), float32)  # subword CBOW: positions' row sums
+        read = cuda.local.array((ring, per_lane), float32)  # and their values when read
+        ring_doc = -1  # the document whose positions the ring holds
+        ring_first = 0  # its first position read into the ring
+        entered = 0  # the positions read into the ring are those before this one
         state = warp_state(seed, epoch, step, worker)
         doc = first_document(kept_offsets, n_docs, lo)
         slope = (lr_end - lr_start) / (hi - lo)
@@ -437,6 +474,22 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
             stop = min(i + b + 1, kept_offsets[doc + 1])
             w = ids[i]
             lr = lr_start + slope * (i - lo)
+            if subwords and not sg:
+                if doc != ring_doc:  # the previous document's errors reach their rows
+                    if ring_doc >= 0:
+                        for p in range(max(entered - ring, ring_first), entered):
+                            flush_position(sums, read, p % ring, in_offsets, in_rows, ids[p],
+                                           in_w, lane, dim)
+                    ring_doc = doc
+                    ring_first = max(i - window, kept_offsets[doc])
+                    entered = ring_first
+                while entered < min(i + window + 1, kept_offsets[doc + 1]):
+                    if entered - ring >= ring_first:
+                        flush_position(sums, read, (entered - ring) % ring, in_offsets,
+                                       in_rows, ids[entered - ring], in_w, lane, dim)
+                    load_position(sums, read, entered % ring, in_offsets, in_rows,
+                                  ids[entered], in_w, lane, dim)
+                    entered += 1
             if subwords and stop - start - 1 <= 0:
                 continue  # no context: nothing to learn (as the fused engine)
             if sg and subwords:  # fastText's orientation: the centre's rows
@@ -451,14 +504,16 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                         loss += ls
                         examples += 1
                 add_to_rows(e, in_offsets, in_rows, w, in_w, lane, dim)
-            elif subwords:  # CBOW over every row of every context word
+            elif subwords:  # CBOW over every row of every context word (their positions' sums)
                 for k in range(per_lane):
                     h[k] = float32(0.0)
                     e[k] = float32(0.0)
                 count = 0
                 for j in range(start, stop):
                     if j != i:
-                        count += sum_word_rows(h, in_offsets, in_rows, ids[j], in_w, lane, dim)
+                        for k in range(per_lane):
+                            h[k] += sums[j % ring, k]
+                        count += in_offsets[ids[j] + 1] - in_offsets[ids[j]]
                 inv = float32(1.0 / count)
                 if cbow_mean:
                     for k in range(per_lane):
@@ -472,7 +527,9 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                         e[k] *= inv
                 for j in range(start, stop):
                     if j != i:
-                        add_to_rows(e, in_offsets, in_rows, ids[j], in_w, lane, dim)
+                        scale = float32(in_offsets[ids[j] + 1] - in_offsets[ids[j]])
+                        for k in range(per_lane):
+                            sums[j % ring, k] += scale * e[k]
                 examples += 1
             elif sg:
                 for j in range(start, stop):
@@ -529,6 +586,10 @@ def _kernel(per_lane: int, lanes: int, sg: bool, hs: bool, coherent: bool = Fals
                             if col < dim:
                                 cuda.atomic.add(in_w, (c, col), e[k])
                 examples += 1
+        if subwords and not sg and ring_doc >= 0:  # the errors of the positions still held
+            for p in range(max(entered - ring, ring_first), entered):
+                flush_position(sums, read, p % ring, in_offsets, in_rows, ids[p], in_w, lane,
+                               dim)
         if lane == 0:
             cuda.atomic.add(stats, (part_now, 0), loss)
             cuda.atomic.add(stats, (part_now, 1), float64(examples))
@@ -694,8 +755,9 @@ def train_slice(in_w: torch.Tensor, out_w: torch.Tensor, kept_ids: torch.Tensor,
     lanes = SIM_LANES if sim else LANES
     dim = in_w.shape[1]
     per_lane = -(-dim // lanes)
+    cbow_rows = tables.subwords and arch == "cbow"
     kernel = _kernel(per_lane, lanes, arch == "skipgram", loss == "hs", reads == "coherent",
-                     chunk_rows(per_lane), tables.subwords)
+                     chunk_rows(per_lane), tables.subwords, 2 * window + 1 if cbow_rows else 1)
     args = (
         _array(in_w), _array(out_w), _array(kept_ids), _array(kept_offsets),
         kept_offsets.numel() - 1, kept_ids.numel(), workers, part, parts, dim, window, negative,
