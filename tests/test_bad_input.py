@@ -482,7 +482,8 @@ def test_a_long_single_line_builds_in_bounded_memory(tmp_path):
     Peak anonymous RSS (file-backed pages of the memory-mapped caches are not counted),
     sampled in a fresh process after a warm-up build; the 1 GB figures are in
     docs/reliability.md. Measured: +7 to +23 MiB for 8, 64 and 128 MiB lines (+339 MiB for
-    64 MiB through datasets' text builder)."""
+    64 MiB through datasets' text builder); +38 and +41 MiB for 8 and 64 MiB since the
+    builds hand their freed memory back (the process's peak unchanged, 521 MB)."""
     child = subprocess.run([sys.executable, "-c", LONG_LINE_CHILD, str(tmp_path)],
                            capture_output=True, text=True, timeout=120)
     assert child.returncode == 0, child.stderr[-3000:]
@@ -490,7 +491,10 @@ def test_a_long_single_line_builds_in_bounded_memory(tmp_path):
     small, big = report["small"], report["big"]
     assert big["tokens"] > 7 * small["tokens"]  # every word of the big line was counted
     mib = 2**20
-    assert big["growth"] < big["bytes"] / 2, f"+{big['growth'] / mib:.0f} MiB for a 64 MiB line"
+    # Each build starts from what the one before handed back to the system
+    # (corpus._return_freed_memory), so its fixed-size buffers (~40 MiB) count in every
+    # growth: the line's own cost is the growth past the 8 MiB line's.
+    assert big["growth"] < 64 * mib, f"+{big['growth'] / mib:.0f} MiB for a 64 MiB line"
     assert big["growth"] < small["growth"] + 24 * mib  # 8x the line, about the same memory
 
 
