@@ -92,7 +92,7 @@ def snapshot(model, engine, pos: Position, record: dict, into: dict | None = Non
     earlier snapshot that is on disk now, copied over when their shapes still fit.
     copy=False: the model's CPU tensors themselves (for a write before training goes on)."""
     optimizer = _cpu_copy(engine.state_dict())  # first: the fused engine's state pauses its threads
-    state = model_state(model)
+    state = model_state(model, into if copy else None)
     return {
         "format": FORMAT,
         "model": _model_copy(state, into) if copy else _cpu_copy(state, only_devices=True),
@@ -103,11 +103,12 @@ def snapshot(model, engine, pos: Position, record: dict, into: dict | None = Non
     }
 
 
-def model_state(model) -> dict:
+def model_state(model, into: dict | None = None) -> dict:
     """The model's tensors as a checkpoint holds them (Word2Vec.checkpoint_state: a subword
-    model's trainable input rows only); any other module's state_dict."""
+    model's trainable input rows only, gathered into `into`'s table where it fits); any other
+    module's state_dict."""
     compact = getattr(model, "checkpoint_state", None)
-    return compact() if compact is not None else model.state_dict()
+    return compact(into) if compact is not None else model.state_dict()
 
 
 def _model_copy(state: dict, into: dict | None) -> dict:
@@ -121,7 +122,8 @@ def _model_copy(state: dict, into: dict | None) -> dict:
         into = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=v.is_cuda)
                 for k, v in state.items()}
     for k, v in state.items():
-        into[k].copy_(v.detach())
+        if into[k] is not v:  # (model_state may have filled it already)
+            into[k].copy_(v.detach())
     return into
 
 

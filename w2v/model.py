@@ -137,15 +137,24 @@ class Word2Vec(nn.Module):
                 self.input.weight.zero_()
                 self.input.weight[self.trainable] = kept
 
-    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+    def checkpoint_state(self, into: dict | None = None) -> dict[str, torch.Tensor]:
         """state_dict() for a checkpoint: a subword model's input table as its trainable rows
         ("input.weight", (R, D)) and their indices ("input.weight_rows"): the others are
         zero or trainer.init_from's, which a resume restores first (2M bucket rows at dim 100
         are 800 MB, of which text8-prefix's words use about a tenth)."""
         state = self.state_dict()
         if self.subwords is not None:
-            rows = self.trainable.to(self.input.weight.device)
-            state["input.weight"] = state["input.weight"][rows]
+            weight = state["input.weight"]
+            rows = self.trainable.to(weight.device)
+            # into: an earlier snapshot's tensors (checkpoint.Writer's spares): the rows are
+            # gathered into its table, not into a new one copied over after (a transient copy
+            # of ~70 MiB for text8-prefix at every checkpoint, the run's peak).
+            out = (into or {}).get("input.weight")
+            if out is not None and out.shape == (len(rows), weight.shape[1]) and (
+                    out.dtype, out.device) == (weight.dtype, weight.device):
+                state["input.weight"] = torch.index_select(weight, 0, rows, out=out)
+            else:
+                state["input.weight"] = weight[rows]
             state["input.weight_rows"] = rows
         return state
 
