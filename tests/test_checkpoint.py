@@ -223,3 +223,28 @@ def test_the_vocabulary_is_one_string_on_disk_and_format_1_checkpoints_still_res
     torch.save(dict(raw, vocab="{not json"), tmp_path / "step-00000010.pt")
     with pytest.raises(W2VError, match="vocabulary cannot be read"):
         checkpoint.load(tmp_path / "step-00000010.pt")
+
+
+def test_a_subword_snapshot_gathers_its_rows_into_the_writers_table(tmp_path):
+    """A subword model's checkpoint holds its trainable rows, gathered straight into the
+    writer's table for them (a spare, or a fresh one of the reserved layout): gathering into
+    a new table and copying that over was a second copy of the rows at every checkpoint, the
+    run's peak memory."""
+    import numpy as np
+
+    from w2v.model import Subwords
+
+    offsets, rows = np.array([0, 2, 3, 5]), np.array([0, 4, 1, 2, 9])
+    model = Word2Vec(3, 6, subwords=Subwords(2, 3, 20, offsets, rows))
+    want = model.checkpoint_state()
+    spare = {k: torch.empty_like(v) for k, v in want.items()}
+    got = model.checkpoint_state(spare)
+    assert got["input.weight"] is spare["input.weight"]
+    assert torch.equal(got["input.weight"], model.input.weight.detach()[[0, 1, 2, 4, 9]])
+
+    writer = checkpoint.Writer(tmp_path, {})
+    writer.reserve(model)
+    writer._spares.clear()  # as after a wait(): the next snapshot's tables are fresh
+    fresh = writer._fresh()
+    assert {k: (v.shape, v.dtype) for k, v in fresh.items()} == {
+        k: (v.shape, v.dtype) for k, v in want.items()}

@@ -191,6 +191,7 @@ class Writer:
         self._spares: list[dict] = []  # model tensors of snapshots on disk or superseded
         self._keep = 1  # spares kept at most (reserve's count)
         self._bytes: int | None = None  # the size of a snapshot's model tensors
+        self._layout: dict | None = None  # their shapes, dtypes and whether on a GPU
         self.last: Path | None = None
 
     def reserve(self, model, copies: int = 1) -> None:
@@ -202,6 +203,7 @@ class Writer:
         loop."""
         state = model_state(model)
         self._bytes = _nbytes(state)
+        self._layout = {k: (v.shape, v.dtype, v.is_cuda) for k, v in state.items()}
         if self.background and self._bytes <= self.BACKGROUND_BYTES:
             with self._lock:
                 self._keep = max(self._keep, copies)
@@ -225,7 +227,9 @@ class Writer:
             superseded, self._pending = self._pending, None  # not yet written: this replaces it
             if superseded is not None:
                 self._give_back(superseded[1]["model"])
-            spare = self._spares.pop() if self._spares else None
+            # Without a spare, fresh tables of the snapshot's layout: the model's rows are
+            # gathered straight into them (a gather copied over would be a second copy).
+            spare = self._spares.pop() if self._spares else self._fresh()
         state = snapshot(model, engine, pos, self.record, into=spare)
         with self._lock:
             self._pending = (pos.global_step, state)
@@ -253,6 +257,13 @@ class Writer:
                     self._error = self._error or err
                     self._pending, self._thread = None, None
                 return
+
+    def _fresh(self) -> dict | None:
+        """Empty tables of a snapshot's layout (reserve's), or None before it is known."""
+        if self._layout is None:
+            return None
+        return {k: torch.empty(shape, dtype=dtype, pin_memory=cuda)
+                for k, (shape, dtype, cuda) in self._layout.items()}
 
     def _give_back(self, tables: dict) -> None:
         """A snapshot's model tensors back among the spares (the lock held)."""

@@ -34,15 +34,12 @@ build alone (pyarrow was 36 MiB of the peak RSS of importing w2v.train and openi
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 import warnings
@@ -57,6 +54,7 @@ from tqdm.auto import tqdm
 from w2v.atomic import atomic_write_text, hold, in_use, umask
 from w2v.config import DataConfig
 from w2v.errors import W2VError, unfinished
+from w2v.memory import give_back
 from w2v.sources import describe_source, source_fingerprint
 from w2v.tokenizer import Phrases, Tokenizer
 from w2v.vocab import Vocab, continue_vocab
@@ -155,23 +153,12 @@ def build_corpus(cfg: DataConfig, progress: bool = True, base: Vocab | None = No
             f"cannot write the corpus cache under {path.parent}: {err.strerror or err}; free "
             "some space or point data.cache_dir (or $W2V_CACHE) at a writable folder"
         ) from None
-    _return_freed_memory()
+    # Its token strings, counting dict and Arrow buffers are garbage now: ~250 MiB of
+    # text8-prefix's build stayed in the RSS of the whole run that followed.
+    give_back()
     corpus = load_corpus(path)
     corpus.seconds = time.perf_counter() - start
     return corpus
-
-
-def _return_freed_memory() -> None:
-    """Hand the build's freed memory back to the system. Its token strings, counting dict and
-    Arrow buffers are garbage once the cache is written, but glibc's allocator and Arrow's
-    pool keep freed memory for reuse: ~250 MiB of text8-prefix's build stayed in the RSS of
-    the whole run that followed (a subword model's tables come on top)."""
-    gc.collect()
-    pyarrow = sys.modules.get("pyarrow")
-    if pyarrow is not None:
-        pyarrow.default_memory_pool().release_unused()
-    with contextlib.suppress(OSError, AttributeError):  # glibc only (not musl, macOS)
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _build_into(cfg: DataConfig, path: Path, progress: bool, start: float,

@@ -36,6 +36,7 @@ from w2v.corpus import build_corpus
 from w2v.engines import choose_engine, make_engine
 from w2v.errors import W2VError, stop_at_once
 from w2v.init_from import init_weights, load_init
+from w2v.memory import give_back
 from w2v.model import LOSS_FACTOR, MAX_WEIGHT, build_model, largest_weight, untrained_loss
 from w2v.monitor import Interval, LossCurve, TensorBoard
 
@@ -316,9 +317,13 @@ class Loop:
                 clock.tick()
                 if self.epoch_evals and not stopping:  # (a stop ends the process at once)
                     # A point per epoch on the eval/* curves; its seconds are not training's
-                    # (words/s), and the checkpoint is written meanwhile in the background.
+                    # (words/s). The epoch's checkpoint is on disk first and its copy's memory
+                    # handed back: the evaluation's own would come on top of it (a subword
+                    # model's rows: the run's peak).
                     with clock.stopped():
+                        self.checkpoints.wait()
                         self._evaluate()
+                        give_back()  # the evaluation's tables, before the next epoch's
                     curve.exclude(clock.paused)
             if stopping:
                 bar.close()
