@@ -77,7 +77,9 @@ def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mea
     rows: each word's input rows (fastText's subwords, a list of lists); the hidden vector is
     the mean of a word's rows (skip-gram) or of all the context's rows (CBOW), and each of
     those rows takes the error unscaled (fastText's Model::update); skip-gram then takes
-    fastText's orientation (the centre's rows predict its context words).
+    fastText's orientation (the centre's rows predict its context words), and CBOW reads a
+    position's rows when it enters the window and writes its errors when it leaves (the
+    engines' rule: a row shared within a window sees the other word's errors late).
     """
     subwords = rows is not None
     rows = rows or [[w] for w in range(len(in_w))]
