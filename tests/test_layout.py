@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "w2v"
 ORDER = [
     "errors",  # W2VError and one_line: any module may raise or cut an error
     "atomic",  # atomic writes: caches, checkpoints, vectors, metrics
+    "memory",  # freed memory handed back to the system after a phase (corpus build, evaluation)
     "config",  # the typed settings of every stage
     "sweep",  # a multirun's job dir names and end table (Hydra's, from conf/config.yaml)
     "cli",  # --help, key=value parsing, override checks, error lines: every entry point's edge
