@@ -100,3 +100,19 @@ def test_sync_sums_or_averages_changes_every_n_steps():
     assert results[1]["sum"] == [(False, 3.0, 4.0), (True, 7.0, 8.0), (False, 10.0, 11.0)]
     assert results[0]["mean"] == [(False, 2.0, 3.0), (True, 4.0, 5.0), (False, 5.5, 6.5)]
     assert results[1]["mean"][1:] == results[0]["mean"][1:]
+
+
+@pytest.mark.parametrize("arch", ["skipgram", "cbow"])
+def test_two_processes_train_a_subword_model_in_sync(planted, tmp_path, arch):
+    """fastText's subword model under torchrun: the ranks combine the whole input table (the
+    words' and the n-grams' rows) and stay in sync; rank 0 writes the .bin."""
+    done = torchrun(tmp_path, planted, "trainer.engine=fused", f"model={arch}",
+                    "model.minn=2", "model.maxn=4", "model.bucket=1000")
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
+    assert (tmp_path / "fasttext.bin").is_file()
+    vec = torch.load(tmp_path / "vectors.pt", weights_only=True)
+    assert vec["subwords"]["input"].shape[0] == len(vec["words"]) + 1000
+    assert neighbours_recovered(vec["vectors"], vec["words"], planted) >= 0.75
+    assert analogies_recovered(vec["vectors"], vec["words"], planted) >= 0.5
