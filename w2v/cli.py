@@ -190,16 +190,19 @@ def _default(f: dataclasses.Field) -> Any:
     return MISSING
 
 
-def _defaults(schema: type, prefix: str = "") -> dict[str, Any]:
-    """Every leaf key of the dataclass `schema`, dotted, with its default."""
-    out: dict[str, Any] = {}
+def _leaf_fields(schema: type, prefix: str = "") -> Iterable[tuple[str, type, Any]]:
+    """(dotted key, the dataclass holding it, its default) for every leaf of `schema`."""
     for f in dataclasses.fields(schema):
         value = _default(f)
         if dataclasses.is_dataclass(value):
-            out.update(_defaults(type(value), f"{prefix}{f.name}."))
+            yield from _leaf_fields(type(value), f"{prefix}{f.name}.")
         else:
-            out[prefix + f.name] = value
-    return out
+            yield prefix + f.name, schema, value
+
+
+def _defaults(schema: type) -> dict[str, Any]:
+    """Every leaf key of the dataclass `schema`, dotted, with its default."""
+    return {key: value for key, _, value in _leaf_fields(schema)}
 
 
 def _key_lines(schema: type) -> list[str]:
@@ -231,15 +234,10 @@ def field_docs(schema: type, prefix: str = "") -> dict[str, str]:
     """Each leaf key of the dataclass `schema`, dotted, with the summary of its attribute
     docstring (the string literal under the field, first paragraph, as one line): the one
     place a setting is described, read by every --help page."""
-    own = _attribute_docs(schema)
-    out: dict[str, str] = {}
-    for f in dataclasses.fields(schema):
-        value = _default(f)
-        if dataclasses.is_dataclass(value):
-            out.update(field_docs(type(value), f"{prefix}{f.name}."))
-        else:
-            out[prefix + f.name] = own.get(f.name, "")
-    return out
+    docs = {}
+    for key, holder, _ in _leaf_fields(schema, prefix):
+        docs[key] = _attribute_docs(holder).get(key.rsplit(".", 1)[-1], "")
+    return docs
 
 
 @functools.cache
@@ -426,7 +424,7 @@ def hydra_help(usage: Usage) -> str:
         label = ("" if default else "+") + name + ":"
         groups.append(f"{label:<12} {', '.join(shown)}")
     keys = []
-    defaults = _leaf_values(OmegaConf.to_container(_default_config(), resolve=False))
+    defaults = leaf_values(OmegaConf.to_container(_default_config(), resolve=False))
     lines = dict(zip(defaults, _described(Config, defaults, per_key=True)))
     for f in dataclasses.fields(Config):
         keys += ["", f"{f.name}.*: {_summary(type(_default(f)))}"]
@@ -450,12 +448,12 @@ def _default_config() -> DictConfig:
         return compose("config")
 
 
-def _leaf_values(tree: dict, prefix: str = "") -> dict[str, Any]:
+def leaf_values(tree: dict, prefix: str = "") -> dict[str, Any]:
     """Every leaf of a config tree, dotted."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_leaf_values(value, f"{prefix}{key}."))
+            out.update(leaf_values(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -44,7 +44,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from w2v import checkpoint as ckpt
 from w2v.atomic import atomic_write_text, in_use
-from w2v.cli import check_folder
+from w2v.cli import check_folder, leaf_values
 from w2v.config import Config, absolute_path
 from w2v.errors import W2VError, unfinished
 from w2v.sources import RUN_DIR_MARKS
@@ -151,8 +151,8 @@ def reconcile(cfg: Config, saved: dict, named: set[str] | None,
     contradicting setting is a W2VError that names it."""
     schema = OmegaConf.structured(Config)
     known = _known(saved, OmegaConf.to_container(schema))
-    have = _leaves(_container(OmegaConf.merge(schema, known)))
-    want = _leaves(_container(OmegaConf.structured(cfg)))
+    have = leaf_values(_container(OmegaConf.merge(schema, known)))
+    want = leaf_values(_container(OmegaConf.structured(cfg)))
     keys = set(want) if named is None else {k for k in want if _covers(named, k)}
     keys.add("trainer.resume")  # always this attempt's
     applied, changes, refused = dict(have), [], []
@@ -189,7 +189,7 @@ def named_keys(overrides: list[str], composed: Any, defaults: Any) -> set[str]:
         if key.startswith("hydra"):
             continue
         named.add(f"{key}." if key in GROUPS else key)
-    now, base = _leaves(_container(composed)), _leaves(_container(defaults))
+    now, base = leaf_values(_container(composed)), leaf_values(_container(defaults))
     named |= {k for k, v in now.items() if base.get(k, object()) != v}
     return named
 
@@ -488,16 +488,6 @@ def _known(saved: dict, schema: dict) -> dict:
         if key in schema:
             both = isinstance(value, dict) and isinstance(schema[key], dict)
             out[key] = _known(value, schema[key]) if both else value
-    return out
-
-
-def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
     return out
 
 
