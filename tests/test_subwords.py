@@ -190,3 +190,21 @@ def test_auto_on_a_gpu_takes_the_cuda_kernel_for_the_subword_model():
     cfg = compose_cfg(["model=fasttext", "data.path=x.txt"])
     assert _pick(cfg, torch.device("cuda")) == "cuda"
     assert _pick(cfg, torch.device("cpu")) == "fused"
+
+
+@pytest.mark.parametrize("subwords", [True, False])
+def test_tables_a_gpu_cannot_hold_are_one_line_before_any_copy(monkeypatch, subwords):
+    """2M n-gram rows at dim 300 are 2.4 GB: a GPU without that much free memory is told in
+    one line naming model.bucket (model.dim for word2vec) before anything is copied to it,
+    not a CUDA out-of-memory traceback from inside torch."""
+    from w2v import train as train_mod
+
+    offsets, rows = np.array([0, 2, 3]), np.array([0, 3, 1])
+    model = Word2Vec(2, 8, subwords=Subwords(2, 3, 10, offsets, rows) if subwords else None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (16, 2**34))
+    monkeypatch.setattr(model, "to", lambda *a, **k: pytest.fail("copied to the GPU"))
+    with pytest.raises(W2VError) as err:
+        train_mod._on_device(model, torch.device("cuda"))
+    msg = str(err.value)
+    assert "more than the 0.0 GiB cuda has free" in msg and "trainer.device=cpu" in msg
+    assert ("model.bucket" in msg) is subwords and "\n" not in msg

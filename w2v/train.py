@@ -181,14 +181,27 @@ def _train(cfg: Config, run_dir: Path) -> dict:
 
 def _on_device(model, device: torch.device):
     """The model moved to `device`; tables the device cannot hold are one line naming
-    model.dim (build_model checks the host's memory the same way)."""
+    model.dim (and model.bucket for a subword model), checked against the GPU's free memory
+    before copying (build_model checks the host's memory the same way)."""
+    need = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if need > free:
+            raise W2VError(_too_large_for(model, need, device, free))
     try:
         return model.to(device)
     except torch.OutOfMemoryError:
-        need = sum(p.numel() * p.element_size() for p in model.parameters())
-        raise W2VError(f"model.dim={model.dim} needs {need / 2**30:.1f} GiB for its weight "
-                       f"tables, more than {device} has free; lower model.dim (or "
-                       "data.max_vocab)") from None
+        raise W2VError(_too_large_for(model, need, device, None)) from None
+
+
+def _too_large_for(model, need: int, device: torch.device, free: int | None) -> str:
+    have = f"the {free / 2**30:.1f} GiB {device} has free" if free is not None else (
+        f"what {device} has free")
+    rows = f"{model.input.weight.shape[0]:,} input rows"
+    fix = "lower model.bucket or model.dim" if model.subwords is not None else (
+        "lower model.dim (or data.max_vocab)")
+    return (f"model.dim={model.dim} needs {need / 2**30:.1f} GiB on the GPU for its weight "
+            f"tables ({rows}), more than {have}; {fix}, or train on the CPU (trainer.device=cpu)")
 
 
 def _where(position: ckpt.Position, epochs: int) -> str:
