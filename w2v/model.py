@@ -316,8 +316,9 @@ def build_model(cfg, vocab, reduction: str = "sum") -> Word2Vec:
     need = (2 * len(vocab) + bucket - (cfg.loss == "hs")) * cfg.dim * 4  # float32 (V_in, D)
     have = available_memory()
     if have is not None and need > have:
-        raise W2VError(_too_large(cfg.dim, len(vocab) + bucket, need,
-                                  f"the {have / 2**30:.1f} GiB of memory available"))
+        raise W2VError(tables_too_large(cfg.dim, len(vocab) + bucket, need,
+                                        f"the {have / 2**30:.1f} GiB of memory available",
+                                        bool(bucket)))
     try:
         return Word2Vec(
             len(vocab),
@@ -333,15 +334,17 @@ def build_model(cfg, vocab, reduction: str = "sum") -> Word2Vec:
     except (MemoryError, RuntimeError) as err:  # no /proc/meminfo, or memory taken since
         if isinstance(err, RuntimeError) and "alloc" not in str(err):
             raise
-        raise W2VError(_too_large(cfg.dim, len(vocab) + bucket, need,
-                                  "what could be allocated")) from None
+        raise W2VError(tables_too_large(cfg.dim, len(vocab) + bucket, need,
+                                        "what could be allocated", bool(bucket))) from None
 
 
-def _too_large(dim: int, rows: int, need: int, limit: str) -> str:
-    """rows: the input table's (the vocabulary's, plus a subword model's n-gram buckets)."""
-    return (f"model.dim={dim} needs {need / 2**30:.1f} GiB for its two weight tables "
-            f"({rows:,} input rows x {dim:,} float32 each, and the output's), more than "
-            f"{limit}; lower model.dim (or data.max_vocab, or model.bucket)")
+def tables_too_large(dim: int, rows: int, need: int, limit: str, subwords: bool) -> str:
+    """The one line for weight tables past the memory there is (the host's here, a GPU's in
+    train._on_device); rows: the input table's (the vocabulary's, plus a subword model's
+    n-gram buckets)."""
+    fix = "lower model.bucket or model.dim" if subwords else "lower model.dim (or data.max_vocab)"
+    return (f"model.dim={dim} needs {need / 2**30:.1f} GiB for its weight tables ({rows:,} "
+            f"input rows x {dim:,} float32 each, and the output's), more than {limit}; {fix}")
 
 
 def available_memory() -> int | None:

@@ -37,7 +37,14 @@ from w2v.engines import choose_engine, make_engine
 from w2v.errors import W2VError, stop_at_once
 from w2v.init_from import init_weights, load_init
 from w2v.memory import give_back
-from w2v.model import LOSS_FACTOR, MAX_WEIGHT, build_model, largest_weight, untrained_loss
+from w2v.model import (
+    LOSS_FACTOR,
+    MAX_WEIGHT,
+    build_model,
+    largest_weight,
+    tables_too_large,
+    untrained_loss,
+)
 from w2v.monitor import Interval, LossCurve, TensorBoard
 
 log = logging.getLogger("w2v.train")  # not __main__ under python -m w2v.train
@@ -197,11 +204,9 @@ def _on_device(model, device: torch.device):
 def _too_large_for(model, need: int, device: torch.device, free: int | None) -> str:
     have = f"the {free / 2**30:.1f} GiB {device} has free" if free is not None else (
         f"what {device} has free")
-    rows = f"{model.input.weight.shape[0]:,} input rows"
-    fix = "lower model.bucket or model.dim" if model.subwords is not None else (
-        "lower model.dim (or data.max_vocab)")
-    return (f"model.dim={model.dim} needs {need / 2**30:.1f} GiB on the GPU for its weight "
-            f"tables ({rows}), more than {have}; {fix}, or train on the CPU (trainer.device=cpu)")
+    return (tables_too_large(model.dim, model.input.weight.shape[0], need, have,
+                             model.subwords is not None)
+            + ", or train on the CPU (trainer.device=cpu)")
 
 
 def _where(position: ckpt.Position, epochs: int) -> str:
