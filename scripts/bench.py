@@ -6,6 +6,7 @@
     python scripts/bench.py --rss-epochs 20                          # RSS flat across epochs
     python scripts/bench.py --model skipgram,cbow --threads 1,2,4,8,16 --repeat 3   # threads
     python scripts/bench.py --device cuda --repeat 3                 # the GPU protocol
+    python scripts/bench.py --device cuda --kinds subwords --repeat 3 # its subword rows only
     python scripts/bench.py --device cuda --sides w2v --trace traces # where a GPU run's time goes
     python scripts/bench.py --ngrams --model skipgram,cbow --threads 1,2 --repeat 3   # subwords
     python scripts/bench.py --ngrams --epochs 5 --quality --sides w2v,fasttext,gensim-fasttext
@@ -18,10 +19,12 @@ gensim's evaluators on each side's fastText .bin read by gensim's load_facebook_
 the vocabulary's words (the rows "analogy@30k", "WS353", "SimLex-999") and on every pair of
 the suites, unseen words through their n-grams ("... every pair").
 
---device cuda runs BENCHMARK.md's GPU protocol in one go: w2v's cuda engine against gensim
-with every CPU core (--threads, default os.cpu_count()), text8-prefix 5 epochs skip-gram and
-CBOW (raw words/s, quality, peak GPU memory) and text8-prefix x8 1 epoch (raw words/s),
-headed by the GPU's name and the engine's concurrency (trainer.cuda_warps, --cuda-warps).
+--device cuda runs BENCHMARK.md's GPU protocol in one go: w2v's cuda engine with every CPU
+core for the peers (--threads, default os.cpu_count()), text8-prefix 5 epochs skip-gram and
+CBOW (raw words/s, quality, peak GPU memory) and text8-prefix x8 1 epoch (raw words/s), for
+each of --kinds: "words" (word2vec) against gensim, "subwords" (fastText's model, --bucket
+rows) against fastText; headed by the GPU's name and the engine's concurrency
+(trainer.cuda_warps, --cuda-warps). --ngrams there means --kinds subwords.
 
 --seeds 1,2,3 gives the repeats those seeds in turn (both sides alike): quality figures are then
 the mean over the runs with their range, the seed noise the issue's quality bounds speak of
@@ -666,6 +669,9 @@ GPU_RUNS = [  # (model, corpus copies, epochs, quality): BENCHMARK.md's GPU sect
     ("skipgram", 1, 5, True), ("cbow", 1, 5, True),
     ("skipgram", 8, 1, False), ("cbow", 8, 1, False),
 ]
+# The GPU protocol's kinds of model, each with the peers its rows may take (of --sides): the
+# word model against gensim, the subword model against fastText (which trains on CPUs only).
+GPU_KINDS = {"words": ("gensim", "fasttext-words"), "subwords": ("fasttext", "gensim-fasttext")}
 
 
 def check_gpu(args) -> None:
@@ -682,22 +688,42 @@ def check_gpu(args) -> None:
                  "'w2v[cuda13]', after torch.version.cuda's major version)")
 
 
+PEER_PACKAGES = {"gensim": "gensim", "gensim-fasttext": "gensim", "fasttext": "fasttext",
+                 "fasttext-words": "fasttext"}
+
+
+def check_peers(sides: list[str]) -> None:
+    """A peer whose package is missing: one error line before any run starts (not a worker's
+    traceback after the first w2v run)."""
+    import importlib.util
+
+    for side in sides:
+        package = PEER_PACKAGES.get(side)
+        if package and importlib.util.find_spec(package) is None:
+            sys.exit(f"error: --sides {side} needs the {package} package, a peer in the dev "
+                     "extra: pip install -e '.[dev]'")
+
+
 def gpu_protocol(args, tmp: Path) -> list[tuple[str, dict]]:
-    """Every run of GPU_RUNS, each side --repeat times alternating; (label, medians) each."""
-    sides = [s for s in args.sides.split(",") if s]
+    """Every run of GPU_RUNS for each of --kinds, each side --repeat times alternating;
+    (label, medians by side) each, the word rows first."""
+    asked = [s for s in args.sides.split(",") if s]
     out = []
-    for model, scale, epochs, quality in GPU_RUNS:
+    for kind, model, scale, epochs, quality in ((k, *r) for k in GPU_KINDS
+                                                  if k in args.kinds.split(",")
+                                                  for r in GPU_RUNS):
+        sides = [s for s in asked if s == "w2v" or s in GPU_KINDS[kind]]
         run = argparse.Namespace(**{**vars(args), "model": model, "epochs": epochs,
-                                    "quality": quality})
+                                    "quality": quality, "ngrams": kind == "subwords"})
         corpus = scaled_corpus(args.corpus, scale, tmp)
         runs: dict[str, list[dict]] = {s: [] for s in sides}
         for r in range(args.repeat):
             for side in sides if r % 2 == 0 else sides[::-1]:
                 runs[side].append(run_worker(side, corpus, run, SETTINGS["min_count"], model,
                                              int(args.threads), seed_of(args, r)))
-                print(f"  {model} x{scale} run {r + 1} {side}: "
+                print(f"  {kind} {model} x{scale} run {r + 1} {side}: "
                       f"{runs[side][-1]['words_per_sec']:,.0f} words/s", file=sys.stderr)
-        label = f"{model}, {args.corpus.name} x{scale}, {epochs} epoch(s)"
+        label = f"{kind}: {model}, {args.corpus.name} x{scale}, {epochs} epoch(s)"
         out.append((label, {s: median_of(v) for s, v in runs.items()}))
     return out
 
@@ -706,10 +732,13 @@ def gpu_report(args, results: list[tuple[str, dict]]) -> str:
     """docs/performance.md's GPU tables: one per run, headed by the GPU and the concurrency."""
     first = next((res["w2v"] for _, res in results if "w2v" in res), {})
     lines = [f"GPU: {first.get('gpu', '?')}; w2v engine {first.get('engine', '?')}, "
-             f"trainer.cuda_warps {first.get('cuda_warps', '?')}; gensim workers "
-             f"{args.threads}; median of {args.repeat} (quality: mean over seeds {args.seeds})"]
+             f"trainer.cuda_warps {first.get('cuda_warps', '?')}; the peers on "
+             f"{args.threads} CPU threads; median of {args.repeat} (quality: mean over seeds "
+             f"{args.seeds})"]
     for label, res in results:
-        lines += ["", label, table("figure", res.get("w2v"), res.get("gensim"))]
+        peers = tuple(side for side in res if side != "w2v")
+        lines += ["", label, table("figure", res.get("w2v"), *(res[p] for p in peers),
+                                   names=peers or ("peer",))]
         lines += trace_lines(res.get("w2v") or {})
     return "\n".join(lines)
 
@@ -763,6 +792,8 @@ def main() -> None:
                    help="fastText's subword model (minn 3, maxn 6) on w2v's side; default "
                         "sides w2v,fasttext")
     p.add_argument("--bucket", type=int, default=2_000_000, help="n-gram rows (--ngrams)")
+    p.add_argument("--kinds", help="--device cuda: words, subwords or both comma-separated "
+                   "(default both; subwords with --ngrams)")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--rss-trace", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -774,11 +805,17 @@ def main() -> None:
         return
     if args.threads is None:
         args.threads = str(os.cpu_count() or 1) if args.device == "cuda" else "2"
+    if args.device == "cuda":
+        args.kinds = args.kinds or ("subwords" if args.ngrams else "words,subwords")
+        if not args.kinds or set(args.kinds.split(",")) - set(GPU_KINDS):
+            sys.exit(f"error: --kinds {args.kinds}: words, subwords, or both comma-separated")
+        args.sides = args.sides or "w2v,gensim,fasttext"
     args.sides = args.sides or ("w2v,fasttext" if args.ngrams else "w2v,gensim")
     unknown = set(args.sides.split(",")) - set(WORKERS) - {""}
     if unknown:
         sys.exit(f"error: --sides {args.sides}: unknown {', '.join(sorted(unknown))}; use "
                  f"{', '.join(sorted(WORKERS))}")
+    check_peers([s for s in args.sides.split(",") if s])
     models = [m for m in args.model.split(",") if m]
     if not models or any(m not in ("skipgram", "cbow") for m in models):
         sys.exit(f"error: --model {args.model}: skipgram, cbow, or both comma-separated")

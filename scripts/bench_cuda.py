@@ -5,6 +5,7 @@
         --seeds 1,2,3                            # how rows are loaded: speed and quality
     python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,3,6 --quality --seeds 1,2,3
     python scripts/bench_cuda.py --model cbow --epochs 5 --chunks 1,2 --dims 100,300
+    python scripts/bench_cuda.py --ngrams --model cbow --epochs 5 --warps 528,1056,2112 --quality
 
 What scripts/bench.py's end-to-end figure adds to this (checkpoints, logging, evaluation) is
 left out: each configuration trains `--epochs` epochs through CudaEngine.step, timed with the
@@ -12,7 +13,9 @@ GPU synchronised, and reports the share of the time spent subsampling (each epoc
 step of a range prepares it). For tuning trainer.cuda_warps, trainer.cuda_step_words,
 w2v.engines.cuda.READS (--reads) and MAX_CHUNK (--chunks); --quality scores each run's
 vectors on the suites in --eval-dir (w2v's evaluators, equal to gensim's), --seeds runs each
-configuration once per seed. The end-to-end figures against gensim are bench.py's to measure.
+configuration once per seed; --ngrams trains fastText's subword model (char n-grams 3-6,
+--bucket rows), scored on its words' vectors (the mean of each word's rows). The end-to-end
+figures against gensim and fastText are bench.py's to measure.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads: str = "cached",
-        seed: int = 1, chunk: int = 3, dim: int = 100) -> tuple[dict, object]:
+        seed: int = 1, chunk: int = 3, dim: int = 100, bucket: int = 0) -> tuple[dict, object]:
     """One configuration's epochs through CudaEngine.step, timed with the GPU synchronised
-    (under numba's CUDA simulator, on CPU tensors: how the tests run this code)."""
+    (under numba's CUDA simulator, on CPU tensors: how the tests run this code); bucket > 0
+    trains the subword model with that many n-gram rows."""
     import torch
+    from bench import NGRAMS  # the same n-gram lengths as bench.py's subword runs
 
     from w2v.config import Config, DataConfig, ModelConfig, TrainerConfig
     from w2v.engines import cuda as engine_mod
@@ -44,7 +49,9 @@ def run(corpus, model_name: str, warps: int, step_words: int, epochs: int, reads
 
     device = torch.device("cpu" if simulated() else "cuda")
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    cfg = Config(data=DataConfig(path="unused"), model=ModelConfig(arch=model_name, dim=dim),
+    ngrams = {"minn": NGRAMS["minn"], "maxn": NGRAMS["maxn"], "bucket": bucket} if bucket else {}
+    cfg = Config(data=DataConfig(path="unused"),
+                 model=ModelConfig(arch=model_name, dim=dim, **ngrams),
                  trainer=TrainerConfig(device=device.type, engine="cuda",
                                        cuda_warps=warps or None, cuda_step_words=step_words,
                                        epochs=epochs, seed=seed))
@@ -111,6 +118,8 @@ def main() -> None:
                    "chunk depend on it)")
     p.add_argument("--seeds", default="1", help="comma list: one run per seed")
     p.add_argument("--quality", action="store_true", help="score every run's vectors too")
+    p.add_argument("--ngrams", action="store_true", help="fastText's subword model")
+    p.add_argument("--bucket", type=int, default=2_000_000, help="n-gram rows (--ngrams)")
     p.add_argument("--eval-dir", type=Path, default=ROOT.parent / "shared" / "data" / "eval")
     p.add_argument("--corpus", type=Path,
                    default=ROOT.parent / "shared" / "data" / "text8-prefix" / "text8-prefix")
@@ -124,7 +133,8 @@ def main() -> None:
     from w2v.config import DataConfig
     from w2v.corpus import build_corpus
 
-    print(f"{torch.cuda.get_device_name()}, {args.model}, {args.epochs} epoch(s)")
+    model_kind = f"subwords (bucket {args.bucket:,})" if args.ngrams else "words"
+    print(f"{torch.cuda.get_device_name()}, {args.model}, {model_kind}, {args.epochs} epoch(s)")
     head = "| copies | dim | reads | chunk | seed | cuda_warps | cuda_step_words | steps/epoch | " \
            "raw words/s | subsampling |"
     print(head + (" analogy | WS353 | SimLex |" if args.quality else ""))
@@ -142,7 +152,7 @@ def main() -> None:
                       for w in args.warps.split(",") for s in args.step_words.split(",")]
             for dim, reads, chunk, seed, warps, step_words in points:
                 r, model = run(corpus, args.model, warps, step_words, args.epochs, reads, seed,
-                               chunk, dim)
+                               chunk, dim, args.bucket if args.ngrams else 0)
                 cells = f" {quality(model, corpus, args.eval_dir)} |" if args.quality else ""
                 print(f"| x{scale} | {dim} | {reads} | {chunk} | {seed} | {r['warps']:,} | "
                       f"{step_words:,} | {r['steps']} | {r['words_per_sec']:,.0f} | "

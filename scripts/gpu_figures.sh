@@ -13,17 +13,27 @@
 #   chunks    the cuda engine alone, rows loaded one at a time against in chunks of 2, 3, 6
 #             (w2v.engines.cuda.MAX_CHUNK), skip-gram and CBOW, 5 epochs, seeds 1-3, quality
 #   warps     CBOW at 528, 1,056 and 2,112 warps, 5 epochs, seeds 1-3, with quality
-#   protocol  BENCHMARK.md's GPU protocol against gensim on every core (bench.py --device cuda)
+#   subwords  the cuda engine alone on fastText's subword model, skip-gram and CBOW, at the
+#             engine's own concurrency and at 1,056 and 4,224 warps, 5 epochs, seeds 1-3,
+#             with quality (does the default still fit a model whose input rows are n-grams?)
+#   protocol  BENCHMARK.md's GPU protocol, the word model against gensim on every core
+#             (bench.py --device cuda --kinds words)
+#   subword-protocol  the same for the subword model against fastText on every core
+#             (bench.py --device cuda --kinds subwords)
+#   before    the word model's kernel alone (bench_cuda.py, skip-gram and CBOW, x1 and x8) in
+#             an older checkout BASE=<path> and in this one, alternating: its speed unchanged?
 #   trace     one traced run of each protocol run: where the GPU sits idle inside the loop
 #   threads   CPU thread scaling against gensim, 1-16 threads (the fused engine)
 # Each part writes OUT_DIR/<part>.txt (and trace/ its Chrome traces); a part that fails is
 # reported and the next one runs. CORPUS and EVAL_DIR default to ../shared beside the project.
+# The device README's 15 minutes hold about two or three parts: split them over calls.
 # The Python packages are the project's with its cuda extra and dev extra (gensim for the
 # protocol); where only a few files can be taken off the machine, tar OUT_DIR.
 set -u
-[ $# -ge 1 ] || { echo "usage: $0 OUT_DIR [gpu tests chunks reads warps protocol trace threads]" >&2; exit 2; }
+all="gpu tests chunks reads warps subwords protocol subword-protocol before trace threads"
+[ $# -ge 1 ] || { echo "usage: $0 OUT_DIR [$all]" >&2; exit 2; }
 out=$1; shift
-parts=${*:-gpu tests chunks reads warps protocol trace threads}
+parts=${*:-$all}
 root=$(cd "$(dirname "$0")/.." && pwd)
 corpus=${CORPUS:-$root/../shared/data/text8-prefix/text8-prefix}
 eval_dir=${EVAL_DIR:-$root/../shared/data/eval}
@@ -52,8 +62,16 @@ for p in $parts; do
     reads) part reads bash -c "python scripts/bench_cuda.py --model cbow --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model skipgram --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q}" ;;
     chunks) part chunks bash -c "python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,2,3,6 --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model cbow --epochs 5 --chunks 1,2,3,6 --quality --seeds 1,2,3 ${data[*]@Q}" ;;
     warps) part warps python scripts/bench_cuda.py --model cbow --epochs 5 --warps 528,1056,2112 --quality --seeds 1,2,3 "${data[@]}" ;;
-    protocol) part protocol python scripts/bench.py --device cuda --repeat 3 --seeds 1,2,3 "${data[@]}" ;;
-    trace) part trace python scripts/bench.py --device cuda --sides w2v --trace "$out/trace" "${data[@]}" ;;
+    subwords) part subwords bash -c "python scripts/bench_cuda.py --ngrams --model skipgram --epochs 5 --warps 0,1056,4224 --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --ngrams --model cbow --epochs 5 --warps 0,1056,4224 --quality --seeds 1,2,3 ${data[*]@Q}" ;;
+    protocol) part protocol python scripts/bench.py --device cuda --kinds words --repeat 3 --seeds 1,2,3 "${data[@]}" ;;
+    subword-protocol) part subword-protocol python scripts/bench.py --device cuda --kinds subwords --repeat 3 --seeds 1,2,3 "${data[@]}" ;;
+    before)
+        if [ -z "${BASE:-}" ] || [ ! -f "${BASE:-}/scripts/bench_cuda.py" ]; then
+            echo "error: part before needs BASE=<an older checkout of w2v>" >&2; failed="$failed before"
+        else
+            part before bash -c "for r in 1 2 3; do for m in skipgram cbow; do for tree in ${BASE@Q} .; do echo \"== \$tree \$m run \$r\"; python \"\$tree/scripts/bench_cuda.py\" --model \$m --scale 1,8 ${data[*]@Q} || exit 1; done; done; done"
+        fi ;;
+    trace) part trace python scripts/bench.py --device cuda --kinds words,subwords --sides w2v --trace "$out/trace" "${data[@]}" ;;
     threads) part threads python scripts/bench.py --model skipgram,cbow --threads 1,2,4,8,16 --repeat 3 "${data[@]}" ;;
     *) echo "error: unknown part $p" >&2; failed="$failed $p" ;;
     esac

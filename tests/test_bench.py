@@ -48,8 +48,9 @@ def test_gpu_report_names_the_gpu_the_concurrency_and_every_figure():
     report = bench.gpu_report(args, [("skipgram, text8-prefix x1, 5 epoch(s)",
                                       {"w2v": w2v, "gensim": gensim})])
     assert report.splitlines()[0] == ("GPU: NVIDIA H100 80GB HBM3; w2v engine cuda, "
-                                      "trainer.cuda_warps 2112; gensim workers 16; median of 3 "
-                                      "(quality: mean over seeds 1,2,3)")
+                                      "trainer.cuda_warps 2112; the peers on 16 CPU threads; "
+                                      "median of 3 (quality: mean over seeds 1,2,3)")
+    assert "| figure | w2v | gensim | w2v/gensim |" in report
     assert "| raw words/s | 50,000,000 | 1,500,000 | 33.33x |" in report
     assert "| peak GPU MiB (torch.cuda.max_memory_allocated) | 120 |  |  |" in report
     assert "| analogy@30k | 0.0890 | 0.0840 | 1.06x |" in report
@@ -62,6 +63,64 @@ def test_gpu_report_names_the_gpu_the_concurrency_and_every_figure():
                      "the host was in: step 20.0, other host work 5.5",
                      "longest idle gaps (ms at +ms into the loop): 120.50 at +0 (step, "
                      "subsample); 3.25 at +210 (no phase)"]
+
+
+def test_the_gpu_protocol_runs_the_subword_model_against_fasttext_beside_the_word_rows(
+        tmp_path, monkeypatch):
+    """--device cuda: each GPU run for the word model against gensim, then for the subword
+    model (--ngrams, the bucket passed on) against fastText, both on every thread asked for;
+    the report gives each table its own peer's column."""
+    bench = bench_module()
+    calls = []
+
+    def worker(side, corpus, run, min_count, model, threads, seed):
+        calls.append((side, model, run.epochs, run.quality, run.ngrams, corpus.name, threads))
+        return {"words_per_sec": 2e7 if side == "w2v" else 1e6, "engine": "cuda",
+                "gpu": "NVIDIA H200", "cuda_warps": 2112}
+
+    monkeypatch.setattr(bench, "run_worker", worker)
+    corpus = tmp_path / "text8-prefix"
+    corpus.write_text("a b c")
+    args = Namespace(sides="w2v,gensim,fasttext", kinds="words,subwords", corpus=corpus,
+                     repeat=2, threads="16", seeds="1,2", ngrams=False, bucket=2_000_000)
+    results = bench.gpu_protocol(args, tmp_path)
+    assert [label for label, _ in results] == [
+        f"{kind}: {model}, text8-prefix x{scale}, {epochs} epoch(s)"
+        for kind in ("words", "subwords")
+        for model, scale, epochs, _ in bench.GPU_RUNS]
+    assert [sorted(res) for _, res in results] == ([["gensim", "w2v"]] * 4
+                                                   + [["fasttext", "w2v"]] * 4)
+    subword_runs = [c for c in calls if c[4]]
+    assert {c[0] for c in subword_runs} == {"w2v", "fasttext"} and len(subword_runs) == 16
+    assert {c[0] for c in calls if not c[4]} == {"w2v", "gensim"}
+    assert ("fasttext", "skipgram", 5, True, True, "text8-prefix", 16) in calls
+    assert ("fasttext", "cbow", 1, False, True, "text8-prefix-x8", 16) in calls
+    report = bench.gpu_report(args, results)
+    sections = report.split("\n\n")
+    assert "subwords: cbow, text8-prefix x8" in sections[-1]
+    assert "| figure | w2v | fasttext | w2v/fasttext |" in sections[-1]
+    assert "| raw words/s | 20,000,000 | 1,000,000 | 20.00x |" in sections[-1]
+    args.kinds = "subwords"
+    assert len(bench.gpu_protocol(args, tmp_path)) == len(bench.GPU_RUNS)
+
+
+def test_bench_refuses_unknown_kinds_and_missing_peers_in_one_line(tmp_path, monkeypatch):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n")
+    script = str(ROOT / "scripts" / "bench.py")
+    done = subprocess.run([sys.executable, script, "--device", "cuda", "--kinds", "phrases",
+                           "--corpus", str(corpus)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("error: --kinds phrases: words, subwords, or both "
+                                   "comma-separated")
+    bench = bench_module()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "fasttext" else real(name, *a))
+    with pytest.raises(SystemExit) as stop:
+        bench.check_peers(["w2v", "gensim", "fasttext"])
+    assert str(stop.value) == ("error: --sides fasttext needs the fasttext package, a peer in "
+                               "the dev extra: pip install -e '.[dev]'")
 
 
 def test_repeats_take_the_seeds_in_turn_and_quality_is_their_mean_with_its_range():
@@ -218,3 +277,65 @@ def test_bench_cuda_runs_the_engine_with_each_chunk_size(tmp_path, monkeypatch, 
     assert chunks == {min(chunk, engine_mod.ROW_FLOATS // per_lane)}
     assert result["steps"] == 4 and 1 <= result["warps"] <= 2 and result["words_per_sec"] > 0
     assert model.input.weight.shape[1] == 8
+
+
+def test_bench_cuda_trains_the_subword_model_with_its_bucket(tmp_path, monkeypatch):
+    """bench_cuda.py --ngrams: the kernel compiled for subwords, the model's input table the
+    vocabulary's rows and the bucket's, each word's rows its n-grams (bench.py's lengths)."""
+    from tests.conftest import write_planted_corpus
+    from w2v.config import DataConfig
+    from w2v.corpus import build_corpus
+    from w2v.engines import cuda as engine_mod
+    from w2v.engines import simulated
+
+    if not simulated() and not torch.cuda.is_available():
+        pytest.skip("needs numba's CUDA simulator (tests/conftest.py) or a GPU")
+    for name in ("READS", "MAX_CHUNK"):
+        monkeypatch.setattr(engine_mod, name, getattr(engine_mod, name))  # restored after
+    planted = write_planted_corpus(tmp_path / "planted.txt", entities=4, context_per_entity=5,
+                                   context_per_form=3, sentences=100, length=8)
+    corpus = build_corpus(DataConfig(path=str(planted.path), min_count=1,
+                                     cache_dir=str(tmp_path / "cache")), progress=False)
+    kernel, flags = engine_mod._kernel, set()
+    monkeypatch.setattr(engine_mod, "_kernel", lambda *a: flags.add(a[6]) or kernel(*a))
+    bench_cuda = bench_module("bench_cuda")
+    result, model = bench_cuda.run(corpus, "cbow", warps=2, step_words=400, epochs=1, dim=8,
+                                   bucket=50)
+    assert flags == {True} and result["words_per_sec"] > 0
+    assert model.input.weight.shape == (len(corpus.vocab) + 50, 8)
+    assert model.subwords.minn == 3 and model.subwords.maxn == 6
+    assert model.word_vectors().shape == (len(corpus.vocab), 8)
+
+
+def test_cuda_ptx_compares_kernels_by_their_instructions_not_their_declarations():
+    """scripts/cuda_ptx.py --against: two builds of a kernel that differ only in declared
+    parameters, comments, labels' names aside, and mangled names are the same code; a changed
+    instruction or register is not."""
+    cuda_ptx = bench_module("cuda_ptx")
+    old = """.visible .entry _ZN3w2v7engines4cuda5trainB2v1E5ArrayIf(
+\t.param .u64 _ZN3w2v7engines4cuda5trainB2v1E5ArrayIf_param_0
+)
+{
+\t.reg .b32 %r<4>;
+\tld.param.u64 %rd1, [_ZN3w2v7engines4cuda5trainB2v1E5ArrayIf_param_0];
+$L__BB0_1:
+\tadd.s32 %r1, %r2, 1;  // the loop
+\tst.global.f32 [%rd1], %f1;
+}"""
+    new = old.replace("E5ArrayIf", "E5ArrayIfE5ArrayIx").replace(
+        "_param_0\n)", "_param_0,\n\t.param .u64 _ZN3w2v_param_1\n)").replace("the loop", "")
+    assert cuda_ptx.instructions(old) == cuda_ptx.instructions(new)
+    assert cuda_ptx.instructions(old) == ["ld.param.u64 %rd1, [<symbol>];",
+                                          "add.s32 %r1, %r2, 1;", "st.global.f32 [%rd1], %f1;"]
+    assert cuda_ptx.instructions(old) != cuda_ptx.instructions(old.replace("%r2, 1", "%r3, 1"))
+    tables = """.const .align 4 .b8 _cudapy_cmem[2] = {1, 2};
+.const .align 4 .b8 _cudapy_cmem$1[2] = {3, 4};
+{
+\tmov.u64 %rd1, _cudapy_cmem;
+\tmov.u64 %rd2, _cudapy_cmem$1;
+}"""
+    swapped = tables.replace("{1, 2}", "{0}").replace("{3, 4}", "{1, 2}").replace("{0}", "{3, 4}")
+    assert cuda_ptx.instructions(tables) != cuda_ptx.instructions(swapped)  # other data
+    renamed = swapped.replace("%rd1, _cudapy_cmem;", "%rd1, X;").replace(
+        "%rd2, _cudapy_cmem$1;", "%rd2, _cudapy_cmem;").replace("%rd1, X;", "%rd1, _cudapy_cmem$1;")
+    assert cuda_ptx.instructions(tables) == cuda_ptx.instructions(renamed)  # names only

@@ -446,8 +446,9 @@ def test_the_kernel_compiles_for_gpus_without_one():
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    assert sum(": ok" in line for line in lines) == len(lines) == 32  # 2 cc x 2 dims x 8
-    assert sum("coherent: ok" in line for line in lines) == 16
+    assert sum(": ok" in line for line in lines) == len(lines) == 64  # 2 cc x 2 dims x 16
+    assert sum("coherent: ok" in line for line in lines) == 32
+    assert sum(line.startswith("subwords ") for line in lines) == 32
 
 
 # ----------------------------------------------------------------------------- on a GPU only

@@ -162,6 +162,8 @@ def _train(cfg: Config, run_dir: Path) -> dict:
             _warn_costly(cfg, device, len(corpus.vocab))
         shard = distributed.shard(corpus, world)
         model = _on_device(build_model(cfg.model, corpus.vocab), device)
+        if world.main:
+            log.info("%s", _weights_line(model, device))
         if init is not None:  # (a resumed run's checkpoint then overwrites what it holds: all
             init_weights(model, init, corpus.vocab, cfg)  # but a subword model's untrained rows)
         engine = make_engine(engine_name, model, shard, cfg, device)
@@ -199,6 +201,17 @@ def _on_device(model, device: torch.device):
         return model.to(device)
     except torch.OutOfMemoryError:
         raise W2VError(_too_large_for(model, need, device, None)) from None
+
+
+def _weights_line(model, device: torch.device) -> str:
+    """What the weight tables hold and take (a subword model's n-gram rows are most of it)."""
+    words, dim = model.vocab_size, model.dim
+    rows = f"{words:,} words"
+    if model.subwords is not None:
+        rows += f" + {model.subwords.bucket:,} n-gram buckets"
+    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return (f"weights: input {rows}, output {model.output.weight.shape[0]:,} rows, dim {dim}: "
+            f"{size / 2**20:,.0f} MiB on {device}")
 
 
 def _too_large_for(model, need: int, device: torch.device, free: int | None) -> str:
