@@ -96,6 +96,23 @@ def test_ngrams_and_rows_equal_fasttexts(fasttext_model):
         assert oov_rows(unseen, 2, 5, 1000, len(words)) == list(ids)
 
 
+@pytest.mark.parametrize(("minn", "maxn"), [(3, 6), (1, 2), (1, 1), (2, 4), (5, 5), (4, 3)])
+def test_rows_of_many_words_at_once_are_each_words_own(monkeypatch, minn, maxn):
+    """subword_rows hashes every word's n-grams at once, a few words at a time here (so the
+    parts meet mid-vocabulary): each word's rows are its own row, then its n-grams' rows as
+    oov_rows gives them for the word alone (fastText's "</s>" none)."""
+    import w2v.tokenizer as tokenizer
+
+    monkeypatch.setattr(tokenizer, "_WORDS_AT_ONCE", 4)
+    words = ["</s>", *WORDS, "x", "ab", "é", "abcdefghijk", "日"]
+    offsets, rows = subword_rows(words, minn, maxn, 97)
+    assert offsets[0] == 0 and len(offsets) == len(words) + 1
+    for i, word in enumerate(words):
+        grams = [] if word == "</s>" else oov_rows(word, minn, maxn, 97, len(words))
+        assert rows[offsets[i]:offsets[i + 1]].tolist() == [i, *grams], word
+    assert subword_rows([], 3, 6, 10)[0].tolist() == [0]
+
+
 def test_one_row_per_word_without_ngrams():
     offsets, rows = subword_rows(["a", "b", "c"], 3, 0, 100)
     assert offsets.tolist() == [0, 1, 2, 3] and rows.tolist() == [0, 1, 2]
