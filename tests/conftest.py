@@ -12,6 +12,7 @@ learn the co-occurrence therefore decompose as entity + form, which plants:
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import random
 import signal
@@ -130,8 +131,11 @@ def modules_loaded(code: str, modules: Iterable[str]) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    """Keep every test's index-tensor cache in its own tmp dir."""
+    """Keep every test's index-tensor cache in its own tmp dir, and its default eval.dir
+    there too (empty): a test evaluates only with the suites it names, so a run with
+    $W2V_EVAL_DIR set (a user's shell, once CI's) tests what a run without it does."""
     monkeypatch.setenv("W2V_CACHE", str(tmp_path / "w2v-cache"))
+    monkeypatch.delenv("W2V_EVAL_DIR", raising=False)
 
 
 # --- what many test files share: composing configs, the planted corpus's run and checks ------
@@ -250,3 +254,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- what failure tests share: one-line errors, folders that must survive unchanged ---------
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    """The error's message, checked to be a single line (what the CLI edge prints)."""
+    text = str(err.value)
+    assert "\n" not in text and text.strip() == text and text, repr(text)
+    return text
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`: what must survive a failed command unchanged."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def stamped_snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file under folder: content hash and mtime (a rewrite with equal bytes shows)."""
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                         p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_intact(before: dict[str, str], folder: Path) -> None:
+    after = snapshot(folder)
+    assert {k: after.get(k) for k in before} == before  # no earlier file changed or vanished
+    assert not [k for k in after if k.endswith(".tmp")]
+
+
+def docs_of(c) -> list[list[str]]:
+    """A corpus's documents as lists of words (its ids read back through the vocabulary)."""
+    ids, off = c.ids.numpy(), c.doc_offsets.numpy()
+    return [[c.vocab.words[i] for i in ids[a:b]] for a, b in zip(off[:-1], off[1:], strict=True)]

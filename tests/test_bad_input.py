@@ -9,7 +9,6 @@ other case calls the library and expects a W2VError.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import pickle
@@ -26,7 +25,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from tests.conftest import planted_cfg, write_planted_corpus
+from tests.conftest import (
+    assert_intact,
+    one_line,
+    planted_cfg,
+    snapshot,
+    write_planted_corpus,
+)
 from w2v import checkpoint
 from w2v.cli import precheck
 from w2v.config import DataConfig, ExportConfig, register_configs
@@ -37,25 +42,6 @@ from w2v.init_from import load_init
 from w2v.train import choose_device, train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def one_line(err: pytest.ExceptionInfo) -> str:
-    """The error's message, checked to be a single line (what the CLI edge prints)."""
-    text = str(err.value)
-    assert "\n" not in text and text.strip() == text and text, repr(text)
-    return text
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder`: what must survive a failed command unchanged."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def assert_intact(before: dict[str, str], folder: Path) -> None:
-    after = snapshot(folder)
-    assert {k: after.get(k) for k in before} == before  # no earlier file changed or vanished
-    assert not [k for k in after if k.endswith(".tmp")]  # no temp file left behind
 
 
 class Payload:

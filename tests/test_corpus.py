@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import docs_of
 from w2v import corpus as corpus_mod
 from w2v.config import DataConfig
 from w2v.corpus import build_corpus, load_corpus
@@ -27,11 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 def _hf_cache(tmp_path, monkeypatch):
     """Keep the datasets Arrow cache of each test in tmp, not ~/.cache/huggingface."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))
-
-
-def docs_of(c) -> list[list[str]]:
-    ids, off = c.ids.numpy(), c.doc_offsets.numpy()
-    return [[c.vocab.words[i] for i in ids[a:b]] for a, b in zip(off[:-1], off[1:], strict=True)]
 
 
 def reference_docs(lines: list[str], min_count: int, m: int) -> tuple[Vocab, list[list[str]]]:

@@ -22,8 +22,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import compose_cfg, planted_cfg, write_planted_corpus
-from tests.test_bad_input import assert_intact, one_line, snapshot
+from tests.conftest import (
+    assert_intact,
+    compose_cfg,
+    one_line,
+    planted_cfg,
+    snapshot,
+    write_planted_corpus,
+)
 from w2v import atomic, checkpoint
 from w2v.config import ExportConfig
 from w2v.errors import INTERRUPTED, W2VError

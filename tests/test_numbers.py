@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import planted_cfg, write_planted_corpus
-from tests.test_bad_input import one_line, snapshot
+from tests.conftest import one_line, planted_cfg, snapshot, write_planted_corpus
 from w2v import checkpoint
 from w2v import train as train_mod
 from w2v.config import ExportConfig

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import planted_cfg
-from tests.test_corpus import docs_of
+from tests.conftest import docs_of, planted_cfg
 from w2v import phrases as phrases_mod
 from w2v.config import DataConfig, PhrasesConfig
 from w2v.corpus import build_corpus, cache_path

@@ -5,7 +5,6 @@ no empty run folder after a run that failed before writing anything."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import StopAfter, planted_cfg
+from tests.conftest import StopAfter, planted_cfg, stamped_snapshot
 from w2v import checkpoint
 from w2v import train as train_mod
 from w2v.rundir import hydra_args
@@ -31,13 +30,6 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "w2v.train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
-
-
-def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
-    """Every file under folder: content hash and mtime (a rewrite with equal bytes shows)."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(),
-                                         p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def strict_load(path: Path) -> dict:
@@ -67,14 +59,14 @@ def cli_run(planted, tmp_path_factory):
 
 def test_resume_with_the_run_dir_alone_continues_with_the_runs_config(cli_run):
     run = cli_run.run
-    record = snapshot(run / ".hydra")
+    record = stamped_snapshot(run / ".hydra")
     # A contradicting override is refused by name, and nothing is written or changed.
-    before = snapshot(run)
+    before = stamped_snapshot(run)
     bad = cli("trainer.resume=latest", f"hydra.run.dir={run}", "model.dim=8", cwd=cli_run.root)
     assert bad.returncode == 2
     assert bad.stderr.startswith(f"error: cannot resume from {cli_run.first} with model.dim=8 "
                                  "(the run has 16)") and bad.stderr.count("\n") == 1
-    assert snapshot(run) == before
+    assert stamped_snapshot(run) == before
 
     # The run dir alone (no data, model or trainer overrides) continues the CBOW run; a
     # harmless override is applied and reported.
@@ -91,7 +83,7 @@ def test_resume_with_the_run_dir_alone_continues_with_the_runs_config(cli_run):
     assert (final["model"]["arch"], final["trainer"]["lr"]) == ("cbow", 0.05)
     assert final["trainer"]["threads"] == 2
     # The run's own record is as the first run wrote it; the resume is recorded beside it.
-    assert {k: v for k, v in snapshot(run / ".hydra").items() if k in record} == record
+    assert {k: v for k, v in stamped_snapshot(run / ".hydra").items() if k in record} == record
     resumes = list((run / ".hydra").glob("resume-*.yaml"))
     assert len(resumes) == 1 and "trainer.threads=2" in resumes[0].read_text()
     assert strict_load(run / "metrics.json")["epochs"] == 2
@@ -156,11 +148,11 @@ def test_resuming_a_finished_run_changes_nothing(cli_run):
     if not (run / "metrics.json").exists():  # (when run alone) finish it first
         assert cli("trainer.resume=latest", f"hydra.run.dir={run}", cwd=cli_run.root
                    ).returncode == 0
-    before = snapshot(run)
+    before = stamped_snapshot(run)
     done = cli("trainer.resume=latest", f"hydra.run.dir={run}", cwd=cli_run.root)
     assert done.returncode == 0, done.stderr
     assert f"{run} is finished (2 epochs" in done.stdout and "nothing to do" in done.stdout
-    assert snapshot(run) == before  # not even train.log or .hydra/ was touched
+    assert stamped_snapshot(run) == before  # not even train.log or .hydra/ was touched
 
 
 def test_words_per_sec_counts_each_part_of_an_interrupted_run_once(planted, tmp_path,
@@ -169,7 +161,7 @@ def test_words_per_sec_counts_each_part_of_an_interrupted_run_once(planted, tmp_
     epoch end (after the epoch's loss and checkpoint). Cut late and
     resumed, the run's train_seconds must be all its steps (both parts), and words/s all its
     words over that - not all the words over the resumed part's few seconds."""
-    # No evaluation (CI's W2V_EVAL_DIR would give suites): its clock reads would count too.
+    # No evaluation (a suites folder would give it): its clock reads would count too.
     over = ("trainer.engine=fused", "trainer.epochs=2", "trainer.chunk_words=3000",
             "eval.dir=null")
     ticks = iter(range(10**6))

@@ -16,8 +16,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import StopAfter, compose_cfg, planted_cfg, write_planted_corpus
-from tests.test_rundir import snapshot
+from tests.conftest import (
+    StopAfter,
+    compose_cfg,
+    planted_cfg,
+    stamped_snapshot,
+    write_planted_corpus,
+)
 from w2v import checkpoint, rundir
 from w2v import train as train_mod
 from w2v.errors import W2VError
@@ -104,13 +109,14 @@ def test_a_new_run_in_another_runs_dir_is_refused_or_replaces_it(small):
     run = small.root / "exp"
     first = _cli(*small.args, f"hydra.run.dir={run}", cwd=small.root, env=small.env)
     assert first.returncode == 0, first.stderr[-2000:]
-    before = snapshot(run)
+    before = stamped_snapshot(run)
     again = _cli(*small.args, "trainer.lr=0.05", f"hydra.run.dir={run}", cwd=small.root,
                  env=small.env)
     assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
     assert again.stderr.startswith(f"error: {run} holds another run (checkpoints, vectors.pt")
     assert "trainer.resume=latest" in again.stderr and "trainer.overwrite=true" in again.stderr
-    assert snapshot(run) == before  # its .hydra/config.yaml too: refused before Hydra wrote it
+    # its .hydra/config.yaml too: refused before Hydra wrote it
+    assert stamped_snapshot(run) == before
 
     # trainer.overwrite=true replaces the run: the dir then holds the new run alone.
     new = _cli(*small.args, "trainer.lr=0.05", "trainer.epochs=1", "trainer.overwrite=true",
