@@ -1,8 +1,8 @@
-"""Inputs and numbers (reliability round 3): non-finite weights, a divergence with a finite
+"""Inputs and numbers: non-finite weights, a divergence with a finite
 loss, a run that trains nothing, files that declare more than they hold, files of the wrong
 shape, and strict JSON from the evaluator.
 
-Each test backs a row of docs/reliability.md ("Inputs and numbers (round 3)"); each failed on
+Each test backs a row of docs/reliability.md ("Inputs and numbers"); each failed on
 the code before the change (a traceback, a silent export of NaN, or exit 0).
 """
 

@@ -1,7 +1,7 @@
 """A run dir holds one run, whole: the loss and the epoch records a resume continues, one
 run at a time in a run dir, no write through a planted symlink, no stale temporary files.
 
-Each test backs a row of docs/reliability.md ("Run directories (round 3)")."""
+Each test backs a row of docs/reliability.md ("Run directories")."""
 
 from __future__ import annotations
 
