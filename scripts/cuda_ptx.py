@@ -94,11 +94,14 @@ def ptxas_report(ptx: str, cc: tuple[int, int], max_registers: int) -> str:
 
 
 def compile_variant(engine, cuda, dim: int, arch: str, loss: str, reads: str,
-                    cc: tuple[int, int], subwords: bool = False) -> str:
+                    cc: tuple[int, int], subwords: bool = False, window: int = 5) -> str:
     engine._kernel.cache_clear()
     per_lane = -(-dim // engine.LANES)
+    # The subword CBOW kernel holds its window's positions (2 window + 1) in each lane, as
+    # train_slice compiles it for model.window.
+    ring = 2 * window + 1 if subwords and arch == "cbow" else 1
     kernel = engine._kernel(per_lane, engine.LANES, arch == "skipgram", loss == "hs",
-                            reads == "coherent", engine.chunk_rows(per_lane), subwords)
+                            reads == "coherent", engine.chunk_rows(per_lane), subwords, ring)
     ptx, _ = cuda.compile_ptx(kernel.py_func, kernel_signature(), cc=cc, fastmath=True)
     if (reads == "coherent") != ("ld.global.cg" in ptx):
         raise RuntimeError(f"reads={reads} but the PTX has "
@@ -191,6 +194,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="write the last variant's PTX here")
     p.add_argument("--model", nargs="*", default=["words", "subwords"],
                    help="words (word2vec), subwords (fastText's n-grams), or both")
+    p.add_argument("--window", type=int, default=5,
+                   help="model.window (the subword CBOW kernel holds 2 window + 1 positions)")
     p.add_argument("--against", type=Path, help="another checkout: is the word model's "
                    "kernel the same, instruction for instruction?")
     p.add_argument("--dump-words", type=Path, help=argparse.SUPPRESS)
@@ -228,7 +233,7 @@ def main() -> None:
                 name = f"{model:8} {arch:8} {loss:8} dim {dim:4} sm_{cc[0]}{cc[1]} {reads:8}"
                 try:
                     ptx = compile_variant(engine, cuda, dim, arch, loss, reads, cc,
-                                          model == "subwords")
+                                          model == "subwords", args.window)
                 except Exception as err:  # report every variant, then fail
                     print(f"{name}: FAILED {type(err).__name__}: {err}")
                     failed = True

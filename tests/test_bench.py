@@ -339,3 +339,28 @@ $L__BB0_1:
     renamed = swapped.replace("%rd1, _cudapy_cmem;", "%rd1, X;").replace(
         "%rd2, _cudapy_cmem$1;", "%rd2, _cudapy_cmem;").replace("%rd1, X;", "%rd1, _cudapy_cmem$1;")
     assert cuda_ptx.instructions(tables) == cuda_ptx.instructions(renamed)  # names only
+
+
+@pytest.mark.parametrize(("arch", "subwords", "ring"), [("cbow", True, 11), ("cbow", False, 1),
+                                                        ("skipgram", True, 1)])
+def test_cuda_ptx_compiles_the_subword_cbow_kernel_with_its_window_positions(arch, subwords,
+                                                                             ring):
+    """The kernel train_slice launches for subword CBOW holds 2 window + 1 positions: the
+    variant scripts/cuda_ptx.py reports (registers, local memory) must be that one."""
+    from functools import lru_cache
+
+    from w2v.engines import cuda as engine
+
+    cuda_ptx = bench_module("cuda_ptx")
+    seen = []
+
+    @lru_cache
+    def kernel(*args):
+        seen.append(args)
+        return SimpleNamespace(py_func=None)
+
+    fake_engine = SimpleNamespace(_kernel=kernel, LANES=32, chunk_rows=engine.chunk_rows)
+    fake_cuda = SimpleNamespace(compile_ptx=lambda *a, **k: ("ld.global.f32", None))
+    cuda_ptx.compile_variant(fake_engine, fake_cuda, 100, arch, "negative", "cached", (9, 0),
+                             subwords, 5)
+    assert seen[0][6:] == (subwords, ring)
