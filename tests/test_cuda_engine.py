@@ -402,9 +402,11 @@ def test_interrupted_and_resumed_equals_uninterrupted(small_planted, tmp_path, m
     assert torch.equal(full, resumed)
 
 
-def test_two_ranks_stay_in_sync_and_learn(small_planted, tmp_path):
+@pytest.mark.parametrize("subwords", [False, True])
+def test_two_ranks_stay_in_sync_and_learn(small_planted, tmp_path, subwords):
     """torchrun: each rank trains its shard with the kernel, the ranks' changes summed (gloo
-    on CPU tensors in the simulator; NCCL on GPUs, which needs one GPU per rank)."""
+    on CPU tensors in the simulator; NCCL on GPUs, which needs one GPU per rank); the
+    subword model's n-gram rows too, rank 0 writing its fasttext.bin."""
     if not SIM and torch.cuda.device_count() < 2:
         pytest.skip("NCCL needs one GPU per rank: 2 GPUs")
     run_dir = tmp_path / "dist"
@@ -416,6 +418,7 @@ def test_two_ranks_stay_in_sync_and_learn(small_planted, tmp_path):
            f"trainer.device={DEVICE.type}", "trainer.cuda_warps=2",
            "trainer.cuda_step_words=300", "trainer.progress=false", "trainer.ckpt_every=0",
            "eval.projector_words=0", f"hydra.run.dir={run_dir}"]
+    cmd += ["model.minn=2", "model.maxn=4", "model.bucket=200"] if subwords else []
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -425,6 +428,7 @@ def test_two_ranks_stay_in_sync_and_learn(small_planted, tmp_path):
     vec = torch.load(run_dir / "vectors.pt", weights_only=True)
     assert neighbours_recovered(vec["vectors"], vec["words"], small_planted) >= 0.75
     assert analogies_recovered(vec["vectors"], vec["words"], small_planted) >= 0.5
+    assert (run_dir / "fasttext.bin").is_file() == subwords == ("subwords" in vec)
 
 
 def test_a_missing_numba_cuda_is_one_line_naming_the_extra(monkeypatch):
