@@ -810,6 +810,9 @@ def main() -> None:
         if not args.kinds or set(args.kinds.split(",")) - set(GPU_KINDS):
             sys.exit(f"error: --kinds {args.kinds}: words, subwords, or both comma-separated")
         args.sides = args.sides or "w2v,gensim,fasttext"
+    elif args.kinds:
+        sys.exit("error: --kinds picks the GPU protocol's models (with --device cuda); on the "
+                 "CPU, --ngrams runs the subword model")
     args.sides = args.sides or ("w2v,fasttext" if args.ngrams else "w2v,gensim")
     unknown = set(args.sides.split(",")) - set(WORKERS) - {""}
     if unknown:

@@ -113,6 +113,9 @@ def test_bench_refuses_unknown_kinds_and_missing_peers_in_one_line(tmp_path, mon
     assert done.returncode == 1
     assert done.stderr.strip() == ("error: --kinds phrases: words, subwords, or both "
                                    "comma-separated")
+    done = subprocess.run([sys.executable, script, "--kinds", "words", "--corpus", str(corpus)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("error: --kinds picks the GPU")
     bench = bench_module()
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
