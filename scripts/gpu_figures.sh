@@ -22,6 +22,8 @@
 #             (bench.py --device cuda --kinds subwords)
 #   before    the word model's kernel alone (bench_cuda.py, skip-gram and CBOW, x1 and x8) in
 #             an older checkout BASE=<path> and in this one, alternating: its speed unchanged?
+#             (e.g. mkdir -p base && git archive d82c3a7 | tar -x -C base, a git-ignored folder
+#             to carry; scripts/cuda_ptx.py --against base answers it without a GPU)
 #   trace     one traced run of each protocol run: where the GPU sits idle inside the loop
 #   threads   CPU thread scaling against gensim, 1-16 threads (the fused engine)
 # Each part writes OUT_DIR/<part>.txt (and trace/ its Chrome traces); a part that fails is
