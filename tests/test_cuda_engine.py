@@ -31,6 +31,7 @@ from tests.conftest import (
     scalars,
     write_planted_corpus,
 )
+from tests.reference import huffman, reference, warp_windows
 from w2v import train as train_mod
 from w2v.corpus import build_corpus
 from w2v.engines import cuda as engine_mod
@@ -159,6 +160,50 @@ def test_one_warp_updates_a_subword_model_as_the_fused_engine(shuffle_lanes, arc
     np.testing.assert_allclose(out_t.cpu().numpy(), out_f, atol=2e-6)
     assert float(stats[0, 0]) == pytest.approx(want.loss_sum, rel=1e-6)
     assert float(stats[0, 1]) == want.pairs
+
+
+@pytest.mark.parametrize(("arch", "subwords", "cbow_mean"),
+                         [("skipgram", True, True), ("cbow", True, True), ("cbow", True, False),
+                          ("cbow", False, True)])
+def test_random_windows_update_as_the_reference(shuffle_lanes, arch, subwords, cbow_mean):
+    """Window 3, each centre's window drawn in 1..3 by the warp's generator (replayed by
+    warp_windows), hs (no other draws), across two documents: the kernel's updates equal
+    the reference's over the same windows; for subword CBOW, each lane's ring of 7 window
+    positions read and written back as the fused engine does (tests/test_fused.py checks
+    the fused engine against the same reference)."""
+    v, dim, lr, window = 6, 7, 0.3, 3
+    rows = [[0, 6, 7], [1, 7], [2, 8, 8, 9], [3], [4, 6, 10], [5, 9, 10]] if subwords else None
+    ids = np.array([0, 1, 3, 2, 1, 4, 5, 0, 2, 3, 5, 1, 4, 0, 3, 2, 5, 1], np.int32)
+    offsets = np.array([0, 14, 18], np.int64)
+    rng = np.random.default_rng(2)  # small weights: every dot product inside the table
+    in_w = rng.normal(0, 0.1, (11 if subwords else v, dim)).astype(np.float32)
+    out_w = rng.normal(0, 0.1, (v - 1, dim)).astype(np.float32)
+    tree = huffman(np.array([6, 5, 4, 3, 2, 1]))
+    windows = warp_windows(seed=4, epoch=0, step=0, warp=0, n=len(ids), window=window)
+    assert len(set(windows[:14])) == 3  # windows of 1, 2 and 3 all occur
+    want_in, want_out, want_loss = in_w, out_w, 0.0
+    for d0, d1 in zip(offsets[:-1], offsets[1:], strict=True):  # one document after another
+        want_in, want_out, part = reference(want_in, want_out, ids[d0:d1].tolist(), arch, "hs",
+                                            0, 0, tree, cbow_mean, [lr] * (d1 - d0), rows,
+                                            window, windows[d0:d1])
+        want_in, want_out = want_in.astype(np.float32), want_out.astype(np.float32)
+        want_loss += part
+    input_rows = InputRows(np.cumsum([0] + [len(r) for r in rows]), np.concatenate(rows)) \
+        if subwords else None
+    vocab = SimpleNamespace(huffman=lambda: tree)
+    in_t, out_t = torch.from_numpy(in_w.copy()).to(DEVICE), torch.from_numpy(out_w.copy()).to(
+        DEVICE)
+    stats = torch.zeros((1, 2), dtype=torch.float64, device=DEVICE)
+    tables = engine_mod.make_tables(vocab, "hs", 0.75, DEVICE, input_rows)
+    engine_mod.train_slice(in_t, out_t, torch.from_numpy(ids).to(DEVICE),
+                           torch.from_numpy(offsets).to(DEVICE), tables, stats, arch=arch,
+                           loss="hs", window=window, cbow_mean=cbow_mean, lr_start=lr,
+                           lr_end=lr, seed=4)
+    got_in, got_out = in_t.cpu().numpy(), out_t.cpu().numpy()
+    np.testing.assert_allclose(got_in - in_w, want_in - in_w, rtol=0.03, atol=3e-3)
+    np.testing.assert_allclose(got_out - out_w, want_out - out_w, rtol=0.03, atol=3e-3)
+    assert np.abs(got_in - in_w).max() > 0.02
+    assert float(stats[0, 0]) == pytest.approx(want_loss, rel=0.01)
 
 
 def test_dynamic_window_gives_word2vec_pair_counts():

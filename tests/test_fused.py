@@ -2,48 +2,18 @@
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
+from tests.reference import fused_windows, huffman, reference
 from w2v.engines import fused, hogwild
 from w2v.engines.rules import InputRows
 from w2v.errors import W2VError
-from w2v.vocab import Huffman
 
 # --------------------------------------------------------------------------- helpers
-
-
-def huffman(counts: np.ndarray) -> Huffman:
-    """A Huffman tree as word2vec.c lays it out: points from the root (inner node V-2) down,
-    codes[b] the branch taken at points[b] (the smaller of two merged nodes is branch 0)."""
-    v = len(counts)
-    heap = [(int(c), i) for i, c in enumerate(counts)]
-    heapq.heapify(heap)
-    parent = np.zeros(2 * v - 1, np.int64)
-    branch = np.zeros(2 * v - 1, np.int8)
-    for node in range(v, 2 * v - 1):
-        c0, a = heapq.heappop(heap)
-        c1, b = heapq.heappop(heap)
-        parent[a], parent[b], branch[b] = node, node, 1
-        heapq.heappush(heap, (c0 + c1, node))
-    paths = []
-    for w in range(v):
-        path, node = [], w
-        while node != 2 * v - 2:
-            path.append((branch[node], parent[node] - v))
-            node = parent[node]
-        paths.append(path[::-1])
-    depth = max(len(p) for p in paths)
-    codes = np.zeros((v, depth), np.int8)
-    points = np.zeros((v, depth), np.int32)
-    for w, path in enumerate(paths):
-        for m, (code, point) in enumerate(path):
-            codes[w, m], points[w, m] = code, point
-    return Huffman(codes, points, np.array([len(p) for p in paths], np.int32))
 
 
 def encode(path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -64,86 +34,6 @@ def init_weights(v: int, v_out: int, dim: int, seed: int = 0):
 
 
 # --------------------------------------------------------------------------- exact updates
-
-
-def reference(in_w, out_w, doc, arch, loss, negative, noise_word, tree, cbow_mean, lrs,
-              rows=None):
-    """word2vec's update order with window=1 (no randomness left) and all noise on one word;
-    centre i trains with learning rate lrs[i].
-
-    Each target's gradient comes from torch autograd on -log sigmoid(+-h.u); the output row
-    moves at once, the input row(s) get the summed input gradient after the example (CBOW:
-    unscaled with the mean, divided by the count with the sum, as gensim 4).
-    rows: each word's input rows (fastText's subwords, a list of lists); the hidden vector is
-    the mean of a word's rows (skip-gram) or of all the context's rows (CBOW), and each of
-    those rows takes the error unscaled (fastText's Model::update); skip-gram then takes
-    fastText's orientation (the centre's rows predict its context words), and CBOW reads a
-    position's rows when it enters the window and writes its errors when it leaves (the
-    engines' rule: a row shared within a window sees the other word's errors late).
-    """
-    subwords = rows is not None
-    rows = rows or [[w] for w in range(len(in_w))]
-    in_w, out_w = torch.tensor(in_w, dtype=torch.float64), torch.tensor(out_w, dtype=torch.float64)
-    total = 0.0
-
-    def step(h, target, lr):
-        nonlocal total
-        if loss == "negative":
-            targets = [(target, 1.0)] + [(noise_word, 0.0)] * negative * (noise_word != target)
-        else:
-            targets = [(int(p), 1.0 - int(c)) for p, c in zip(tree.points[target][:tree.lengths[
-                target]], tree.codes[target][:tree.lengths[target]])]
-        grad_h = torch.zeros_like(h)
-        for row, label in targets:
-            hh = h.clone().requires_grad_(True)
-            u = out_w[row].clone().requires_grad_(True)
-            f = hh @ u
-            nll = -torch.nn.functional.logsigmoid(f if label == 1.0 else -f)
-            nll.backward()
-            total += nll.item()
-            grad_h -= lr * hh.grad
-            out_w[row] -= lr * u.grad
-        return grad_h
-
-    sums, read = {}, {}  # subword CBOW: each position's row sum, and its value when read
-    for i, w in enumerate(doc):
-        ctx = [doc[j] for j in (i - 1, i + 1) if 0 <= j < len(doc)]
-        if arch == "skipgram" and subwords:
-            # fastText's orientation: the centre's rows predict each context word; their
-            # mean is taken once and the window's summed error added after it
-            h, g = in_w[rows[w]].mean(0), 0
-            for c in ctx:
-                g = g + step(h, c, lrs[i])
-            for r in rows[w]:
-                in_w[r] += g
-        elif arch == "skipgram":
-            for c in ctx:
-                in_w[c] += step(in_w[c].clone(), w, lrs[i])
-        elif subwords:
-            # fastText's CBOW, each position's row sum read when it enters the window (at
-            # centre i - 1) and its errors added to its rows after its last centre (i + 1)
-            if i + 1 < len(doc):
-                sums[i + 1] = in_w[rows[doc[i + 1]]].sum(0)
-                read[i + 1] = sums[i + 1].clone()
-            if i == 0:
-                sums[0], read[0] = in_w[rows[doc[0]]].sum(0), in_w[rows[doc[0]]].sum(0)
-            ctx_at = [j for j in (i - 1, i + 1) if 0 <= j < len(doc)]
-            n = sum(len(rows[doc[j]]) for j in ctx_at)
-            h = sum(sums[j] for j in ctx_at) / (n if cbow_mean else 1)
-            g = step(h, w, lrs[i]) / (1 if cbow_mean else n)
-            for j in ctx_at:
-                sums[j] = sums[j] + len(rows[doc[j]]) * g
-            leave = range(max(i - 1, 0), len(doc)) if i == len(doc) - 1 else [i - 1][:i]
-            for j in leave:
-                for r in rows[doc[j]]:
-                    in_w[r] += (sums[j] - read[j]) / len(rows[doc[j]])
-        else:
-            ctx_rows = [r for c in ctx for r in rows[c]]
-            h = in_w[ctx_rows].sum(0) / (len(ctx_rows) if cbow_mean else 1)
-            g = step(h, w, lrs[i])
-            for r in ctx_rows:
-                in_w[r] += g if cbow_mean else g / len(ctx_rows)
-    return in_w.numpy(), out_w.numpy(), total
 
 
 @pytest.mark.parametrize(
@@ -203,6 +93,43 @@ def test_updates_with_several_input_rows_per_word_equal_fasttexts(arch, loss, cb
     np.testing.assert_allclose(got_in - in_w, want_in - in_w, rtol=0.03, atol=3e-3)
     np.testing.assert_allclose(got_out - out_w, want_out - out_w, rtol=0.03, atol=3e-3)
     assert np.abs(got_in[5:] - in_w[5:]).max() > 0.02  # the shared rows moved
+    assert stats.loss_sum == pytest.approx(want_loss, rel=0.01)
+
+
+RANDOM_WINDOW_CASES = [("skipgram", False, True), ("cbow", False, True), ("skipgram", True, True),
+                       ("cbow", True, True), ("cbow", True, False)]
+
+
+@pytest.mark.parametrize(("arch", "subwords", "cbow_mean"), RANDOM_WINDOW_CASES)
+def test_random_windows_update_as_the_reference(arch, subwords, cbow_mean):
+    """Window 3, each centre's window drawn in 1..3 by the engine's generator (replayed by
+    fused_windows), hs (no other draws): the updates equal the reference's over the same
+    windows; for subword CBOW, each position's row sum read when it enters the largest
+    window and its errors written when it leaves, positions wrapping around the ring of 7."""
+    v, dim, lr, window = 6, 8, 0.3, 3
+    rows = [[0, 6, 7], [1, 7], [2, 8, 8, 9], [3], [4, 6, 10], [5, 9, 10]] if subwords else None
+    doc = [0, 1, 3, 2, 1, 4, 5, 0, 2, 3, 5, 1, 4, 0]
+    # Weights small enough that no dot product leaves word2vec's sigmoid table (|f| < 6,
+    # where the engines skip the update and autograd would not), even summed over the ~18
+    # rows of a CBOW window: differences in the order of updates still show above rounding.
+    rng = np.random.default_rng(2)
+    in_w = rng.normal(0, 0.1, (11 if subwords else v, dim)).astype(np.float32)
+    out_w = rng.normal(0, 0.1, (v - 1, dim)).astype(np.float32)
+    tree = huffman(np.array([6, 5, 4, 3, 2, 1]))
+    windows = fused_windows(seed=4, epoch=0, doc=0, n=len(doc), window=window)
+    assert len(set(windows)) == 3  # windows of 1, 2 and 3 all occur
+    want_in, want_out, want_loss = reference(in_w, out_w, doc, arch, "hs", 0, 0, tree,
+                                             cbow_mean, [lr] * len(doc), rows, window, windows)
+    got_in, got_out = in_w.copy(), out_w.copy()
+    input_rows = InputRows(np.cumsum([0] + [len(r) for r in rows]), np.concatenate(rows)) \
+        if subwords else None
+    stats = fused.train_job(got_in, got_out, np.array(doc, np.int32), np.array([0, len(doc)]),
+                            0, 1, np.ones(v, np.float32), arch=arch, loss="hs", window=window,
+                            cbow_mean=cbow_mean, huffman=tree, input_rows=input_rows,
+                            lr_start=lr, lr_end=lr, seed=4)
+    np.testing.assert_allclose(got_in - in_w, want_in - in_w, rtol=0.03, atol=3e-3)
+    np.testing.assert_allclose(got_out - out_w, want_out - out_w, rtol=0.03, atol=3e-3)
+    assert np.abs(got_in - in_w).max() > 0.02
     assert stats.loss_sum == pytest.approx(want_loss, rel=0.01)
 
 
