@@ -250,11 +250,9 @@ def test_gpu_figures_refuses_a_missing_corpus_and_runs_on_past_a_failed_part(tmp
     assert done.stderr.strip().splitlines()[-1] == "failed: bogus bogus2"
 
 
-@pytest.mark.parametrize("chunk", [1, 6])
-def test_bench_cuda_runs_the_engine_with_each_chunk_size(tmp_path, monkeypatch, chunk):
-    """scripts/bench_cuda.py's run() (here in numba's CUDA simulator, on a small planted
-    corpus): the engine trains every step with the chunk size asked for, and the module
-    settings it sets are those of the run."""
+def kernel_corpus(tmp_path, monkeypatch, sentences: int):
+    """A small planted corpus for bench_cuda.py's runs of the kernel (numba's CUDA simulator,
+    or a GPU), with the engine's module settings restored after the test."""
     from tests.conftest import write_planted_corpus
     from w2v.config import DataConfig
     from w2v.corpus import build_corpus
@@ -266,9 +264,20 @@ def test_bench_cuda_runs_the_engine_with_each_chunk_size(tmp_path, monkeypatch, 
     for name in ("READS", "MAX_CHUNK"):
         monkeypatch.setattr(engine_mod, name, getattr(engine_mod, name))  # restored after
     planted = write_planted_corpus(tmp_path / "planted.txt", entities=4, context_per_entity=5,
-                                   context_per_form=3, sentences=200, length=8)
-    corpus = build_corpus(DataConfig(path=str(planted.path), min_count=1,
-                                     cache_dir=str(tmp_path / "cache")), progress=False)
+                                   context_per_form=3, sentences=sentences, length=8)
+    return build_corpus(DataConfig(path=str(planted.path), min_count=1,
+                                   cache_dir=str(tmp_path / "cache")), progress=False)
+
+
+@pytest.mark.parametrize("chunk", [1, 6])
+def test_bench_cuda_runs_the_engine_with_each_chunk_size(tmp_path, monkeypatch, chunk):
+    """scripts/bench_cuda.py's run() (here in numba's CUDA simulator, on a small planted
+    corpus): the engine trains every step with the chunk size asked for, and the module
+    settings it sets are those of the run."""
+    from w2v.engines import cuda as engine_mod
+    from w2v.engines import simulated
+
+    corpus = kernel_corpus(tmp_path, monkeypatch, sentences=200)
     kernel, chunks = engine_mod._kernel, set()
     # _kernel(per_lane, lanes, sg, hs, coherent, chunk, subwords): the chunk is the 6th
     monkeypatch.setattr(engine_mod, "_kernel", lambda *a: chunks.add(a[5]) or kernel(*a))
@@ -285,20 +294,9 @@ def test_bench_cuda_runs_the_engine_with_each_chunk_size(tmp_path, monkeypatch, 
 def test_bench_cuda_trains_the_subword_model_with_its_bucket(tmp_path, monkeypatch):
     """bench_cuda.py --ngrams: the kernel compiled for subwords, the model's input table the
     vocabulary's rows and the bucket's, each word's rows its n-grams (bench.py's lengths)."""
-    from tests.conftest import write_planted_corpus
-    from w2v.config import DataConfig
-    from w2v.corpus import build_corpus
     from w2v.engines import cuda as engine_mod
-    from w2v.engines import simulated
 
-    if not simulated() and not torch.cuda.is_available():
-        pytest.skip("needs numba's CUDA simulator (tests/conftest.py) or a GPU")
-    for name in ("READS", "MAX_CHUNK"):
-        monkeypatch.setattr(engine_mod, name, getattr(engine_mod, name))  # restored after
-    planted = write_planted_corpus(tmp_path / "planted.txt", entities=4, context_per_entity=5,
-                                   context_per_form=3, sentences=100, length=8)
-    corpus = build_corpus(DataConfig(path=str(planted.path), min_count=1,
-                                     cache_dir=str(tmp_path / "cache")), progress=False)
+    corpus = kernel_corpus(tmp_path, monkeypatch, sentences=100)
     kernel, flags = engine_mod._kernel, set()
     monkeypatch.setattr(engine_mod, "_kernel", lambda *a: flags.add(a[6]) or kernel(*a))
     bench_cuda = bench_module("bench_cuda")

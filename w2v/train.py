@@ -192,7 +192,7 @@ def _on_device(model, device: torch.device):
     """The model moved to `device`; tables the device cannot hold are one line naming
     model.dim (and model.bucket for a subword model), checked against the GPU's free memory
     before copying (build_model checks the host's memory the same way)."""
-    need = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    need = _table_bytes(model)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if need > free:
@@ -209,9 +209,13 @@ def _weights_line(model, device: torch.device) -> str:
     rows = f"{words:,} words"
     if model.subwords is not None:
         rows += f" + {model.subwords.bucket:,} n-gram buckets"
-    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     return (f"weights: input {rows}, output {model.output.weight.shape[0]:,} rows, dim {dim}: "
-            f"{size / 2**20:,.0f} MiB on {device}")
+            f"{_table_bytes(model) / 2**20:,.0f} MiB on {device}")
+
+
+def _table_bytes(model) -> int:
+    """The bytes of the model's weights and buffers (a subword model's n-gram rows table)."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
 
 
 def _too_large_for(model, need: int, device: torch.device, free: int | None) -> str:
