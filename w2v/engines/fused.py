@@ -290,6 +290,14 @@ def _zero(a):
 
 
 @_inline
+def _prefetch_rows(in_w, offsets, rows, word):
+    """Hint every input row of `word` into cache: a subword model's n-gram rows are random
+    rows of a table far larger than the caches, read one after another otherwise."""
+    for p in range(offsets[word], offsets[word + 1]):
+        _prefetch_row(in_w, rows[p])
+
+
+@_inline
 def _mean_rows(in_w, offsets, rows, word, h):
     """h[0] (D,) = the mean of `word`'s input rows (fastText's computeHidden)."""
     dim = in_w.shape[1]
@@ -384,6 +392,11 @@ def _train_doc(in_w, out_w, sen, at, n, doc_pos, total, settings, tables, lr_sta
         lr = lr_start + slope * (doc_pos + at[i])
         if not hs and i + 1 < n:
             _prefetch_row(out_w, sen[i + 1])  # the next centre's output row
+        if not tables.identity:  # the input rows the next centre reads first
+            if settings.sg and i + 1 < n:
+                _prefetch_rows(in_w, offsets, rows, sen[i + 1])
+            elif not settings.sg and i + window + 1 < n:
+                _prefetch_rows(in_w, offsets, rows, sen[i + window + 1])
         if settings.sg and not tables.identity:
             # fastText's skip-gram: the centre's rows predict each context word. Their mean is
             # taken once per centre and the window's summed error added to them once after
