@@ -29,6 +29,8 @@
 # Each part writes OUT_DIR/<part>.txt (and trace/ its Chrome traces); a part that fails is
 # reported and the next one runs. CORPUS and EVAL_DIR default to ../shared beside the project.
 # The device README's 15 minutes hold about two or three parts: split them over calls.
+# REPEAT=1 (default 3) runs the protocols' sides once each and SEEDS=1 (default 1,2,3) the
+# subword and protocol parts with one seed: a first look that fits a short device budget.
 # The Python packages are the project's with its cuda extra and dev extra (gensim for the
 # protocol); where only a few files can be taken off the machine, tar OUT_DIR.
 set -u
@@ -44,6 +46,8 @@ eval_dir=${EVAL_DIR:-$root/../shared/data/eval}
 mkdir -p "$out"
 cd "$root" || exit 2
 export PYTHONUNBUFFERED=1 W2V_EVAL_DIR=$eval_dir
+repeat=${REPEAT:-3}
+seeds=${SEEDS:-1,2,3}
 data=(--corpus "$corpus" --eval-dir "$eval_dir")
 failed=""
 
@@ -64,9 +68,9 @@ for p in $parts; do
     reads) part reads bash -c "python scripts/bench_cuda.py --model cbow --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model skipgram --epochs 5 --reads cached,coherent --quality --seeds 1,2,3 ${data[*]@Q}" ;;
     chunks) part chunks bash -c "python scripts/bench_cuda.py --model skipgram --epochs 5 --chunks 1,2,3,6 --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --model cbow --epochs 5 --chunks 1,2,3,6 --quality --seeds 1,2,3 ${data[*]@Q}" ;;
     warps) part warps python scripts/bench_cuda.py --model cbow --epochs 5 --warps 528,1056,2112 --quality --seeds 1,2,3 "${data[@]}" ;;
-    subwords) part subwords bash -c "python scripts/bench_cuda.py --ngrams --model skipgram --epochs 5 --warps 0,1056,4224 --quality --seeds 1,2,3 ${data[*]@Q} && python scripts/bench_cuda.py --ngrams --model cbow --epochs 5 --warps 0,1056,4224 --quality --seeds 1,2,3 ${data[*]@Q}" ;;
-    protocol) part protocol python scripts/bench.py --device cuda --kinds words --repeat 3 --seeds 1,2,3 "${data[@]}" ;;
-    subword-protocol) part subword-protocol python scripts/bench.py --device cuda --kinds subwords --repeat 3 --seeds 1,2,3 "${data[@]}" ;;
+    subwords) part subwords bash -c "python scripts/bench_cuda.py --ngrams --model skipgram --epochs 5 --warps 0,1056,4224 --quality --seeds $seeds ${data[*]@Q} && python scripts/bench_cuda.py --ngrams --model cbow --epochs 5 --warps 0,1056,4224 --quality --seeds $seeds ${data[*]@Q}" ;;
+    protocol) part protocol python scripts/bench.py --device cuda --kinds words --repeat "$repeat" --seeds "$seeds" "${data[@]}" ;;
+    subword-protocol) part subword-protocol python scripts/bench.py --device cuda --kinds subwords --repeat "$repeat" --seeds "$seeds" "${data[@]}" ;;
     before)
         if [ -z "${BASE:-}" ] || [ ! -f "${BASE:-}/scripts/bench_cuda.py" ]; then
             echo "error: part before needs BASE=<an older checkout of w2v>" >&2; failed="$failed before"
