@@ -807,7 +807,7 @@ def main() -> None:
         args.threads = str(os.cpu_count() or 1) if args.device == "cuda" else "2"
     if args.device == "cuda":
         args.kinds = args.kinds or ("subwords" if args.ngrams else "words,subwords")
-        if not args.kinds or set(args.kinds.split(",")) - set(GPU_KINDS):
+        if set(args.kinds.split(",")) - set(GPU_KINDS):
             sys.exit(f"error: --kinds {args.kinds}: words, subwords, or both comma-separated")
         args.sides = args.sides or "w2v,gensim,fasttext"
     elif args.kinds:
